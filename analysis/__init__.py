@@ -1,0 +1,1 @@
+"""Pure-compute analysis of toy models of superposition: weight metrics and analytic theory."""

@@ -1,0 +1,48 @@
+"""Synthetic sparse features, sampled on the training device every step.
+
+x_i = 0 with probability 1 - p_i, else U[0, 1]. One uniform u per element gives both: the
+feature is active when u < p_i, and then u / p_i is uniform on [0, 1). The uniforms come from
+one generator per *seed* (not per instance), so every instance with seed s sees the same u
+stream whatever tensor it sits in: a cell's data never depends on how the grid is chunked, and
+cells that share a seed share their random numbers (common random numbers across the grid,
+which makes neighbouring cells directly comparable).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from sweep.models import stream_seed
+
+
+class FeatureSampler:
+    """Draws (inst, batch, feat) inputs for a block of instances."""
+
+    def __init__(self, seeds: np.ndarray, density: np.ndarray, batch: int, purpose: str,
+                 device: torch.device, dtype: torch.dtype):
+        n = density.shape[1]
+        self.batch, self.n, self.device, self.dtype = batch, n, device, dtype
+        self.unique = [int(s) for s in np.unique(seeds)]
+        self.gens = [torch.Generator(device=device).manual_seed(stream_seed(s, purpose, n))
+                     for s in self.unique]
+        where = {s: i for i, s in enumerate(self.unique)}
+        self.seed_index = torch.tensor([where[int(s)] for s in seeds], device=device)  # (inst,)
+        self.p = torch.as_tensor(density, dtype=dtype, device=device).unsqueeze(1)  # (inst,1,feat)
+
+    def uniforms(self) -> torch.Tensor:
+        """One (batch, feat) draw per distinct seed: (seeds, batch, feat)."""
+        return torch.stack([torch.rand((self.batch, self.n), generator=g, device=self.device,
+                                       dtype=self.dtype) for g in self.gens])
+
+    def sample(self) -> torch.Tensor:
+        u = self.uniforms()[self.seed_index]  # (inst, batch, feat)
+        return torch.where(u < self.p, u / self.p, torch.zeros((), dtype=self.dtype,
+                                                               device=self.device))
+
+    def state(self) -> list[torch.Tensor]:
+        return [g.get_state() for g in self.gens]
+
+    def set_state(self, states: list[torch.Tensor]) -> None:
+        for g, s in zip(self.gens, states):
+            g.set_state(s)

@@ -1,0 +1,232 @@
+"""Grid expansion: validated config -> shapes, blocks of instances and per-instance settings.
+
+A sweep's config names axes in `grid.axes`. Axes that change tensor shapes (`SHAPE_AXES`) split
+the sweep into separate jobs; the others (`VECTOR_AXES`) and the seeds are vectorised into the
+leading instance axis of one tensor. Each job trains one *block*: a hyper-rectangle of the
+store's cells, aligned with the store's zarr chunks so that concurrent writers never share a
+chunk. Everything here is pure and deterministic, so the driver and every job derive the same
+plan from the same config.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from sweep.validate import MODEL_KINDS, ConfigError, check_config
+
+SHAPE_AXES = ("model", "n_features", "n_hidden")
+VECTOR_AXES = ("density", "relative_importance")
+# Bytes of working memory per (instance, batch row, feature) during one training step: the
+# sampled input, pre-activation, output and their autograd buffers (measured: about 12
+# float32 tensors of that shape are alive at the peak of forward + backward).
+BYTES_PER_ELEMENT = 12 * 4
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One combination of the shape axes: one tensor shape, one model kind."""
+
+    model: str
+    n_features: int
+    n_hidden: int
+
+    def key(self) -> str:
+        return f"{self.model}-{self.n_features}-{self.n_hidden}"
+
+
+@dataclass(frozen=True)
+class Block:
+    """A chunk-aligned hyper-rectangle of cells trained by one job."""
+
+    shape: Shape
+    index: int  # block number within its shape
+    slices: dict[str, slice]  # store dim -> region (shape dims included, one index each)
+
+    def key(self) -> str:
+        return f"{self.shape.key()}-b{self.index}"
+
+
+@dataclass
+class Instances:
+    """Per-instance settings of one block, flattened in C order of the block's dims."""
+
+    seed: np.ndarray  # (inst,) int
+    density: np.ndarray  # (inst, feat)
+    importance: np.ndarray  # (inst, feat)
+    block_shape: tuple[int, ...]  # shape of the block over the store's cell dims
+
+
+def axis_values(spec: Any, key: str) -> list:
+    """Expand an axis spec: a list of values, or {log|lin: [start, stop, num]}."""
+    if isinstance(spec, dict):
+        if len(spec) != 1 or next(iter(spec)) not in ("log", "lin"):
+            raise ConfigError(key, spec, "a list of values or {log: [start, stop, num]} or "
+                              "{lin: [start, stop, num]}")
+        kind, args = next(iter(spec.items()))
+        if not isinstance(args, (list, tuple)) or len(args) != 3:
+            raise ConfigError(f"{key}.{kind}", args, "[start, stop, num]")
+        start, stop, num = args
+        if not all(_is_number(v) for v in args) or int(num) != num or num < 1:
+            raise ConfigError(f"{key}.{kind}", args, "numbers [start, stop, num] with num >= 1")
+        if kind == "log":
+            if start <= 0 or stop <= 0:
+                raise ConfigError(f"{key}.log", args, "positive start and stop")
+            return [float(v) for v in np.geomspace(start, stop, int(num))]
+        return [float(v) for v in np.linspace(start, stop, int(num))]
+    if isinstance(spec, (list, tuple)):
+        return list(spec)
+    raise ConfigError(key, spec, "a list of values or {log: [start, stop, num]}")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def importance_schedule(spec: dict, n: int) -> np.ndarray:
+    """Importance of each of n features from `data.importance`."""
+    kind = spec.get("schedule", "constant")
+    i = np.arange(n, dtype=np.float64)
+    if kind == "constant":
+        return np.full(n, float(spec.get("value", 1.0)))
+    if kind == "geometric":  # I_i = ratio^i, as in the paper
+        return float(spec["ratio"]) ** i
+    if kind == "linear":  # from start to end, evenly spaced
+        return np.linspace(float(spec["start"]), float(spec["end"]), n)
+    if kind == "exponential":  # from start to end, evenly spaced in log
+        return np.geomspace(float(spec["start"]), float(spec["end"]), n)
+    raise ConfigError("data.importance.schedule", kind,
+                      "one of constant, geometric, linear, exponential")
+
+
+class GridPlan:
+    """The expanded grid of a (validated) config: dims, coords, shapes and blocks."""
+
+    def __init__(self, cfg: Any):
+        check_config(cfg)
+        self.cfg = cfg
+        axes = OmegaConf.to_container(cfg.grid.axes, resolve=True) if cfg.grid.axes else {}
+        self.axes: dict[str, list] = {k: axis_values(v, f"grid.axes.{k}") for k, v in axes.items()}
+        check_axes(self.axes)
+        seeds = cfg.grid.seeds
+        self.seeds = list(range(int(seeds))) if isinstance(seeds, int) else [int(s) for s in seeds]
+        self.cell_dims = [*self.axes, "seed"]  # dims of one cell (one trained model)
+        self.coords: dict[str, list] = {**self.axes, "seed": self.seeds}
+
+        def values(name: str) -> list:
+            return self.axes.get(name, [cfg.model.get("kind" if name == "model" else name)])
+
+        self.shapes = [Shape(str(k), int(n), int(m)) for k, n, m in
+                       itertools.product(values("model"), values("n_features"),
+                                         values("n_hidden"))]
+        self.max_features = max(s.n_features for s in self.shapes)
+        self.max_hidden = max(s.n_hidden for s in self.shapes)
+        self.chunks = self._chunk_sizes()
+        self.blocks = [b for s in self.shapes for b in self._blocks(s)]
+
+    @property
+    def n_cells(self) -> int:
+        return math.prod(len(v) for v in self.coords.values())
+
+    def _instances_cap(self) -> int:
+        """Most instances one job may hold under the memory budget (and the optional cap)."""
+        per_inst = int(self.cfg.train.batch_size) * self.max_features * BYTES_PER_ELEMENT
+        cap = max(1, int(float(self.cfg.chunk.memory_mb) * 2**20 // per_inst))
+        if self.cfg.chunk.get("max_instances"):
+            cap = min(cap, int(self.cfg.chunk.max_instances))
+        return cap
+
+    def _chunk_sizes(self) -> dict[str, int]:
+        """Chunk length per cell dim: 1 on shape dims, then fit vector dims + seed under the cap.
+
+        Dims are cut from the left: the leading vectorised dim shrinks first, so a block is a
+        slab of whole rows of the later dims whenever that fits.
+        """
+        cap = self._instances_cap()
+        chunks = {d: 1 if d in SHAPE_AXES else len(self.coords[d]) for d in self.cell_dims}
+        free = [d for d in self.cell_dims if d not in SHAPE_AXES]
+        for i, d in enumerate(free):
+            rest = math.prod(chunks[e] for e in free[i + 1:])
+            if chunks[d] * rest <= cap:
+                break
+            chunks[d] = max(1, cap // rest)
+        return chunks
+
+    def _blocks(self, shape: Shape) -> list[Block]:
+        ranges = []
+        for d in self.cell_dims:
+            if d in SHAPE_AXES:
+                i = self.coords[d].index(getattr(shape, "model" if d == "model" else d))
+                ranges.append([slice(i, i + 1)])
+            else:
+                n, c = len(self.coords[d]), self.chunks[d]
+                ranges.append([slice(a, min(a + c, n)) for a in range(0, n, c)])
+        return [Block(shape, k, dict(zip(self.cell_dims, sl)))
+                for k, sl in enumerate(itertools.product(*ranges))]
+
+    def block(self, key: str) -> Block:
+        for b in self.blocks:
+            if b.key() == key:
+                return b
+        raise ConfigError("job.block", key, f"one of {len(self.blocks)} blocks of this grid")
+
+    def importance(self, shape: Shape, relative_importance: float) -> np.ndarray:
+        """Importance vector of one cell: the schedule, with chosen features scaled by r."""
+        imp = importance_schedule(dict(self.cfg.data.importance), shape.n_features)
+        for f in self.cfg.data.relative_importance_features:
+            imp[f] *= relative_importance
+        return imp
+
+    def density(self, shape: Shape, density: float) -> np.ndarray:
+        """Density vector of one cell: the axis value on chosen features, the base elsewhere."""
+        n = shape.n_features
+        feats = self.cfg.data.density_features
+        if feats is None:
+            return np.full(n, density)
+        dens = np.full(n, float(self.cfg.data.density))
+        dens[list(feats)] = density
+        return dens
+
+    def instances(self, block: Block) -> Instances:
+        """Per-instance seed, density and importance of a block (C order over its dims)."""
+        sub = {d: self.coords[d][block.slices[d]] for d in self.cell_dims}
+        base_density = float(self.cfg.data.density)
+        seeds, dens, imps = [], [], []
+        for cell in itertools.product(*sub.values()):
+            c = dict(zip(self.cell_dims, cell))
+            seeds.append(c["seed"])
+            dens.append(self.density(block.shape, c.get("density", base_density)))
+            imps.append(self.importance(block.shape, c.get("relative_importance", 1.0)))
+        return Instances(np.array(seeds), np.array(dens), np.array(imps),
+                         tuple(len(v) for v in sub.values()))
+
+
+def check_axes(axes: dict[str, list]) -> None:
+    """Axis names and values: known names, non-empty, distinct, in range."""
+    for name, vals in axes.items():
+        key = f"grid.axes.{name}"
+        if name not in SHAPE_AXES + VECTOR_AXES:
+            raise ConfigError("grid.axes", name,
+                              f"an axis among {', '.join(SHAPE_AXES + VECTOR_AXES)}")
+        if len(vals) == 0:
+            raise ConfigError(key, "[]", "a non-empty list of values")
+        if len(set(map(str, vals))) != len(vals):
+            raise ConfigError(key, list(vals), "distinct values (no duplicates)")
+        for v in vals:
+            if name == "model":
+                if v not in MODEL_KINDS:
+                    raise ConfigError(key, v, f"one of {', '.join(MODEL_KINDS)}")
+            elif name in ("n_features", "n_hidden"):
+                if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                    raise ConfigError(key, v, "integers >= 1")
+            elif not _is_number(v):
+                raise ConfigError(key, v, "finite numbers")
+            elif name == "density" and not 0 < v <= 1:
+                raise ConfigError(key, v, "densities in (0, 1]")
+            elif name == "relative_importance" and v < 0:
+                raise ConfigError(key, v, "relative importances >= 0")
