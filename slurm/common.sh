@@ -1,5 +1,6 @@
 # Shared settings and helpers for slurm/start.sh and slurm/stop.sh (sourced, not run).
 # shellcheck shell=bash
+# shellcheck disable=SC2034  # the variables are used by the scripts that source this file
 
 # Pid files, logs and state live where the Debian packages expect them, so `ps`, logs and
 # leftovers from a package-started daemon all end up in one place.

@@ -188,6 +188,9 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
+# A requeued job waits cred_expire seconds (default 120) before it may start again; 30 s keeps
+# submitit's preemption/timeout requeue quick to try while leaving job launches ample margin.
+AuthInfo=cred_expire=30
 MpiDefault=none
 # slurmctld refuses to start without a mail program; nobody reads mail here.
 MailProg=/bin/true
@@ -211,6 +214,9 @@ SlurmdLogFile=$SLURM_LOG_DIR/slurmd.log
 SlurmctldDebug=info
 SlurmdDebug=info
 SchedulerType=sched/backfill
+# Jobs whose begin time passes (e.g. requeued jobs) start at the next scheduling pass; the
+# defaults (60 s main loop, 30 s backfill) are tuned for big clusters, not a single node.
+SchedulerParameters=sched_interval=5,bf_interval=5
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=$DEF_MEM_PER_CPU

@@ -63,25 +63,26 @@ class Instances:
 
 
 def axis_values(spec: Any, key: str) -> list:
-    """Expand an axis spec: a list of values, or {log|lin: [start, stop, num]}."""
-    if isinstance(spec, dict):
-        if len(spec) != 1 or next(iter(spec)) not in ("log", "lin"):
-            raise ConfigError(key, spec, "a list of values or {log: [start, stop, num]} or "
-                              "{lin: [start, stop, num]}")
-        kind, args = next(iter(spec.items()))
-        if not isinstance(args, (list, tuple)) or len(args) != 3:
-            raise ConfigError(f"{key}.{kind}", args, "[start, stop, num]")
+    """Expand an axis: a list of values, or [log|lin, start, stop, num] for spaced values.
+
+    Always a list, so a command-line override (a list) replaces a grid file's axis whole.
+    """
+    if not isinstance(spec, (list, tuple)):
+        raise ConfigError(key, spec, "a list of values, or [log, start, stop, num] / "
+                          "[lin, start, stop, num]")
+    if spec and spec[0] in ("log", "lin"):
+        kind, args = spec[0], list(spec[1:])
+        if len(args) != 3 or not all(_is_number(v) for v in args) or int(args[2]) != args[2] \
+                or args[2] < 1:
+            raise ConfigError(key, list(spec), f"[{kind}, start, stop, num] with numbers and "
+                              "an integer num >= 1")
         start, stop, num = args
-        if not all(_is_number(v) for v in args) or int(num) != num or num < 1:
-            raise ConfigError(f"{key}.{kind}", args, "numbers [start, stop, num] with num >= 1")
         if kind == "log":
             if start <= 0 or stop <= 0:
-                raise ConfigError(f"{key}.log", args, "positive start and stop")
+                raise ConfigError(key, list(spec), "[log, start, stop, num] with start, stop > 0")
             return [float(v) for v in np.geomspace(start, stop, int(num))]
         return [float(v) for v in np.linspace(start, stop, int(num))]
-    if isinstance(spec, (list, tuple)):
-        return list(spec)
-    raise ConfigError(key, spec, "a list of values or {log: [start, stop, num]}")
+    return list(spec)
 
 
 def _is_number(v: Any) -> bool:

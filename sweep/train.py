@@ -61,8 +61,14 @@ def lr_lambda(tcfg: Any):
 
 def train_block(kind: str, seeds: np.ndarray, density: np.ndarray, importance: np.ndarray,
                 n_hidden: int, tcfg: Any, checkpoint: Path | None = None,
-                progress: bool = True, desc: str = "train") -> TrainResult:
-    """Train one model per row of (seeds, density, importance), all in one tensor."""
+                progress: bool = True, desc: str = "train",
+                stop_at: int | None = None) -> TrainResult | None:
+    """Train one model per row of (seeds, density, importance), all in one tensor.
+
+    With a checkpoint path, the training state is saved every `checkpoint_seconds` and a run
+    resumes from it. `stop_at` ends the run after that step with the state saved (as a
+    preempted job would) and returns None.
+    """
     device = resolve_device(tcfg.device)
     dtype = getattr(torch, tcfg.dtype)
     inst, n = density.shape
@@ -104,6 +110,10 @@ def train_block(kind: str, seeds: np.ndarray, density: np.ndarray, importance: n
         if checkpoint is not None and time.perf_counter() - last_save > tcfg.checkpoint_seconds:
             _save(checkpoint, step + 1, model, opt, sched, sampler, curve)
             last_save = time.perf_counter()
+        if stop_at is not None and step + 1 == stop_at and checkpoint is not None:
+            _save(checkpoint, step + 1, model, opt, sched, sampler, curve)
+            bar.close()
+            return None
     bar.close()
 
     with torch.no_grad():

@@ -1,0 +1,112 @@
+"""The real command line: a shrunk phase grid end to end, resume, and bad input refused in one
+line before any work, with nothing written."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import xarray as xr
+import yaml
+
+from tests.conftest import run_cli
+
+TINY = ["+grid=phase", "train.steps=20", "grid.seeds=2", "analysis.run=false",
+        "grid.axes.density=[log,0.1,1.0,3]", "grid.axes.relative_importance=[0.5,2.0]"]
+
+
+def test_phase_grid_end_to_end(tmp_path):
+    store = tmp_path / "phase"
+    r = run_cli(["-m", "sweep", *TINY, f"store.path={store}"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "trained 12 models" in r.stdout and str(store) in r.stdout
+    ds = xr.open_zarr(store)
+    assert dict(ds.sizes) == {"relative_importance": 2, "density": 3, "seed": 2, "hidden": 1,
+                              "feature": 2, "curve_step": 20}
+    assert ds.W.dims == ("relative_importance", "density", "seed", "hidden", "feature")
+    np.testing.assert_allclose(ds.density.values, [0.1, 0.1 ** 0.5, 1.0])
+    assert list(ds.seed.values) == [0, 1]
+    assert bool(ds.finished.all()) and not bool(ds.diverged.any())
+    assert np.isfinite(ds.W.values).all() and np.isfinite(ds.loss_curve.values).all()
+    cell = ds.sel(density=1.0, relative_importance=2.0)
+    assert cell.W.shape == (2, 1, 2)
+    np.testing.assert_allclose(cell.importance.values, [1.0, 2.0])
+    attrs = ds.attrs
+    cfg = yaml.safe_load(attrs["config_yaml"])
+    assert cfg["train"]["steps"] == 20 and cfg["name"] == "phase"
+    assert attrs["schema_version"] == 1 and attrs["device"] == "cpu"
+    assert "torch" in json.loads(attrs["library_versions"])
+    assert attrs["git_commit"] and attrs["toysweep_version"]
+
+    # Rerunning the same command trains nothing; a changed grid is refused.
+    again = run_cli(["-m", "sweep", *TINY, f"store.path={store}"], cwd=tmp_path)
+    assert again.returncode == 0 and "trained 0 models" in again.stdout
+    before = xr.open_zarr(store).W.values
+    changed = run_cli(["-m", "sweep", *TINY, "train.steps=21", f"store.path={store}"],
+                      cwd=tmp_path)
+    assert changed.returncode == 2
+    assert "different grid or settings" in changed.stderr and "store.mode=overwrite" in changed.stderr
+    np.testing.assert_array_equal(xr.open_zarr(store).W.values, before)
+
+
+BAD = [
+    ("grid.axes.density=[0.5,1.5]", "grid.axes.density=1.5"),
+    ("grid.axes.density=[0.0,0.5]", "grid.axes.density=0.0"),
+    ("grid.axes.density=[]", "grid.axes.density='[]'"),
+    ("grid.axes.density=[a,b]", "grid.axes.density='a'"),
+    ("grid.axes.relative_importance=[-1.0,2.0]", "grid.axes.relative_importance=-1.0"),
+    ("data.importance.schedule=geometric data.importance.ratio=-0.5", "data.importance.ratio"),
+    ("data.importance.value=abc", "data.importance.value='abc'"),
+    ("train.steps=0", "train.steps=0"),
+    ("train.steps=-5", "train.steps=-5"),
+    ("train.batch_size=0", "train.batch_size=0"),
+    ("model.kind=sigmoid", "model.kind='sigmoid'"),
+    ("data.importance.schedule=cubic", "data.importance.schedule='cubic'"),
+    ("train.lr_schedule=step", "train.lr_schedule='step'"),
+    ("model.n_features=0", "model.n_features=0"),
+    ("model.n_hidden=0", "model.n_hidden=0"),
+    ("+grid.axes.n_hidden=[0,1]", "grid.axes.n_hidden=0"),
+    ("+grid.axes.temperature=[1,2]", "grid.axes='temperature'"),
+    ("grid.seeds=0", "grid.seeds=0"),
+]
+
+
+@pytest.mark.parametrize(("override", "expected"), BAD, ids=[b[0] for b in BAD])
+def test_bad_input_one_line_nothing_written(tmp_path, override, expected):
+    store = tmp_path / "phase"
+    r = run_cli(["-m", "sweep", *TINY, *override.split(), f"store.path={store}"], cwd=tmp_path)
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
+    assert "expected" in lines[0]
+    assert not store.exists()
+    assert not any(tmp_path.iterdir())
+
+
+def test_unknown_grid_name(tmp_path):
+    r = run_cli(["-m", "sweep", "+grid=nosuchgrid"], cwd=tmp_path)
+    assert r.returncode == 2
+    (line,) = r.stderr.strip().splitlines()
+    assert "grid='nosuchgrid'" in line and "phase" in line
+    assert not any(tmp_path.iterdir())
+
+
+def test_bad_input_leaves_existing_store_untouched(tmp_path):
+    store = tmp_path / "phase"
+    ok = run_cli(["-m", "sweep", *TINY, f"store.path={store}"], cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    files = {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()}
+    bad = run_cli(["-m", "sweep", *TINY, "train.steps=0", f"store.path={store}"], cwd=tmp_path)
+    assert bad.returncode == 2
+    assert {p: p.stat().st_mtime_ns for p in store.rglob("*") if p.is_file()} == files
+
+
+def test_store_path_is_a_file(tmp_path):
+    target = tmp_path / "afile"
+    target.write_text("keep me")
+    r = run_cli(["-m", "sweep", *TINY, f"store.path={target}"], cwd=tmp_path)
+    assert r.returncode == 2 and "is a file" in r.stderr
+    assert target.read_text() == "keep me"
+
