@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache
 from typing import NamedTuple
 
 import numpy as np
@@ -57,9 +57,7 @@ CANDIDATES: dict[str, tuple[Candidate, ...]] = {
     # feature, dedicate the extra) is not antipodal, but it is the best candidate for r > 1 and
     # dense p, so it stays in the list.
     "3to2": (
-        Candidate(
-            "ignore_extra", IGNORED, ((1, 0, 0), (0, 1, 0)), 2, lambda r, p: drop_loss(r, p)
-        ),
+        Candidate("ignore_extra", IGNORED, ((1, 0, 0), (0, 1, 0)), 2, lambda r, p: drop_loss(r, p)),
         Candidate(
             "drop_other", DEDICATED, ((0, 1, 0), (0, 0, 1)), 0, lambda r, p: drop_loss(1.0, p)
         ),
@@ -75,7 +73,7 @@ CANDIDATES: dict[str, tuple[Candidate, ...]] = {
             DEDICATED,
             ((1, -1, 0), (0, 0, 1)),
             None,
-            lambda r, p: antipodal_loss(1, 1, p) + 0 * np.asarray(r),
+            lambda r, p: antipodal_loss(1, 1, p),
         ),
     ),
 }
@@ -105,7 +103,7 @@ def losses_2to1(r: ArrayLike, p: ArrayLike) -> dict[str, np.ndarray]:
 
 
 def losses_3to2(r: ArrayLike, p: ArrayLike) -> dict[str, np.ndarray]:
-    """3->2 candidate losses: 'ignore_extra', 'drop_other', 'extra_antipodal', 'others_antipodal'."""
+    """3->2 candidate losses, keyed by the names in CANDIDATES["3to2"]."""
     return candidate_losses("3to2", r, p)
 
 
@@ -121,7 +119,7 @@ def candidate_params(kind: str, name: str, p: float) -> tuple[np.ndarray, np.nda
 
 
 def analytic_phase(kind: str, r: ArrayLike, p: ArrayLike) -> np.ndarray:
-    """Phase code of the extra feature in the lowest-loss candidate, broadcast over r and p."""
+    """Phase code of the extra feature in the lowest-loss candidate (ties: first listed)."""
     losses = np.stack(list(candidate_losses(kind, r, p).values()))  # (cand, ...)
     phases = np.array([c.phase for c in CANDIDATES[kind]])
     return phases[np.argmin(losses, axis=0)]
@@ -166,20 +164,32 @@ def _boundary(kind: str, r: float, other: int) -> float:
 
     grid = np.geomspace(1e-6, 1.0, 241)  # geometric: roots sit near p = 2r for small r
     g = gap(grid)
-    for k in np.flatnonzero(np.sign(g[:-1]) * np.sign(g[1:]) < 0):
-        root = brentq(lambda q: float(gap(np.array(q))), grid[k], grid[k + 1], xtol=1e-14)
+    s = np.sign(g)
+    # Sign changes between grid points, and isolated zeros on them. A gap that is zero over a
+    # whole range is a tie of two candidates at every p (3->2 at r = 1), not a boundary in p.
+    brackets = [(grid[k], grid[k + 1]) for k in np.flatnonzero(s[:-1] * s[1:] < 0)]
+    brackets += [
+        (grid[k], grid[k]) for k in np.flatnonzero(s[1:-1] == 0) + 1 if s[k - 1] * s[k + 1] < 0
+    ]
+    for lo, hi in brackets:
+        root = lo if lo == hi else brentq(lambda q: float(gap(np.array(q))), lo, hi, xtol=1e-14)
         q = np.array(root)
         if _phase_loss(kind, r, q, third) >= _phase_loss(kind, r, q, other) - 1e-15:
-            return root
-    exact = np.flatnonzero(g == 0)
-    return float(grid[exact[0]]) if exact.size else np.nan
+            return float(root)
+    return np.nan
+
+
+def boundaries_from_roots(kind: str, r: ArrayLike) -> Boundaries:
+    """Boundaries found by root finding in p between the best closed-form losses of two phases."""
+    _check_kind(kind)
+    r = np.asarray(r, dtype=float)
+    out = [np.vectorize(lambda x, o=o: _boundary(kind, x, o))(r) for o in (IGNORED, DEDICATED)]
+    return Boundaries(*out)
 
 
 def boundaries_3to2(r: ArrayLike) -> Boundaries:
-    """3->2 boundaries found by root finding in p between the closed-form candidate losses."""
-    r = np.asarray(r, dtype=float)
-    out = [np.vectorize(lambda x, o=o: _boundary("3to2", x, o))(r) for o in (IGNORED, DEDICATED)]
-    return Boundaries(*out)
+    """3->2 boundaries in p, by root finding between the closed-form candidate losses."""
+    return boundaries_from_roots("3to2", r)
 
 
 def analytic_phase_map(
@@ -215,14 +225,14 @@ def near_boundary(kind: str, relative_importance: np.ndarray, density: np.ndarra
 # kink where W_i.W x + b_i = 0, so splitting at the kink makes it exact. The other k - 1 active
 # coordinates use a tensor-product composite Gauss-Legendre rule, 4 panels of 8 points per axis.
 # After the exact inner integral the outer integrand is C^1 (only its second derivative jumps),
-# so this rule has relative error below ~1e-7 at random W, b (checked against 4x the points in
-# the tests), and it is exact for the closed-form candidates, whose outer integrands are
-# polynomials. n <= 4 keeps the rule small: at most 32^3 outer points for the single set of 4.
+# so the composite rule converges like h^3 and has relative error ~1e-7 (below 1e-6) at random
+# W, b (checked against 4x the panels in the tests); it is exact for the closed-form candidates,
+# whose outer integrands are polynomials. n <= 4 keeps the rule small: at most 32^3 outer points for the single set of 4.
 _PANELS, _POINTS = 4, 8
 _MAX_FEATURES = 4
 
 
-@lru_cache(maxsize=None)
+@cache
 def _rule_1d(panels: int, points: int) -> tuple[np.ndarray, np.ndarray]:
     x, w = np.polynomial.legendre.leggauss(points)
     edges = np.linspace(0.0, 1.0, panels + 1)
@@ -242,7 +252,7 @@ class _Plan(NamedTuple):
     masks: np.ndarray  # (subset, feat) True where active
 
 
-@lru_cache(maxsize=None)
+@cache
 def _plan(n: int, panels: int = _PANELS, points: int = _POINTS) -> _Plan:
     nodes, weights = _rule_1d(panels, points)
     masks = np.array(list(itertools.product((False, True), repeat=n)))  # (subset, feat)
@@ -270,7 +280,7 @@ def _loss_and_grad(
     if n > _MAX_FEATURES:
         raise ValueError(f"exact expected loss needs n <= {_MAX_FEATURES} features; got n={n}")
     pl = _plan(n)
-    I = np.broadcast_to(np.asarray(importance, dtype=float), b.shape)  # noqa: E741
+    imp = np.broadcast_to(np.asarray(importance, dtype=float), b.shape)
     p = np.broadcast_to(np.asarray(density, dtype=float), b.shape)
     M = np.swapaxes(W, -1, -2) @ W  # (..., feat, feat)
     M_out = M[..., pl.out, :]  # (..., row, feat): row i of M for each quadrature row
@@ -290,7 +300,7 @@ def _loss_and_grad(
     row_loss = u**2 * A[2] + 2 * u * v * A[1] + v**2 * A[0]
     row_loss = row_loss + e**2 * F[2] + 2 * e * y0 * F[1] + y0**2 * F[0]
     prob = np.prod(np.where(pl.masks, p[..., None, :], 1 - p[..., None, :]), axis=-1)
-    coef = pl.weight * prob[..., pl.subset] * I[..., pl.out]  # (..., row)
+    coef = pl.weight * prob[..., pl.subset] * imp[..., pl.out]  # (..., row)
     loss = np.sum(coef * row_loss, axis=-1)
     if not grad:
         return loss, None, None
