@@ -122,8 +122,8 @@ write_if_changed /etc/mysql/mariadb.conf.d/90-toysweep-slurm.cnf 0644 <<'EOF' ||
 # Written by slurm/start.sh: accounting database for the local SLURM cluster.
 [mysqld]
 bind-address = 127.0.0.1
-# Values the SLURM accounting guide recommends (slurmdbd logs an error below them).
-# (it checks for at least half of 1 GiB; pages are only allocated as the tiny database uses them)
+# slurmdbd logs an error below half of the values the SLURM accounting guide recommends
+# (1 GiB pool); pool pages are only allocated as the small database uses them.
 innodb_buffer_pool_size = 512M
 innodb_lock_wait_timeout = 900
 EOF

@@ -32,6 +32,26 @@ def check_argv(argv: list[str]) -> list[str]:
     return argv
 
 
+def check_composes(argv: list[str]) -> None:
+    """Compose the config once, so Hydra's own errors (unknown key, bad override syntax,
+    unknown launcher) come out as one line instead of a multi-line report."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    overrides = [a for a in argv if not a.startswith("-")]
+    try:
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            compose(config_name="config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as e:
+        detail = " ".join(str(e).split())
+        print(f"error: {detail} (from the command line)", file=sys.stderr)
+        sys.exit(2)
+    finally:
+        GlobalHydra.instance().clear()
+
+
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> dict | int:
     from sweep import driver
@@ -43,4 +63,5 @@ def main(cfg: DictConfig) -> dict | int:
 
 if __name__ == "__main__":
     sys.argv[1:] = check_argv(sys.argv[1:])
+    check_composes(sys.argv[1:])
     main()

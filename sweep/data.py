@@ -44,5 +44,5 @@ class FeatureSampler:
         return [g.get_state() for g in self.gens]
 
     def set_state(self, states: list[torch.Tensor]) -> None:
-        for g, s in zip(self.gens, states):
+        for g, s in zip(self.gens, states, strict=False):
             g.set_state(s)

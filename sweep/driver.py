@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +62,25 @@ def _lock(path: Path) -> Any:
     return handle
 
 
+def _check_writable(path: Path, given: str) -> None:
+    """Refuse a store path whose nearest existing parent is not a writable directory.
+
+    Tried for real (a probe file) rather than with os.access, which says yes to root.
+    """
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        fail(f"store.path={given!r} lies under {parent}, which is a file, not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=".toysweep-probe-")
+        os.close(fd)
+        os.unlink(probe)
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        fail(f"store.path={given!r} is not writable ({parent}: {e.strerror})")
+
+
 def prepare(cfg: DictConfig) -> Sweep:
     """Validate everything, then create or resume the store. Exits with one line on bad input."""
     cfg = task_config(cfg)
@@ -73,12 +92,7 @@ def prepare(cfg: DictConfig) -> Sweep:
     if path.exists() and not path.is_dir():
         fail(f"store.path={str(cfg.store.path)!r} is a file, expected a directory for the "
              "zarr store")
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not os.access(parent, os.W_OK):
-        fail(f"store.path={str(cfg.store.path)!r} is not writable ({parent} denies writing)")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _check_writable(path, str(cfg.store.path))
     lock = _lock(path)
     fresh = not path.exists() or not any(path.iterdir())
     if not fresh:
@@ -87,8 +101,7 @@ def prepare(cfg: DictConfig) -> Sweep:
         except store.StoreError as e:
             fail(f"store.path={str(cfg.store.path)!r}: {e}; refusing to touch it")
         if cfg.store.mode == "overwrite":
-            shutil.rmtree(path)
-            fresh = True
+            fresh = True  # store.create replaces it only once the new template is complete
         elif existing.attrs["fingerprint"] != store.fingerprint(cfg):
             fail(f"store {path} was made by a different grid or settings (fingerprint "
                  f"{existing.attrs['fingerprint']} != {store.fingerprint(cfg)}); pass "

@@ -137,7 +137,12 @@ class GridPlan:
     def _instances_cap(self) -> int:
         """Most instances one job may hold under the memory budget (and the optional cap)."""
         per_inst = int(self.cfg.train.batch_size) * self.max_features * BYTES_PER_ELEMENT
-        cap = max(1, int(float(self.cfg.chunk.memory_mb) * 2**20 // per_inst))
+        cap = int(float(self.cfg.chunk.memory_mb) * 2**20 // per_inst)
+        if cap < 1:
+            raise ConfigError("chunk.memory_mb", self.cfg.chunk.memory_mb,
+                              f"at least {per_inst / 2**20:.1f} MiB, the working memory of one "
+                              f"model (batch {self.cfg.train.batch_size} × "
+                              f"{self.max_features} features)")
         if self.cfg.chunk.get("max_instances"):
             cap = min(cap, int(self.cfg.chunk.max_instances))
         return cap
@@ -167,7 +172,7 @@ class GridPlan:
             else:
                 n, c = len(self.coords[d]), self.chunks[d]
                 ranges.append([slice(a, min(a + c, n)) for a in range(0, n, c)])
-        return [Block(shape, k, dict(zip(self.cell_dims, sl)))
+        return [Block(shape, k, dict(zip(self.cell_dims, sl, strict=False)))
                 for k, sl in enumerate(itertools.product(*ranges))]
 
     def block(self, key: str) -> Block:
@@ -199,7 +204,7 @@ class GridPlan:
         base_density = float(self.cfg.data.density)
         seeds, dens, imps = [], [], []
         for cell in itertools.product(*sub.values()):
-            c = dict(zip(self.cell_dims, cell))
+            c = dict(zip(self.cell_dims, cell, strict=False))
             seeds.append(c["seed"])
             dens.append(self.density(block.shape, c.get("density", base_density)))
             imps.append(self.importance(block.shape, c.get("relative_importance", 1.0)))

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
+import shutil
 import subprocess
 import warnings
 from importlib import metadata
@@ -107,7 +109,7 @@ def template(plan: GridPlan, cfg: Any) -> xr.Dataset:
     cell_dims = [d for d in dims if d != "seed"]
     imp, dens = [], []
     for cell in np.ndindex(*[len(plan.coords[d]) for d in cell_dims]):
-        c = {d: plan.coords[d][i] for d, i in zip(cell_dims, cell)}
+        c = {d: plan.coords[d][i] for d, i in zip(cell_dims, cell, strict=False)}
         shape = next(s for s in plan.shapes if all(
             getattr(s, d) == c[d] for d in SHAPE_AXES if d in c))
         imp.append(plan.importance(shape, c.get("relative_importance", 1.0)))
@@ -141,9 +143,21 @@ def template(plan: GridPlan, cfg: Any) -> xr.Dataset:
 
 
 def create(path: Path, plan: GridPlan, cfg: Any) -> None:
-    """Write the template store (metadata and static variables; no trained values yet)."""
-    ds = template(plan, cfg)
-    ds.to_zarr(path, mode="w", compute=False, zarr_format=2, consolidated=True)
+    """Write the template store (metadata and static variables; no trained values yet).
+
+    Written beside the target and renamed into place, so a store path holds either nothing,
+    the previous store, or a complete template, never half a template. An existing store
+    (store.mode=overwrite) is moved aside first and removed only once the new one is in place.
+    """
+    tmp = path.with_name(f".{path.name}.new-{os.getpid()}")
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    template(plan, cfg).to_zarr(tmp, mode="w", compute=False, zarr_format=2, consolidated=True)
+    (tmp / ".jobs").mkdir(mode=0o700)  # logs and checkpoints: the user's eyes only
+    if path.exists():
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def open_store(path: Path) -> xr.Dataset:
@@ -173,9 +187,17 @@ def region(plan: GridPlan, block: Block) -> dict[str, slice]:
 
 
 def finished_blocks(path: Path, plan: GridPlan) -> set[str]:
-    """Keys of the blocks whose every cell is finished."""
-    fin = open_store(path)["finished"].values
-    return {b.key() for b in plan.blocks if fin[tuple(region(plan, b).values())].all()}
+    """Keys of the blocks whose every cell is finished and has its results on disk.
+
+    A cell flagged finished whose loss or weights read back as missing (a chunk file deleted
+    or damaged by hand) counts as unfinished, so the next run trains it again.
+    """
+    ds = open_store(path)
+    fin = ds["finished"].values
+    diverged = ds["diverged"].values
+    present = np.isfinite(ds["loss"].values) & np.isfinite(ds["W"].values).any((-2, -1))
+    ok = fin & (present | diverged)
+    return {b.key() for b in plan.blocks if ok[tuple(region(plan, b).values())].all()}
 
 
 def write_block(path: Path, plan: GridPlan, block: Block, res: TrainResult) -> None:

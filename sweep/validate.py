@@ -76,7 +76,7 @@ def check_config(cfg: Any) -> None:
             f"one of {', '.join(LR_SCHEDULES)}")
     require(_integer(t.warmup_steps) and 0 <= t.warmup_steps < t.steps, "train.warmup_steps",
             t.warmup_steps, f"an integer in [0, train.steps={t.steps})")
-    require(_integer(t.curve_points) and 1 <= t.curve_points, "train.curve_points",
+    require(_integer(t.curve_points) and t.curve_points >= 1, "train.curve_points",
             t.curve_points, "an integer >= 1")
     require(t.device == "auto" or str(t.device).split(":")[0] in ("cpu", "cuda"), "train.device",
             t.device, "auto, cpu, cuda or cuda:N")

@@ -45,8 +45,10 @@ def _executor(folder):
     import submitit
 
     executor = submitit.AutoExecutor(folder=folder / "%j", cluster="slurm")
+    # timeout_min must exceed submitit's signal_delay_s (90 s) plus slurmctld's 30 s check
+    # period: with 2 minutes SLURM may send the timeout warning (SIGUSR2) right at the start.
     executor.update_parameters(
-        slurm_partition=PARTITION, timeout_min=2, mem_gb=1, cpus_per_task=1, name="toysweep-test"
+        slurm_partition=PARTITION, timeout_min=5, mem_gb=1, cpus_per_task=1, name="toysweep-test"
     )
     return executor
 
