@@ -16,6 +16,7 @@ from typing import NamedTuple
 import numpy as np
 import xarray as xr
 from scipy.optimize import brentq, minimize
+from threadpoolctl import threadpool_limits
 
 from analysis.metrics import DEDICATED, IGNORED, SUPERPOSED, classify_phases
 
@@ -43,7 +44,7 @@ class Candidate(NamedTuple):
     phase: int  # phase of the extra (last) feature
     W: tuple[tuple[float, ...], ...]  # (hidden, feature)
     dropped: int | None  # feature whose bias is its mean p/2 (W column is zero)
-    loss: Callable[[np.ndarray, np.ndarray], np.ndarray]  # closed form in (r, p)
+    loss: Callable[[ArrayLike, ArrayLike], np.ndarray]  # closed form in (r, p)
 
 
 # Listed in tie-break order: where two candidates have equal loss the earlier one wins.
@@ -225,9 +226,10 @@ def near_boundary(kind: str, relative_importance: np.ndarray, density: np.ndarra
 # kink where W_i.W x + b_i = 0, so splitting at the kink makes it exact. The other k - 1 active
 # coordinates use a tensor-product composite Gauss-Legendre rule, 4 panels of 8 points per axis.
 # After the exact inner integral the outer integrand is C^1 (only its second derivative jumps),
-# so the composite rule converges like h^3 and has relative error ~1e-7 (below 1e-6) at random
-# W, b (checked against 4x the panels in the tests); it is exact for the closed-form candidates,
-# whose outer integrands are polynomials. n <= 4 keeps the rule small: at most 32^3 outer points for the single set of 4.
+# so the composite rule converges at least like h^3; at random W, b its relative error is ~1e-7,
+# below 1e-6 (checked against 4x the panels in the tests). It is exact for the closed-form
+# candidates, whose outer integrands are polynomials. n <= 4 keeps the rule small: at most
+# 32^3 outer points, for the one active set of size 4.
 _PANELS, _POINTS = 4, 8
 _MAX_FEATURES = 4
 
@@ -256,17 +258,21 @@ class _Plan(NamedTuple):
 def _plan(n: int, panels: int = _PANELS, points: int = _POINTS) -> _Plan:
     nodes, weights = _rule_1d(panels, points)
     masks = np.array(list(itertools.product((False, True), repeat=n)))  # (subset, feat)
-    rows: list[tuple[np.ndarray, np.ndarray, int, int, int, bool]] = []
+    groups = []  # one per (active set, output): its outer nodes and labels
     for sid, mask in enumerate(masks):
         active = list(np.flatnonzero(mask))
         for i in range(n):
             s = i if i in active else (active[0] if active else 0)
             outer = [j for j in active if j != s]
-            for combo in itertools.product(range(len(nodes)), repeat=len(outer)):
-                x = np.zeros(n)
-                x[outer] = nodes[list(combo)]
-                rows.append((x, np.prod(weights[list(combo)]), i, s, sid, bool(active)))
-    X, weight, out, inner, subset, has_inner = (np.array(col) for col in zip(*rows, strict=True))
+            combos = list(itertools.product(range(nodes.size), repeat=len(outer)))
+            idx = np.array(combos, dtype=int).reshape(len(combos), len(outer))  # (q^(k-1), k-1)
+            X = np.zeros((idx.shape[0], n))
+            X[:, outer] = nodes[idx]
+            label = np.array([[i, s, sid, bool(active)]] * idx.shape[0]).reshape(-1, 4)
+            groups.append((X, np.prod(weights[idx], axis=-1), label))
+    X = np.concatenate([g[0] for g in groups])
+    weight = np.concatenate([g[1] for g in groups])
+    out, inner, subset, has_inner = np.concatenate([g[2] for g in groups]).T
     eye = np.eye(n)
     return _Plan(X, weight, eye[out], eye[inner] * has_inner[:, None], out, inner, subset, masks)
 
@@ -326,6 +332,8 @@ def minimise_expected_loss(
     n: int, m: int, importance: ArrayLike, density: ArrayLike, starts: int = 8, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Best (W, b, loss) over L-BFGS-B runs from `starts` xavier-normal starts (b = 0)."""
+    if starts < 1:
+        raise ValueError(f"starts must be an integer >= 1; got starts={starts}")
     importance = np.broadcast_to(np.asarray(importance, dtype=float), (n,))
     density = np.broadcast_to(np.asarray(density, dtype=float), (n,))
     # Loss at W = 0, b = 0; dividing by it keeps the objective O(1) at any density so that the
@@ -335,24 +343,28 @@ def minimise_expected_loss(
     def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
         W, b = theta[: m * n].reshape(m, n), theta[m * n :]
         loss, g_W, g_b = _loss_and_grad(W, b, importance, density)
+        assert g_W is not None and g_b is not None  # grad=True always returns them
         return float(loss) / scale, np.concatenate([g_W.ravel(), g_b]) / scale
 
     rng = np.random.default_rng(seed)
-    best: tuple[np.ndarray, np.ndarray, float] | None = None
-    for _ in range(starts):
-        W0 = rng.normal(0.0, np.sqrt(2 / (m + n)), size=(m, n))
-        theta0 = np.concatenate([W0.ravel(), np.zeros(n)])
-        res = minimize(
-            objective,
-            theta0,
-            jac=True,
-            method="L-BFGS-B",
-            options={"maxiter": 2000, "ftol": 1e-13, "gtol": 1e-9},
-        )
-        loss = float(res.fun) * scale
-        if best is None or loss < best[2]:
-            best = (res.x[: m * n].reshape(m, n), res.x[m * n :], loss)
-    assert best is not None, f"starts must be >= 1; got {starts}"
+    best = (np.zeros((m, n)), np.zeros(n), np.inf)
+    # L-BFGS-B calls BLAS on tiny matrices, where threads only add overhead; on a busy machine
+    # their spinning made the minimisation ~15x slower. One limit around all starts: entering it
+    # is not free.
+    with threadpool_limits(limits=1, user_api="blas"):
+        for _ in range(starts):
+            W0 = rng.normal(0.0, np.sqrt(2 / (m + n)), size=(m, n))
+            theta0 = np.concatenate([W0.ravel(), np.zeros(n)])
+            res = minimize(
+                objective,
+                theta0,
+                jac=True,
+                method="L-BFGS-B",
+                options={"maxiter": 2000, "ftol": 1e-13, "gtol": 1e-9},
+            )
+            loss = float(res.fun) * scale
+            if loss < best[2]:
+                best = (res.x[: m * n].reshape(m, n), res.x[m * n :], loss)
     return best
 
 

@@ -37,7 +37,8 @@ def check_composes(argv: list[str]) -> None:
     unknown launcher) come out as one line instead of a multi-line report."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException
 
     overrides = [a for a in argv if not a.startswith("-")]
@@ -46,6 +47,14 @@ def check_composes(argv: list[str]) -> None:
             compose(config_name="config", overrides=overrides)
     except (HydraException, OmegaConfBaseException) as e:
         detail = " ".join(str(e).split())
+        if isinstance(e, OverrideParseException):  # name the override Hydra could not parse
+            parser = OverridesParser.create()
+            for arg in overrides:
+                try:
+                    parser.parse_override(arg)
+                except HydraException:
+                    detail = f"cannot parse {arg!r}: {detail}"
+                    break
         print(f"error: {detail} (from the command line)", file=sys.stderr)
         sys.exit(2)
     finally:

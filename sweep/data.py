@@ -28,6 +28,11 @@ class FeatureSampler:
                      for s in self.unique]
         where = {s: i for i, s in enumerate(self.unique)}
         self.seed_index = torch.tensor([where[int(s)] for s in seeds], device=device)  # (inst,)
+        # Instances laid out as (cells, seeds), every seed once per cell in order (the grid's C
+        # order when a block holds all seeds): the draws then broadcast over cells, ungathered.
+        k = len(self.unique)
+        self.tiled = len(seeds) % k == 0 and bool(
+            (self.seed_index.view(-1, k) == torch.arange(k, device=device)).all())
         self.p = torch.as_tensor(density, dtype=dtype, device=device).unsqueeze(1)  # (inst,1,feat)
 
     def uniforms(self) -> torch.Tensor:
@@ -36,9 +41,12 @@ class FeatureSampler:
                                        dtype=self.dtype) for g in self.gens])
 
     def sample(self) -> torch.Tensor:
-        u = self.uniforms()[self.seed_index]  # (inst, batch, feat)
-        return torch.where(u < self.p, u / self.p, torch.zeros((), dtype=self.dtype,
-                                                               device=self.device))
+        u = self.uniforms()  # (seeds, batch, feat)
+        if self.tiled:
+            u, p = u.unsqueeze(0), self.p.view(-1, len(self.unique), 1, self.n)
+            return torch.where(u < p, u / p, 0).flatten(0, 1)  # (inst, batch, feat)
+        u = u[self.seed_index]  # (inst, batch, feat)
+        return torch.where(u < self.p, u / self.p, 0)
 
     def state(self) -> list[torch.Tensor]:
         return [g.get_state() for g in self.gens]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -94,6 +95,9 @@ def prepare(cfg: DictConfig) -> Sweep:
              "zarr store")
     _check_writable(path, str(cfg.store.path))
     lock = _lock(path)
+    # Leftovers of a store.create killed half-way (we hold the lock: nobody else is creating).
+    for stale in path.parent.glob(f".{path.name}.new-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     fresh = not path.exists() or not any(path.iterdir())
     if not fresh:
         try:

@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sweep.data import FeatureSampler
+from sweep.fused import FusedTrainer, should_compile
 from sweep.models import ToyModels, init_weights, instance_losses
 
 EVAL_BATCHES = 8  # the final loss is measured on 8 fresh batches (8192 samples by default)
@@ -59,6 +60,65 @@ def lr_lambda(tcfg: Any):
     return f
 
 
+class AutogradTrainer:
+    """The reference path: ToyModels, autograd, torch.optim.AdamW and a LambdaLR schedule."""
+
+    backend = "autograd"
+
+    def __init__(self, kind: str, W0: torch.Tensor, b0: torch.Tensor, imp: torch.Tensor,
+                 sampler: FeatureSampler, tcfg: Any):
+        self.model = ToyModels(kind, W0, b0)
+        self.imp, self.sampler = imp, sampler  # imp: (inst, 1, feat)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=float(tcfg.lr),
+                                     weight_decay=float(tcfg.weight_decay))
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(tcfg))
+        self.W, self.b = self.model.W, self.model.b
+
+    def step(self, step: int) -> torch.Tensor:
+        """Train every instance one step; returns the training losses (inst,) before it."""
+        x = self.sampler.sample()  # (inst, batch, feat)
+        losses = instance_losses(self.model(x), x, self.imp)  # (inst,)
+        self.opt.zero_grad(set_to_none=True)
+        # Summing keeps instances independent: d(sum)/d(loss_k) = 1 for every k.
+        losses.sum().backward()
+        self.opt.step()
+        self.sched.step()
+        return losses.detach()
+
+    @torch.no_grad()
+    def losses(self, sampler: FeatureSampler) -> torch.Tensor:
+        """Loss of every instance on one fresh batch from `sampler`: (inst,)."""
+        x = sampler.sample()
+        return instance_losses(self.model(x), x, self.imp)
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
+                "sched": self.sched.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+
+
+def make_trainer(kind: str, seeds: np.ndarray, density: np.ndarray, importance: np.ndarray,
+                 n_hidden: int, tcfg: Any) -> AutogradTrainer | FusedTrainer:
+    """The training state of one block, on the backend `train.backend` names."""
+    device = resolve_device(tcfg.device)
+    dtype = getattr(torch, tcfg.dtype)
+    inst, n = density.shape
+    W0 = init_weights(seeds, n, n_hidden).to(device=device, dtype=dtype)  # (inst, hidden, feat)
+    b0 = torch.zeros((inst, n), device=device, dtype=dtype)
+    imp = torch.as_tensor(importance, device=device, dtype=dtype).unsqueeze(1)  # (inst, 1, feat)
+    sampler = FeatureSampler(seeds, density, int(tcfg.batch_size), "data", device, dtype)
+    if tcfg.get("backend", "fused") == "autograd":
+        return AutogradTrainer(kind, W0, b0, imp, sampler, tcfg)
+    work = float(inst) * n * int(tcfg.batch_size) * int(tcfg.steps)
+    compile = should_compile(tcfg.get("compile", "auto"), device, work)
+    return FusedTrainer(kind, W0, b0, imp, sampler, float(tcfg.lr), float(tcfg.weight_decay),
+                        lr_lambda(tcfg), compile)
+
+
 def train_block(kind: str, seeds: np.ndarray, density: np.ndarray, importance: np.ndarray,
                 n_hidden: int, tcfg: Any, checkpoint: Path | None = None,
                 progress: bool = True, desc: str = "train",
@@ -69,22 +129,15 @@ def train_block(kind: str, seeds: np.ndarray, density: np.ndarray, importance: n
     resumes from it. `stop_at` ends the run after that step with the state saved (as a
     preempted job would) and returns None.
     """
-    device = resolve_device(tcfg.device)
-    dtype = getattr(torch, tcfg.dtype)
-    inst, n = density.shape
-    steps, batch = int(tcfg.steps), int(tcfg.batch_size)
-    W0 = init_weights(seeds, n, n_hidden).to(device=device, dtype=dtype)
-    model = ToyModels(kind, W0, torch.zeros((inst, n), device=device, dtype=dtype))
-    imp = torch.as_tensor(importance, device=device, dtype=dtype).unsqueeze(1)  # (inst, 1, feat)
-    sampler = FeatureSampler(seeds, density, batch, "data", device, dtype)
-    opt = torch.optim.AdamW(model.parameters(), lr=float(tcfg.lr),
-                            weight_decay=float(tcfg.weight_decay))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(tcfg))
+    inst = len(seeds)
+    steps = int(tcfg.steps)
+    trainer = make_trainer(kind, seeds, density, importance, n_hidden, tcfg)
+    device, dtype = trainer.W.device, trainer.W.dtype
     record = curve_steps(steps, int(tcfg.curve_points))
     curve = torch.full((inst, len(record)), float("nan"), device=device, dtype=dtype)
     start = 0
     if checkpoint is not None and checkpoint.exists():
-        start = _load(checkpoint, model, opt, sched, sampler, curve)
+        start = _load(checkpoint, trainer, curve)
     slot = {int(s): k for k, s in enumerate(record)}
 
     t0 = last_save = time.perf_counter()
@@ -92,15 +145,9 @@ def train_block(kind: str, seeds: np.ndarray, density: np.ndarray, importance: n
                desc=desc, disable=not progress, mininterval=1.0, smoothing=0.1)
     tick = max(1, steps // 200)
     for step in range(start, steps):
-        x = sampler.sample()  # (inst, batch, feat)
-        losses = instance_losses(model(x), x, imp)  # (inst,)
-        opt.zero_grad(set_to_none=True)
-        # Summing keeps instances independent: d(sum)/d(loss_k) = 1 for every k.
-        losses.sum().backward()
-        opt.step()
-        sched.step()
+        losses = trainer.step(step)  # (inst,)
         if step in slot:
-            curve[:, slot[step]] = losses.detach()
+            curve[:, slot[step]] = losses
         if (step + 1) % tick == 0:
             bar.update(tick * inst)
             # models/s: whole trainings finished per second at the current pace
@@ -108,42 +155,42 @@ def train_block(kind: str, seeds: np.ndarray, density: np.ndarray, importance: n
             bar.set_postfix(models_per_s=f"{done / max(time.perf_counter() - t0, 1e-9):.3g}",
                             refresh=False)
         if checkpoint is not None and time.perf_counter() - last_save > tcfg.checkpoint_seconds:
-            _save(checkpoint, step + 1, model, opt, sched, sampler, curve)
+            _save(checkpoint, step + 1, trainer, curve)
             last_save = time.perf_counter()
         if stop_at is not None and step + 1 == stop_at and checkpoint is not None:
-            _save(checkpoint, step + 1, model, opt, sched, sampler, curve)
+            _save(checkpoint, step + 1, trainer, curve)
             bar.close()
             return None
     bar.close()
 
-    with torch.no_grad():
-        evaluator = FeatureSampler(seeds, density, batch, "eval", device, dtype)
-        final = torch.zeros(inst, device=device, dtype=dtype)
-        for _ in range(EVAL_BATCHES):
-            x = evaluator.sample()
-            final += instance_losses(model(x), x, imp) / EVAL_BATCHES
-    W = model.W.detach().cpu().numpy()
-    b = model.b.detach().cpu().numpy()
+    evaluator = FeatureSampler(seeds, density, int(tcfg.batch_size), "eval", device, dtype)
+    final = torch.zeros(inst, device=device, dtype=dtype)
+    for _ in range(EVAL_BATCHES):
+        final += trainer.losses(evaluator) / EVAL_BATCHES
+    W = trainer.W.detach().cpu().numpy()
+    b = trainer.b.detach().cpu().numpy()
     loss = final.cpu().numpy()
     diverged = ~(np.isfinite(W).all((1, 2)) & np.isfinite(b).all(1) & np.isfinite(loss))
     return TrainResult(W, b, loss, curve.cpu().numpy(), diverged,
                        time.perf_counter() - t0, start)
 
 
-def _save(path: Path, step: int, model, opt, sched, sampler, curve) -> None:
+def _save(path: Path, step: int, trainer, curve) -> None:
     # Written to a temporary file then renamed, so a kill mid-write leaves the old checkpoint.
     tmp = path.with_suffix(".tmp")
-    torch.save({"step": step, "model": model.state_dict(), "opt": opt.state_dict(),
-                "sched": sched.state_dict(), "rng": sampler.state(), "curve": curve}, tmp)
+    torch.save({"step": step, "backend": trainer.backend, **trainer.state_dict(),
+                "rng": trainer.sampler.state(), "curve": curve}, tmp)
     os.replace(tmp, path)
 
 
-def _load(path: Path, model, opt, sched, sampler, curve) -> int:
+def _load(path: Path, trainer, curve) -> int:
     # weights_only: a checkpoint holds tensors and plain containers, nothing is unpickled.
     state = torch.load(path, map_location=curve.device, weights_only=True)
-    model.load_state_dict(state["model"])
-    opt.load_state_dict(state["opt"])
-    sched.load_state_dict(state["sched"])
-    sampler.set_state([s.cpu() for s in state["rng"]])
+    if state.get("backend", "autograd") != trainer.backend:
+        raise ValueError(f"checkpoint {path} was written by train.backend="
+                         f"{state.get('backend', 'autograd')}, not {trainer.backend}; delete it "
+                         "or resume with the same train.backend")
+    trainer.load_state_dict(state)
+    trainer.sampler.set_state([s.cpu() for s in state["rng"]])
     curve.copy_(state["curve"])
     return int(state["step"])

@@ -83,6 +83,8 @@ def check_config(cfg: Any) -> None:
     require(t.dtype in DTYPES, "train.dtype", t.dtype, f"one of {', '.join(DTYPES)}")
     require(_number(t.checkpoint_seconds) and t.checkpoint_seconds > 0,
             "train.checkpoint_seconds", t.checkpoint_seconds, "a number > 0")
+    require(t.backend in ("fused", "autograd"), "train.backend", t.backend, "fused or autograd")
+    require(t.compile in ("auto", True, False), "train.compile", t.compile, "auto, true or false")
     seeds = cfg.grid.seeds
     if _integer(seeds):
         require(seeds >= 1, "grid.seeds", seeds, "an integer >= 1 or a list of seeds")
