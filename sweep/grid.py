@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from sweep.validate import MODEL_KINDS, ConfigError, check_config
+from sweep.validate import CORRELATIONS, MODEL_KINDS, ConfigError, check_config
 
-SHAPE_AXES = ("model", "n_features", "n_hidden")
+# Axes that give separate jobs: they change tensor shapes, or (correlation) the data sampler.
+SHAPE_AXES = ("model", "n_features", "n_hidden", "correlation")
 VECTOR_AXES = ("density", "relative_importance")
 # Bytes of working memory per (instance, batch row, feature) during one training step: the
 # sampled input, pre-activation, output and their autograd buffers (measured: about 12
@@ -35,9 +36,11 @@ class Shape:
     model: str
     n_features: int
     n_hidden: int
+    correlation: str = "none"  # none | correlated | anticorrelated feature sets
 
     def key(self) -> str:
-        return f"{self.model}-{self.n_features}-{self.n_hidden}"
+        tail = "" if self.correlation == "none" else f"-{self.correlation}"
+        return f"{self.model}-{self.n_features}-{self.n_hidden}{tail}"
 
 
 @dataclass(frozen=True)
@@ -120,11 +123,18 @@ class GridPlan:
         self.coords: dict[str, list] = {**self.axes, "seed": self.seeds}
 
         def values(name: str) -> list:
+            if name == "correlation":
+                return self.axes.get(name, [cfg.data.correlation])
             return self.axes.get(name, [cfg.model.get("kind" if name == "model" else name)])
 
-        self.shapes = [Shape(str(k), int(n), int(m)) for k, n, m in
+        self.shapes = [Shape(str(k), int(n), int(m), str(c)) for k, n, m, c in
                        itertools.product(values("model"), values("n_features"),
-                                         values("n_hidden"))]
+                                         values("n_hidden"), values("correlation"))]
+        for s in self.shapes:
+            if s.correlation != "none" and s.n_features % int(cfg.data.set_size):
+                raise ConfigError("data.set_size", cfg.data.set_size,
+                                  f"a divisor of n_features={s.n_features} (features come in "
+                                  "sets of this size)")
         self.max_features = max(s.n_features for s in self.shapes)
         self.max_hidden = max(s.n_hidden for s in self.shapes)
         self.chunks = self._chunk_sizes()
@@ -227,6 +237,9 @@ def check_axes(axes: dict[str, list]) -> None:
             if name == "model":
                 if v not in MODEL_KINDS:
                     raise ConfigError(key, v, f"one of {', '.join(MODEL_KINDS)}")
+            elif name == "correlation":
+                if v not in CORRELATIONS:
+                    raise ConfigError(key, v, f"one of {', '.join(CORRELATIONS)}")
             elif name in ("n_features", "n_hidden"):
                 if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                     raise ConfigError(key, v, "integers >= 1")

@@ -12,6 +12,7 @@ SCHEDULES = ("constant", "geometric", "linear", "exponential")
 LR_SCHEDULES = ("constant", "linear", "cosine")
 STORE_MODES = ("resume", "overwrite")
 DTYPES = ("float32", "float64")
+CORRELATIONS = ("none", "correlated", "anticorrelated")
 
 
 class ConfigError(ValueError):
@@ -44,6 +45,10 @@ def check_config(cfg: Any) -> None:
         require(_integer(v) and v >= 1, f"model.{key}", v, "an integer >= 1")
     require(_number(d.density) and 0 < d.density <= 1, "data.density", d.density,
             "a density in (0, 1]")
+    require(d.correlation in CORRELATIONS, "data.correlation", d.correlation,
+            f"one of {', '.join(CORRELATIONS)}")
+    require(_integer(d.set_size) and d.set_size >= 1, "data.set_size", d.set_size,
+            "an integer >= 1")
     imp = d.importance
     require(imp.schedule in SCHEDULES, "data.importance.schedule", imp.schedule,
             f"one of {', '.join(SCHEDULES)}")
