@@ -20,8 +20,9 @@ class FeatureSampler:
     """Draws (inst, batch, feat) inputs for a block of instances."""
 
     def __init__(self, seeds: np.ndarray, density: np.ndarray, batch: int, purpose: str,
-                 device: torch.device, dtype: torch.dtype):
+                 device: torch.device, dtype: torch.dtype, signed: bool = False):
         n = density.shape[1]
+        self.signed = signed  # values U[-1, 1] instead of U[0, 1] (the absolute-value task)
         self.batch, self.n, self.device, self.dtype = batch, n, device, dtype
         self.unique = [int(s) for s in np.unique(seeds)]
         self.gens = [torch.Generator(device=device).manual_seed(stream_seed(s, purpose, n))
@@ -44,9 +45,12 @@ class FeatureSampler:
         u = self.uniforms()  # (seeds, batch, feat)
         if self.tiled:
             u, p = u.unsqueeze(0), self.p.view(-1, len(self.unique), 1, self.n)
-            return torch.where(u < p, u / p, 0).flatten(0, 1)  # (inst, batch, feat)
-        u = u[self.seed_index]  # (inst, batch, feat)
-        return torch.where(u < self.p, u / self.p, 0)
+            return self._values(u, p).flatten(0, 1)  # (inst, batch, feat)
+        return self._values(u[self.seed_index], self.p)  # (inst, batch, feat)
+
+    def _values(self, u: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        # active when u < p; then u / p is U[0, 1), and 2u / p − 1 is U[−1, 1)
+        return torch.where(u < p, 2 * u / p - 1 if self.signed else u / p, 0)
 
     def state(self) -> list[torch.Tensor]:
         return [g.get_state() for g in self.gens]

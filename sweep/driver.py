@@ -5,6 +5,7 @@ block per job, and report. The Hydra sweeper (hydra_plugins/toysweep) calls `pre
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import shutil
 import sys
@@ -20,6 +21,8 @@ from sweep import store
 from sweep.grid import GridPlan
 from sweep.train import train_block
 from sweep.validate import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -72,14 +75,16 @@ def _check_writable(path: Path, given: str) -> None:
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
-        fail(f"store.path={given!r} lies under {parent}, which is a file, not a directory")
+        fail(f"store.path={given!r} lies under {parent}, which is a file: expected a path "
+             "whose parents are directories")
     try:
         fd, probe = tempfile.mkstemp(dir=parent, prefix=".toysweep-probe-")
         os.close(fd)
         os.unlink(probe)
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        fail(f"store.path={given!r} is not writable ({parent}: {e.strerror})")
+        fail(f"store.path={given!r} is not writable ({parent}: {e.strerror}): expected a "
+             "directory you can write to")
 
 
 def prepare(cfg: DictConfig) -> Sweep:
@@ -131,22 +136,48 @@ def job_config(cfg: DictConfig, path: Path, block: str) -> DictConfig:
     return job
 
 
+def _block_lock(path: Path, key: str) -> Any:
+    """An open file holding an exclusive lock on one block (released when closed or on exit).
+
+    Two jobs can get the same block, e.g. one left running by a driver that was killed and one
+    from the rerun: the second waits here, then finds the block finished and skips it, rather
+    than training it again beside the first and sharing its checkpoint file. On a file system
+    without flock (some network mounts) jobs go on unlocked, as before.
+    """
+    locks = path / ".jobs" / "locks"
+    locks.mkdir(parents=True, exist_ok=True, mode=0o700)
+    handle = open(locks / f"{key}.lock", "a")  # noqa: SIM115 - closed by the caller's `with`
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+    except OSError as e:
+        log.warning(f"block {key}: no lock on {handle.name} ({e.strerror}); going on without")
+    return handle
+
+
 def run_block(cfg: DictConfig) -> dict:
     """Train and write one block (the body of every job). Skips a block that is finished."""
     plan = GridPlan(cfg)
     block = plan.block(str(cfg.block))
     path = Path(str(cfg.store.path))
-    if block.key() in store.finished_blocks(path, plan):
-        return {"block": block.key(), "models": 0, "skipped": True}
-    inst = plan.instances(block)
-    ckpt_dir = path / ".jobs" / "checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    ckpt = ckpt_dir / f"{block.key()}.pt"
-    res = train_block(block.shape.model, inst.seed, inst.density, inst.importance,
-                      block.shape.n_hidden, cfg.train, checkpoint=ckpt,
-                      progress=bool(cfg.progress), desc=block.key())
-    store.write_block(path, plan, block, res)
-    ckpt.unlink(missing_ok=True)
+    with _block_lock(path, block.key()):
+        if block.key() in store.finished_blocks(path, plan):
+            return {"block": block.key(), "models": 0, "skipped": True}
+        try:
+            inst = plan.instances(block)
+            ckpt_dir = path / ".jobs" / "checkpoints"
+            ckpt_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            ckpt = ckpt_dir / f"{block.key()}.pt"
+            res = train_block(block.shape.model, inst.seed, inst.density, inst.importance,
+                              block.shape.n_hidden, cfg.train, checkpoint=ckpt,
+                              progress=bool(cfg.progress), desc=block.key(),
+                      correlation=block.shape.correlation, set_size=int(cfg.data.set_size))
+            store.write_block(path, plan, block, res)
+            ckpt.unlink(missing_ok=True)
+        except Exception:
+            # The traceback goes to the job's log (its stdout under a launcher), which the
+            # driver's summary points to; the launcher only carries the exception back.
+            log.exception(f"block {block.key()} failed")
+            raise
     return {"block": block.key(), "models": len(inst.seed), "seconds": res.seconds,
             "diverged": int(res.diverged.sum()), "resumed_from": res.resumed_from}
 
@@ -158,7 +189,8 @@ def finish(sweep: Sweep, failures: list[str]) -> int:
     ds = store.open_store(path)
     finished = int(ds["finished"].sum())
     diverged = int(ds["diverged"].sum())
-    trained = sum(len(plan.instances(plan.block(k)).seed) for k in sweep.todo)
+    done = store.finished_blocks(path, plan)  # models count once their block is written
+    trained = sum(len(plan.instances(plan.block(k)).seed) for k in sweep.todo if k in done)
     store.update_attrs(path, {"last_run_wall_seconds": round(wall, 2),
                               "finished_cells": finished, "total_cells": plan.n_cells})
     print(f"sweep {sweep.cfg.name}: trained {trained} models in {wall:.1f} s "

@@ -180,19 +180,27 @@ class FusedTrainer:
         b1, b2 = BETAS
         coef = torch.tensor([lr, lr * self.wd, lr / (1 - b1**t), math.sqrt(1 - b2**t)],
                             dtype=self.W.dtype, device=self.W.device)
-        u = self.sampler.uniforms().transpose(1, 2)  # (seeds, feat, batch)
+        u = self.sampler.uniforms().transpose(1, 2).contiguous()  # (seeds, feat, batch)
         losses = torch.empty(self.W.shape[0], dtype=self.W.dtype, device=self.W.device)
         for a, z in self.chunks:
-            losses[a:z] = self._train(self.kind, self.gram, u, self._index(a, z), self.p[a:z],
-                                      self.imp[a:z], self.W[a:z], self.b[a:z], self.mW[a:z],
-                                      self.vW[a:z], self.mb[a:z], self.vb[a:z], coef)
+            args = (self.kind, self.gram, u, self._index(a, z), self.p[a:z], self.imp[a:z],
+                    self.W[a:z], self.b[a:z], self.mW[a:z], self.vW[a:z], self.mb[a:z],
+                    self.vb[a:z], coef)
+            try:
+                losses[a:z] = self._train(*args)
+            except Exception as e:  # compiling failed (before any state changed): go eager
+                if not self.compiled:
+                    raise
+                warn_compile_failed(e)
+                self.compiled, self._train, self._eval = False, train_chunk, eval_chunk
+                losses[a:z] = self._train(*args)
         self.steps_done = t
         return losses
 
     @torch.no_grad()
     def losses(self, sampler: FeatureSampler) -> torch.Tensor:
         """Loss of every instance on one fresh batch from `sampler`: (inst,)."""
-        u = sampler.uniforms().transpose(1, 2)
+        u = sampler.uniforms().transpose(1, 2).contiguous()
         out = torch.empty(self.W.shape[0], dtype=self.W.dtype, device=self.W.device)
         for a, z in self.chunks:
             out[a:z] = self._eval(self.kind, self.gram, u, self._index(a, z), self.p[a:z],

@@ -23,10 +23,13 @@ from sweep.validate import CORRELATIONS, MODEL_KINDS, ConfigError, check_config
 # Axes that give separate jobs: they change tensor shapes, or (correlation) the data sampler.
 SHAPE_AXES = ("model", "n_features", "n_hidden", "correlation")
 VECTOR_AXES = ("density", "relative_importance")
-# Bytes of working memory per (instance, batch row, feature) during one training step: the
-# sampled input, pre-activation, output and their autograd buffers (measured: about 12
-# float32 tensors of that shape are alive at the peak of forward + backward).
-BYTES_PER_ELEMENT = 12 * 4
+# Bytes of working memory per (instance, batch row, feature) during one training step, by
+# train.backend. autograd: the sampled input, pre-activation, output and their autograd buffers
+# (about 12 float32 tensors of that shape alive at the peak; measured 32 B at 20,000 2→1
+# instances). fused: works through cache-sized instance chunks, so a job's peak is ~30-90 MB
+# whatever its size plus its weights and AdamW state (measured peak RSS ≤ 2.2 B per element
+# for 2→1 at 2,000-100,000, 20→5 at 1,000, 200→20 at 200 instances); 4 B leaves a margin.
+BYTES_PER_ELEMENT = {"autograd": 12 * 4, "fused": 4}
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,8 @@ class GridPlan:
 
     def _instances_cap(self) -> int:
         """Most instances one job may hold under the memory budget (and the optional cap)."""
-        per_inst = int(self.cfg.train.batch_size) * self.max_features * BYTES_PER_ELEMENT
+        per_elem = BYTES_PER_ELEMENT[self.cfg.train.get("backend", "fused")]
+        per_inst = int(self.cfg.train.batch_size) * self.max_features * per_elem
         cap = int(float(self.cfg.chunk.memory_mb) * 2**20 // per_inst)
         if cap < 1:
             raise ConfigError("chunk.memory_mb", self.cfg.chunk.memory_mb,

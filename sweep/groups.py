@@ -50,8 +50,11 @@ class GroupedSampler(FeatureSampler):
 
 def make_sampler(seeds: np.ndarray, density: np.ndarray, batch: int, purpose: str,
                  device: torch.device, dtype: torch.dtype, correlation: str = "none",
-                 set_size: int = 1) -> FeatureSampler:
-    """The sampler for a block: independent features, or correlated/anticorrelated sets."""
+                 set_size: int = 1, signed: bool = False) -> FeatureSampler:
+    """The sampler for a block: independent features (values in [0, 1), or [-1, 1) when
+    signed), or correlated/anticorrelated sets."""
     if correlation == "none":
-        return FeatureSampler(seeds, density, batch, purpose, device, dtype)
+        return FeatureSampler(seeds, density, batch, purpose, device, dtype, signed)
+    if signed:
+        raise ValueError("signed values with correlated feature sets are not supported")
     return GroupedSampler(seeds, density, batch, purpose, device, dtype, correlation, set_size)

@@ -22,12 +22,12 @@ def stream_seed(seed: int, purpose: str, *shape: int) -> int:
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1
 
 
-def init_weights(seeds: np.ndarray, n: int, m: int) -> torch.Tensor:
+def init_weights(seeds: np.ndarray, n: int, m: int, purpose: str = "init") -> torch.Tensor:
     """Xavier-normal W (inst, m, n) in float64 on the CPU, one draw per distinct seed."""
     std = (2.0 / (n + m)) ** 0.5
     per_seed = {}
     for s in np.unique(seeds):
-        g = torch.Generator().manual_seed(stream_seed(int(s), "init", n, m))
+        g = torch.Generator().manual_seed(stream_seed(int(s), purpose, n, m))
         per_seed[int(s)] = torch.randn((m, n), generator=g, dtype=torch.float64) * std
     return torch.stack([per_seed[int(s)] for s in seeds])  # (inst, m, n)
 
@@ -36,22 +36,33 @@ class ToyModels(torch.nn.Module):
     """Many toy autoencoders evaluated at once.
 
     kinds: relu x' = ReLU(WᵀWx + b); linear x' = WᵀWx + b;
-    privileged h = ReLU(Wx), x' = ReLU(Wᵀh + b).
+    privileged h = ReLU(Wx), x' = ReLU(Wᵀh + b);
+    absval (computation in superposition): h = ReLU(W x), y' = ReLU(W_out h + b), target |x|,
+    with an untied W_out (inst, feat, hidden).
     """
 
-    def __init__(self, kind: str, W: torch.Tensor, b: torch.Tensor):
+    def __init__(self, kind: str, W: torch.Tensor, b: torch.Tensor,
+                 W_out: torch.Tensor | None = None):
         super().__init__()
         self.kind = kind
         self.W = torch.nn.Parameter(W)  # (inst, hidden, feat)
         self.b = torch.nn.Parameter(b)  # (inst, feat)
+        if kind == "absval":
+            assert W_out is not None, "absval needs its untied output weights"
+            self.W_out = torch.nn.Parameter(W_out)  # (inst, feat, hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (inst, batch, feat)
         h = torch.bmm(x, self.W.transpose(1, 2))  # (inst, batch, hidden)
-        if self.kind == "privileged":
+        if self.kind in ("privileged", "absval"):
             h = torch.relu(h)
-        out = torch.baddbmm(self.b.unsqueeze(1), h, self.W)  # (inst, batch, feat)
+        out_w = self.W_out.transpose(1, 2) if self.kind == "absval" else self.W
+        out = torch.baddbmm(self.b.unsqueeze(1), h, out_w)  # (inst, batch, feat)
         return out if self.kind == "linear" else torch.relu(out)
+
+    def target(self, x: torch.Tensor) -> torch.Tensor:
+        """What the model must output: x itself, or |x| for the absolute-value model."""
+        return x.abs() if self.kind == "absval" else x
 
 
 def instance_losses(out: torch.Tensor, x: torch.Tensor, importance: torch.Tensor) -> torch.Tensor:

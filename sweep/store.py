@@ -131,6 +131,11 @@ def template(plan: GridPlan, cfg: Any) -> xr.Dataset:
                 "feature": np.arange(nf),
                 "curve_step": curve_steps(int(cfg.train.steps), int(cfg.train.curve_points)) + 1},
     )
+    if any(s.model == "absval" for s in plan.shapes):
+        dims_, arr = lazy(("hidden", "feature"), (nh, nf), np.float32, np.nan)
+        ds["W_out"] = (dims_, arr)
+        ds["W_out"].attrs["description"] = ("absval output weights W_out (feature, hidden), "
+                                            "stored transposed as (hidden, feature)")
     ds["finished"].encoding["chunks"] = tuple(chunks)
     ds["diverged"].encoding["chunks"] = tuple(chunks)
     ds["W"].attrs["description"] = "weights, (hidden, feature) per model; NaN where padded"
@@ -210,7 +215,13 @@ def write_block(path: Path, plan: GridPlan, block: Block, res: TrainResult) -> N
     W[:, :m, :n] = res.W
     b = np.full((inst, nf), np.nan, np.float32)
     b[:, :n] = res.b
+    out = {}
+    if getattr(res, "W_out", None) is not None:
+        W_out = np.full((inst, nh, nf), np.nan, np.float32)
+        W_out[:, :m, :n] = res.W_out.transpose(0, 2, 1)
+        out["W_out"] = (dims + ["hidden", "feature"], W_out.reshape(*shape, nh, nf))
     ds = xr.Dataset({
+        **out,
         "W": (dims + ["hidden", "feature"], W.reshape(*shape, nh, nf)),
         "b": (dims + ["feature"], b.reshape(*shape, nf)),
         "loss": (dims, res.loss.astype(np.float32).reshape(shape)),

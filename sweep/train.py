@@ -3,6 +3,7 @@ periodic checkpoints so a preempted or killed job resumes where it stopped."""
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -16,6 +17,7 @@ from tqdm.auto import tqdm
 
 from sweep.data import FeatureSampler
 from sweep.fused import FusedTrainer, should_compile
+from sweep.groups import make_sampler
 from sweep.models import ToyModels, init_weights, instance_losses
 
 EVAL_BATCHES = 8  # the final loss is measured on 8 fresh batches (8192 samples by default)
@@ -30,6 +32,7 @@ class TrainResult:
     diverged: np.ndarray  # (inst,) bool: non-finite weights or loss
     seconds: float
     resumed_from: int  # step the run resumed from (0 for a fresh start)
+    W_out: np.ndarray | None = None  # (inst, feat, hidden): absval's untied output weights
 
 
 def resolve_device(name: str) -> torch.device:
@@ -66,8 +69,8 @@ class AutogradTrainer:
     backend = "autograd"
 
     def __init__(self, kind: str, W0: torch.Tensor, b0: torch.Tensor, imp: torch.Tensor,
-                 sampler: FeatureSampler, tcfg: Any):
-        self.model = ToyModels(kind, W0, b0)
+                 sampler: FeatureSampler, tcfg: Any, W_out0: torch.Tensor | None = None):
+        self.model = ToyModels(kind, W0, b0, W_out0)
         self.imp, self.sampler = imp, sampler  # imp: (inst, 1, feat)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=float(tcfg.lr),
                                      weight_decay=float(tcfg.weight_decay))
@@ -77,7 +80,7 @@ class AutogradTrainer:
     def step(self, step: int) -> torch.Tensor:
         """Train every instance one step; returns the training losses (inst,) before it."""
         x = self.sampler.sample()  # (inst, batch, feat)
-        losses = instance_losses(self.model(x), x, self.imp)  # (inst,)
+        losses = instance_losses(self.model(x), self.model.target(x), self.imp)  # (inst,)
         self.opt.zero_grad(set_to_none=True)
         # Summing keeps instances independent: d(sum)/d(loss_k) = 1 for every k.
         losses.sum().backward()
@@ -89,7 +92,7 @@ class AutogradTrainer:
     def losses(self, sampler: FeatureSampler) -> torch.Tensor:
         """Loss of every instance on one fresh batch from `sampler`: (inst,)."""
         x = sampler.sample()
-        return instance_losses(self.model(x), x, self.imp)
+        return instance_losses(self.model(x), self.model.target(x), self.imp)
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
@@ -102,16 +105,25 @@ class AutogradTrainer:
 
 
 def make_trainer(kind: str, seeds: np.ndarray, density: np.ndarray, importance: np.ndarray,
-                 n_hidden: int, tcfg: Any) -> AutogradTrainer | FusedTrainer:
-    """The training state of one block, on the backend `train.backend` names."""
+                 n_hidden: int, tcfg: Any, correlation: str = "none",
+                 set_size: int = 1) -> AutogradTrainer | FusedTrainer:
+    """The training state of one block, on the backend `train.backend` names.
+
+    The absolute-value model and correlated feature sets always train on the autograd path
+    (the fused kernels cover the three tied models on independent features).
+    """
     device = resolve_device(tcfg.device)
     dtype = getattr(torch, tcfg.dtype)
     inst, n = density.shape
     W0 = init_weights(seeds, n, n_hidden).to(device=device, dtype=dtype)  # (inst, hidden, feat)
     b0 = torch.zeros((inst, n), device=device, dtype=dtype)
     imp = torch.as_tensor(importance, device=device, dtype=dtype).unsqueeze(1)  # (inst, 1, feat)
-    sampler = FeatureSampler(seeds, density, int(tcfg.batch_size), "data", device, dtype)
-    if tcfg.get("backend", "fused") == "autograd":
+    sampler = make_sampler(seeds, density, int(tcfg.batch_size), "data", device, dtype,
+                           correlation, set_size, signed=kind == "absval")
+    if kind == "absval":
+        W_out0 = init_weights(seeds, n_hidden, n, "init-out").to(device=device, dtype=dtype)
+        return AutogradTrainer(kind, W0, b0, imp, sampler, tcfg, W_out0)  # W_out: (inst, n, m)
+    if tcfg.get("backend", "fused") == "autograd" or correlation != "none":
         return AutogradTrainer(kind, W0, b0, imp, sampler, tcfg)
     work = float(inst) * n * int(tcfg.batch_size) * int(tcfg.steps)
     compile = should_compile(tcfg.get("compile", "auto"), device, work)
@@ -122,7 +134,8 @@ def make_trainer(kind: str, seeds: np.ndarray, density: np.ndarray, importance: 
 def train_block(kind: str, seeds: np.ndarray, density: np.ndarray, importance: np.ndarray,
                 n_hidden: int, tcfg: Any, checkpoint: Path | None = None,
                 progress: bool = True, desc: str = "train",
-                stop_at: int | None = None) -> TrainResult | None:
+                stop_at: int | None = None, correlation: str = "none",
+                set_size: int = 1) -> TrainResult | None:
     """Train one model per row of (seeds, density, importance), all in one tensor.
 
     With a checkpoint path, the training state is saved every `checkpoint_seconds` and a run
@@ -131,13 +144,14 @@ def train_block(kind: str, seeds: np.ndarray, density: np.ndarray, importance: n
     """
     inst = len(seeds)
     steps = int(tcfg.steps)
-    trainer = make_trainer(kind, seeds, density, importance, n_hidden, tcfg)
+    trainer = make_trainer(kind, seeds, density, importance, n_hidden, tcfg, correlation, set_size)
     device, dtype = trainer.W.device, trainer.W.dtype
     record = curve_steps(steps, int(tcfg.curve_points))
     curve = torch.full((inst, len(record)), float("nan"), device=device, dtype=dtype)
     start = 0
     if checkpoint is not None and checkpoint.exists():
         start = _load(checkpoint, trainer, curve)
+        logging.getLogger(__name__).info(f"{desc}: resumed from step {start} ({checkpoint})")
     slot = {int(s): k for k, s in enumerate(record)}
 
     t0 = last_save = time.perf_counter()
@@ -163,7 +177,8 @@ def train_block(kind: str, seeds: np.ndarray, density: np.ndarray, importance: n
             return None
     bar.close()
 
-    evaluator = FeatureSampler(seeds, density, int(tcfg.batch_size), "eval", device, dtype)
+    evaluator = make_sampler(seeds, density, int(tcfg.batch_size), "eval", device, dtype,
+                             correlation, set_size, signed=kind == "absval")
     final = torch.zeros(inst, device=device, dtype=dtype)
     for _ in range(EVAL_BATCHES):
         final += trainer.losses(evaluator) / EVAL_BATCHES
@@ -171,8 +186,12 @@ def train_block(kind: str, seeds: np.ndarray, density: np.ndarray, importance: n
     b = trainer.b.detach().cpu().numpy()
     loss = final.cpu().numpy()
     diverged = ~(np.isfinite(W).all((1, 2)) & np.isfinite(b).all(1) & np.isfinite(loss))
+    W_out = None
+    if kind == "absval":
+        W_out = trainer.model.W_out.detach().cpu().numpy()  # (inst, feat, hidden)
+        diverged |= ~np.isfinite(W_out).all((1, 2))
     return TrainResult(W, b, loss, curve.cpu().numpy(), diverged,
-                       time.perf_counter() - t0, start)
+                       time.perf_counter() - t0, start, W_out)
 
 
 def _save(path: Path, step: int, trainer, curve) -> None:

@@ -7,7 +7,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-MODEL_KINDS = ("relu", "linear", "privileged")
+MODEL_KINDS = ("relu", "linear", "privileged", "absval")
 SCHEDULES = ("constant", "geometric", "linear", "exponential")
 LR_SCHEDULES = ("constant", "linear", "cosine")
 STORE_MODES = ("resume", "overwrite")

@@ -11,14 +11,17 @@ because Hydra only instantiates sweepers found there.
 
 
 import logging
+import re
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +35,82 @@ ConfigStore.instance().store(group="hydra/sweeper", name="toysweep", node=ToySwe
                              provider="toysweep")
 
 
-def _describe(ret: Any) -> str:
-    """Block, error and where to read the job's logs, for a failed Hydra job."""
-    block = ret.cfg.get("block") if ret.cfg is not None else "?"
+def _log_path(folder: str | None, job_id: str | None) -> str | None:
+    """A submitit job's stdout log, where its traceback is (stderr sits beside it)."""
+    if not folder or not job_id or "%j" not in folder:
+        return None
+    return str(Path(folder.replace("%j", job_id)).absolute() / f"{job_id}_0_log.out")
+
+
+def _describe(ret: Any, folder: str | None) -> str:
+    """Error and where to read the job's logs, for a Hydra job that raised.
+
+    Read from the job's own Hydra config with select(): its launcher node holds interpolations
+    (`${store.path}`) that only resolve in the sweep's config, hence `folder` from there.
+    """
     err = ret._return_value
-    where = f"job dir {ret.working_dir}" if ret.working_dir else ""
-    job_id = ret.hydra_cfg.hydra.job.get("id") if ret.hydra_cfg is not None else None
-    folder = ret.hydra_cfg.hydra.launcher.get("submitit_folder") if ret.hydra_cfg else None
-    if folder and job_id:
-        where += f"; job {job_id}, logs {str(folder).replace('%j', str(job_id))}"
+    job_id = OmegaConf.select(ret.hydra_cfg, "hydra.job.id", default=None,
+                              throw_on_resolution_failure=False)
+    job_dir = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir", default=None,
+                               throw_on_resolution_failure=False)
+    logs = _log_path(folder, str(job_id) if job_id else None)
+    where = f"job {job_id}, log {logs}" if logs else f"job dir {job_dir}"
     first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-    return f"block {block}: {type(err).__name__}: {first} ({where})"
+    return f"{type(err).__name__}: {first} ({where})"
+
+
+# submitit's message for a job that ended without a result (cancelled, killed, out of memory):
+# "Job <id> (task: <n>) with path <folder>/<id>_<n>_result.pkl\nhas not produced any output
+# (state: <SLURM state>)..."; its exception carries nothing else, so the message is parsed.
+_UNCOMPLETED = re.compile(r"Job (?P<id>\S+) \(task: \d+\) with path (?P<path>\S+)_result\.pkl"
+                          r"\s+has not produced any output \(state: (?P<state>[^)]*)\)")
+
+
+def _lost(err: Exception) -> tuple[str, str] | None:
+    """(job id, one-line report) for a job that ended without a result, else None."""
+    m = _UNCOMPLETED.search(str(err))
+    if m is None:
+        return None
+    return m["id"], f"job {m['id']} ended without a result (state: {m['state']}; log " \
+                    f"{m['path']}_log.out)"
+
+
+def _gather_array(err: Exception, todo: list[str]) -> dict[str, str] | None:
+    """After submitit raised for one task of a SLURM array, wait for all its tasks.
+
+    Hydra's submitit launcher collects results in order and gives up at the first task that
+    ended without one, while the other tasks keep running; retrying then would start a second
+    job on blocks still being trained. Task k of the array trains todo[k]. Returns block ->
+    failure report for every task that failed or ended without a result; None when `err` is not
+    from a SLURM array task (then nothing can be waited for).
+    """
+    import submitit
+    from submitit.core.utils import UncompletedJobError
+
+    m = _UNCOMPLETED.search(str(err))
+    if m is None or not re.fullmatch(r"\d+_\d+", m["id"]):
+        return None
+    array = m["id"].split("_")[0]
+    folder = str(Path(m["path"]).parent.parent / "%j")
+    jobs = [submitit.SlurmJob(folder, f"{array}_{k}") for k in range(len(todo))]
+    while not all(job.done() for job in jobs):  # done() asks sacct, at most every few seconds
+        time.sleep(2)
+    failed = {}
+    for block, job in zip(todo, jobs, strict=True):
+        job._results_timeout_s = 5  # its result is either there or never will be
+        try:
+            ret = job.results()[0]
+        except UncompletedJobError as e:
+            lost = _lost(e)
+            failed[block] = lost[1] if lost else f"UncompletedJobError: {e}"
+            continue
+        except Exception as e:  # the task raised outside the Hydra job (e.g. unpickling)
+            failed[block] = f"{type(e).__name__}: {str(e).strip().splitlines()[0]} " \
+                            f"(job {job.job_id}, log {job.paths.stdout})"
+            continue
+        if ret.status == JobStatus.FAILED:
+            failed[block] = _describe(ret, folder)
+    return failed
 
 
 class ToySweeper(Sweeper):
@@ -68,27 +136,38 @@ class ToySweeper(Sweeper):
         assert self.config is not None
         sweep = driver.prepare(self.config)
         base = [a for a in arguments if not a.startswith(("block=", "store.path="))]
-        failures: list[str] = []
         attempts = int(self.config.retries) + 1
+        folder = OmegaConf.select(self.config, "hydra.launcher.submitit_folder", default=None)
+        why: dict[str, str] = {}  # block -> the last failure reported for it
         job_idx = 0
         for attempt in range(attempts):
-            todo = driver.store.finished_blocks(sweep.path, sweep.plan)
-            todo = [k for k in sweep.todo if k not in todo]
+            done = driver.store.finished_blocks(sweep.path, sweep.plan)
+            todo = [k for k in sweep.todo if k not in done]
             if not todo:
                 break
             if attempt:
                 log.warning(f"retrying {len(todo)} unfinished block(s), attempt {attempt + 1}"
                             f" of {attempts}")
             batch = [[*base, f"block={k}", f"store.path={sweep.path}"] for k in todo]
-            failures = []
             try:
                 returns = self.launcher.launch(batch, initial_job_idx=job_idx)
-                failures = [_describe(r) for r in returns if r.status == JobStatus.FAILED]
+                failed = {k: _describe(r, folder) for k, r in zip(todo, returns, strict=True)
+                          if r.status == JobStatus.FAILED}
             except Exception as e:  # a job cancelled or killed: submitit raises for it
-                failures = [f"{type(e).__name__}: {' '.join(str(e).split())[:600]}"]
-            for line in failures:
-                log.error(f"failed: {line}")
+                failed = _gather_array(e, todo)
+                if failed is None:  # not a SLURM array task: report it as it came
+                    lost = _lost(e)
+                    failed = {"?": lost[1] if lost else
+                              f"{type(e).__name__}: {' '.join(str(e).split())[:600]}"}
+            for k, line in failed.items():
+                log.error(f"failed: block {k}: {line}")
+            why.update(failed)
             job_idx += len(batch)
+        done = driver.store.finished_blocks(sweep.path, sweep.plan)
+        failures = [f"block {k}: {why.get(k, 'no failure reported (its job may have died)')}"
+                    for k in sweep.todo if k not in done]
+        if "?" in why and failures:  # a failure that names no block (not a SLURM array task)
+            failures.append(f"block ?: {why['?']}")
         code = driver.finish(sweep, failures)
         if code:
             sys.exit(code)
