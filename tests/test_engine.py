@@ -44,9 +44,11 @@ def train_alone(kind: str, seed: int, density: np.ndarray, importance: np.ndarra
     return W.detach().numpy()
 
 
+@pytest.mark.parametrize("backend", ["fused", "autograd"])
 @pytest.mark.parametrize("kind", ["relu", "linear", "privileged"])
-def test_instance_equals_model_trained_alone(kind, tmp_path):
+def test_instance_equals_model_trained_alone(kind, backend, tmp_path):
     cfg = make_config(["+grid=phase", "train.steps=150", "train.batch_size=64",
+                       f"train.backend={backend}", "train.compile=false",
                        "train.dtype=float64", "grid.seeds=[3,7]", f"model.kind={kind}",
                        "model.n_features=5", "model.n_hidden=2",
                        "data.relative_importance_features=[1,4]",
@@ -92,8 +94,10 @@ def test_sampled_data_match_density():
         assert vals.max() < 1.0
 
 
-def test_checkpoint_resume_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("backend", ["fused", "autograd"])
+def test_checkpoint_resume_equals_uninterrupted(backend, tmp_path):
     cfg = make_config(["+grid=phase", "train.steps=60", "grid.seeds=2", "train.dtype=float64",
+                       f"train.backend={backend}",
                        "grid.axes.density=[0.1,1.0]", "grid.axes.relative_importance=[1.0]"])
     inst = GridPlan(cfg).instances(GridPlan(cfg).blocks[0])
     args = ("relu", inst.seed, inst.density, inst.importance, 1)

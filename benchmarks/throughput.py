@@ -1,0 +1,236 @@
+"""Training throughput of the project's training path against the common einsum baseline.
+
+    python benchmarks/throughput.py                  # cases a, b, c; ~5 min on a 2-core CPU
+    python benchmarks/throughput.py --cases b --steps 300 --repeats 3
+    python benchmarks/throughput.py --scale 1000 10000 100000   # 2→1 throughput vs grid size
+
+Prints model-steps per second (instances × steps ÷ wall seconds, after warm-up) and the peak
+memory of each measurement: the peak resident set size (ru_maxrss) of the worker process that
+ran it, minus its resident size after imports. Every measurement runs in a fresh worker so
+the peaks do not mix; baseline and project workers alternate, `--repeats` times, and the
+table shows the median of each (the machine may be shared: compare ratios, not absolutes).
+
+Project: `sweep.train.make_trainer(...).step`, the step `train_block` runs, on the grid's own
+instance layout (GridPlan, conf/config.yaml). Baseline: what public toy-model code commonly
+does: all instances in one tensor, einsum over the instance axis, autograd,
+torch.optim.AdamW, two torch.rand draws per element per step (mask and values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# case -> (n_features, n_hidden, grid axes); seeds: 5 (the phase grid's default)
+CASES = {
+    "a": (20, 5, {"density": ["log", 0.01, 1.0, 200]}),  # 1,000 instances
+    "b": (2, 1, {"density": ["log", 0.01, 1.0, 100],
+                 "relative_importance": ["log", 0.1, 10.0, 32]}),  # 16,000 instances
+    "c": (200, 20, {"density": ["log", 0.01, 1.0, 40]}),  # 200 instances
+}
+SEEDS = 5
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def config(n: int, m: int, axes: dict, args: argparse.Namespace, memory_mb: float = 1e9):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
+
+    GlobalHydra.instance().clear()
+    over = [f"model.n_features={n}", f"model.n_hidden={m}", f"grid.seeds={SEEDS}",
+            f"train.steps={args.steps}",
+            f"train.device={args.device}", f"train.compile={args.compile}",
+            f"chunk.memory_mb={memory_mb}", f"train.backend={args.backend}"]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=over)
+    GlobalHydra.instance().clear()
+    with open_dict(cfg):
+        cfg.grid.axes = axes
+    return cfg
+
+
+def timed(step, steps: int, max_seconds: float, sync) -> tuple[int, float]:
+    """Run `step(i)` up to `steps` times or `max_seconds`; return (steps done, seconds)."""
+    sync()
+    t0 = time.perf_counter()
+    done = 0
+    while done < steps:
+        step(done)
+        done += 1
+        if done % 10 == 0:
+            sync()
+            if time.perf_counter() - t0 > max_seconds:
+                break
+    sync()
+    return done, time.perf_counter() - t0
+
+
+def baseline_stepper(n: int, m: int, inst: int, batch: int, device):
+    """The common approach (e.g. ARENA's toy-model notebook), written out here."""
+    import torch
+
+    W = torch.nn.Parameter(torch.nn.init.xavier_normal_(torch.empty(inst, m, n, device=device)))
+    b = torch.nn.Parameter(torch.zeros(inst, n, device=device))
+    p = torch.logspace(-2, 0, inst, device=device).unsqueeze(-1).unsqueeze(-1)  # (inst, 1, 1)
+    imp = torch.ones(inst, 1, n, device=device)
+    opt = torch.optim.AdamW([W, b], lr=1e-3)
+
+    def step(_: int) -> None:
+        values = torch.rand(inst, batch, n, device=device)
+        mask = torch.rand(inst, batch, n, device=device) < p
+        x = torch.where(mask, values, 0.0)  # (inst, batch, feat)
+        h = torch.einsum("ibn,imn->ibm", x, W)
+        out = torch.relu(torch.einsum("ibm,imn->ibn", h, W) + b.unsqueeze(1))
+        loss = (imp * (x - out) ** 2).mean((1, 2)).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def worker(spec: dict) -> dict:
+    """One measurement, in its own process: build, warm up, time."""
+    import torch
+
+    if spec["threads"]:
+        torch.set_num_threads(spec["threads"])
+    from sweep.grid import GridPlan
+    from sweep.train import make_trainer, resolve_device
+
+    args = argparse.Namespace(**spec)
+    n, m, axes = spec["n"], spec["m"], spec["axes"]
+    base_rss = rss_mb()
+    device = resolve_device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    cfg = config(n, m, axes, args, spec.get("memory_mb", 1e9))
+    plan = GridPlan(cfg)
+    t0 = time.perf_counter()
+    if spec["who"] == "baseline":
+        inst = plan.n_cells
+        jobs = [(inst, baseline_stepper(n, m, inst, int(cfg.train.batch_size), device))]
+    else:
+        jobs = []  # one trainer per block (job) of the grid
+        for block in plan.blocks:
+            ins = plan.instances(block)
+            tr = make_trainer("relu", ins.seed, ins.density, ins.importance, m, cfg.train)
+            jobs.append((len(ins.seed), tr.step))
+        inst = sum(k for k, _ in jobs)
+    for _, step in jobs:  # warm-up (includes torch.compile when on)
+        for i in range(args.warmup):
+            step(i)
+    sync()
+    warm = time.perf_counter() - t0
+    model_steps, secs, steps = 0, 0.0, 0
+    for k, step in jobs:  # blocks run one after another, as jobs on one machine would
+        steps, t = timed(lambda i, step=step: step(i + args.warmup), args.steps,
+                         args.max_seconds, sync)
+        model_steps, secs = model_steps + k * steps, secs + t
+    return {"inst": inst, "blocks": len(jobs), "model_steps_per_s": model_steps / secs,
+            "steps": steps, "seconds": secs, "warmup_s": warm, "peak_mb": peak_mb() - base_rss,
+            "threads": torch.get_num_threads(), "device": str(device)}
+
+
+def measure(spec: dict) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)],
+                         capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-3000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    ap.add_argument("--steps", type=int, default=300, help="timed steps per measurement")
+    ap.add_argument("--max-seconds", type=float, default=20.0,
+                    help="stop a measurement after this long (the slow baseline)")
+    ap.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    ap.add_argument("--repeats", type=int, default=2, help="alternating rounds per case")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--backend", default="fused", choices=["fused", "autograd"])
+    ap.add_argument("--compile", default="true", choices=["auto", "true", "false"])
+    ap.add_argument("--scale", type=int, nargs="*", default=None,
+                    help="instead of the cases: 2→1 throughput at these grid sizes (instances), "
+                    "the grid split into jobs by chunk.memory_mb as a sweep would")
+    ap.add_argument("--memory-mb", type=float, default=2048, help="chunk.memory_mb for --scale")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return
+    common = {k: getattr(args, k) for k in ("steps", "max_seconds", "warmup", "threads",
+                                            "device", "backend", "compile")}
+    if args.scale is not None:
+        scale(args, common)
+        return
+    rows = []
+    for name in args.cases:
+        n, m, axes = CASES[name]
+        res: dict[str, list[dict]] = {"baseline": [], "project": []}
+        for _ in range(args.repeats):
+            for who in ("baseline", "project"):
+                r = measure({**common, "who": who, "n": n, "m": m, "axes": axes})
+                res[who].append(r)
+                print(f"  {name} {who:8s} {r['model_steps_per_s']:12,.0f} model-steps/s  "
+                      f"steps {r['steps']:4d}  peak {r['peak_mb']:7.0f} MB  "
+                      f"warm-up {r['warmup_s']:.1f} s", flush=True)
+        proj = statistics.median(r["model_steps_per_s"] for r in res["project"])
+        base = statistics.median(r["model_steps_per_s"] for r in res["baseline"])
+        ratios = [p["model_steps_per_s"] / b["model_steps_per_s"]
+                  for p, b in zip(res["project"], res["baseline"], strict=True)]
+        rows.append((name, n, m, res["project"][0]["inst"], proj, base, ratios,
+                     max(r["peak_mb"] for r in res["project"]),
+                     max(r["peak_mb"] for r in res["baseline"]), res["project"][0]))
+    r0 = rows[0][-1]
+    print(f"\ndevice {r0['device']}, torch threads {r0['threads']}, backend {args.backend}, "
+          f"compile {args.compile}; model-steps/s = instances × steps / s (median of "
+          f"{args.repeats}); peak = worker peak RSS − RSS after imports")
+    print(f"{'case':28s} {'project':>12s} {'baseline':>10s} {'ratio':>7s} {'(per round)':>16s} "
+          f"{'peak MB proj/base':>18s}")
+    for name, n, m, inst, proj, base, ratios, pk, bk, _ in rows:
+        label = f"({name}) {n}→{m} ReLU, {inst:,} inst"
+        per = "/".join(f"{r:.1f}" for r in ratios)
+        print(f"{label:28s} {proj:12,.0f} {base:10,.0f} {proj / base:6.1f}× {per:>16s} "
+              f"{pk:8.0f}/{bk:<8.0f}")
+
+
+def scale(args: argparse.Namespace, common: dict) -> None:
+    """2→1 throughput at growing grid sizes, each grid planned into jobs by chunk.memory_mb."""
+    from sweep.grid import BYTES_PER_ELEMENT
+
+    print(f"2→1 ReLU, batch 1024, chunk.memory_mb={args.memory_mb:g}, backend {args.backend} "
+          f"(planner: {BYTES_PER_ELEMENT[args.backend]} B per instance·batch·feature)")
+    for inst in args.scale:
+        cells = max(1, inst // SEEDS)
+        axes = {"density": ["log", 0.01, 1.0, cells]}
+        r = measure({**common, "who": "project", "n": 2, "m": 1, "axes": axes,
+                     "memory_mb": args.memory_mb})
+        print(f"  {r['inst']:8,d} instances in {r['blocks']:3d} job(s): "
+              f"{r['model_steps_per_s']:12,.0f} model-steps/s  peak {r['peak_mb']:7.0f} MB  "
+              f"(budget {args.memory_mb:g} MB per job; jobs run one after another here)",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
