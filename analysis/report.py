@@ -15,7 +15,7 @@ from pathlib import Path
 import xarray as xr
 import yaml
 
-from analysis import aggregate, figures
+from analysis import aggregate, correlated_absval, experiments, figures
 from sweep.store import StoreError, config_of, open_store
 
 CONF_GRIDS = Path(__file__).resolve().parent.parent / "conf" / "grid"
@@ -72,6 +72,8 @@ FIGURES: dict[str, FigureSet] = {
     "phase3": phase_figures,
     DEFAULT: generic_figures,
 }
+FIGURES.update(experiments.FIGURES)  # the paper's experiments (analysis/experiments.py)
+FIGURES.update(correlated_absval.FIGURES)  # correlated sets, |x| (analysis/correlated_absval.py)
 
 
 def known_grids() -> set[str]:

@@ -144,6 +144,11 @@ def train_block(kind: str, seeds: np.ndarray, density: np.ndarray, importance: n
     """
     inst = len(seeds)
     steps = int(tcfg.steps)
+    if int(tcfg.get("threads", 1)) > 0:
+        # One thread per job by default: with two or more, the compiled kernels wait for each
+        # other whenever one thread is descheduled (measured 10× slower on a busy 2-core
+        # machine); run several jobs for parallelism instead.
+        torch.set_num_threads(int(tcfg.get("threads", 1)))
     trainer = make_trainer(kind, seeds, density, importance, n_hidden, tcfg, correlation, set_size)
     device, dtype = trainer.W.device, trainer.W.dtype
     record = curve_steps(steps, int(tcfg.curve_points))

@@ -85,6 +85,9 @@ def check_config(cfg: Any) -> None:
             t.curve_points, "an integer >= 1")
     require(t.device == "auto" or str(t.device).split(":")[0] in ("cpu", "cuda"), "train.device",
             t.device, "auto, cpu, cuda or cuda:N")
+    threads = t.get("threads", 1)
+    require(_integer(threads) and threads >= 0, "train.threads", threads,
+            "an integer >= 0 (0: torch's default, all cores)")
     require(t.dtype in DTYPES, "train.dtype", t.dtype, f"one of {', '.join(DTYPES)}")
     require(_number(t.checkpoint_seconds) and t.checkpoint_seconds > 0,
             "train.checkpoint_seconds", t.checkpoint_seconds, "a number > 0")
