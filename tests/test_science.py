@@ -46,13 +46,13 @@ def test_sparse_equal_features_are_antipodal(phase_cells):
 def test_linear_model_learns_top_m_features(tmp_path):
     cfg = make_config(["model.kind=linear", "model.n_features=20",
                        "model.n_hidden=5", "data.importance.schedule=geometric",
-                       "data.importance.ratio=0.7", "grid.seeds=3", "train.steps=3000",
+                       "data.importance.ratio=0.7", "grid.seeds=3", "train.steps=10000",
                        "+grid.axes.density=[1.0]"], store=tmp_path / "store")
     assert driver.run(cfg) == 0
     ds = xr.open_zarr(tmp_path / "store").load()
     norms = np.linalg.norm(ds.W.values[0], axis=-2)  # (seed, feature)
     for seed_norms in norms:
         assert np.all(seed_norms[:5] > 0.9), seed_norms
-        # the rest decay slowly towards 0 (their gradient is second order); a clear gap remains
-        assert np.all(seed_norms[5:] < 0.5), seed_norms
+        # the paper's 10,000 steps: no local minima here, but the tail decays slowly
+        assert np.all(seed_norms[5:] < 0.1), seed_norms
         assert set(np.argsort(seed_norms)[-5:]) == set(range(5))
