@@ -13,26 +13,15 @@ from __future__ import annotations
 
 import operator
 import os
-import shutil
 import subprocess
 import time
 
 import pytest
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("require_slurm")]
 
 PARTITION = os.environ.get("TOYSWEEP_SLURM_PARTITION", "debug")
 JOB_DEADLINE_S = 25  # a job on an idle local cluster finishes in a few seconds
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _require_slurm() -> None:
-    if shutil.which("sinfo") is not None:
-        return
-    reason = "SLURM is not installed (no sinfo on PATH); see slurm/README.md"
-    if os.environ.get("TOYSWEEP_REQUIRE_SLURM") == "1":
-        pytest.fail(f"TOYSWEEP_REQUIRE_SLURM=1 but {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 def _run(*cmd: str) -> str:

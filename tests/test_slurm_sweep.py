@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from sweep.grid import GridPlan
 from tests.conftest import ROOT, make_config, run_cli
 from tests.test_concurrency import GRID, ROUNDS, WRITERS, assert_same_store
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("require_slurm")]
 
 PARTITION = os.environ.get("TOYSWEEP_SLURM_PARTITION", "debug")
 # 12 cells in 4 blocks of 4, 2, 4, 2 models: 4 array tasks.
@@ -38,16 +37,6 @@ QUIET = ["analysis.run=false", "progress=false"]
 SLURM = ["launcher=slurm", f"hydra.launcher.partition={PARTITION}", "hydra.launcher.mem_gb=1",
          "hydra.launcher.cpus_per_task=1", "hydra.launcher.timeout_min=10"]
 DEADLINE_S = 120  # a sweep here takes 15-40 s; a busy machine gets 3x slack, never a hang
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _require_slurm() -> None:
-    if shutil.which("sinfo") is not None:
-        return
-    reason = "SLURM is not installed (no sinfo on PATH); see slurm/README.md"
-    if os.environ.get("TOYSWEEP_REQUIRE_SLURM") == "1":
-        pytest.fail(f"TOYSWEEP_REQUIRE_SLURM=1 but {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 @pytest.fixture(autouse=True)
