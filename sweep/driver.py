@@ -170,7 +170,8 @@ def run_block(cfg: DictConfig) -> dict:
             res = train_block(block.shape.model, inst.seed, inst.density, inst.importance,
                               block.shape.n_hidden, cfg.train, checkpoint=ckpt,
                               progress=bool(cfg.progress), desc=block.key(),
-                      correlation=block.shape.correlation, set_size=int(cfg.data.set_size))
+                              correlation=block.shape.correlation,
+                              set_size=int(cfg.data.set_size))
             store.write_block(path, plan, block, res)
             ckpt.unlink(missing_ok=True)
         except Exception:
