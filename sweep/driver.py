@@ -160,7 +160,7 @@ def run_block(cfg: DictConfig) -> dict:
     block = plan.block(str(cfg.block))
     path = Path(str(cfg.store.path))
     with _block_lock(path, block.key()):
-        if block.key() in store.finished_blocks(path, plan):
+        if store.block_finished(path, plan, block):
             return {"block": block.key(), "models": 0, "skipped": True}
         try:
             inst = plan.instances(block)
@@ -191,7 +191,8 @@ def finish(sweep: Sweep, failures: list[str]) -> int:
     finished = int(ds["finished"].sum())
     diverged = int(ds["diverged"].sum())
     done = store.finished_blocks(path, plan)  # models count once their block is written
-    trained = sum(len(plan.instances(plan.block(k)).seed) for k in sweep.todo if k in done)
+    todo = set(sweep.todo)
+    trained = sum(b.size for b in plan.blocks if b.key() in done and b.key() in todo)
     store.update_attrs(path, {"last_run_wall_seconds": round(wall, 2),
                               "finished_cells": finished, "total_cells": plan.n_cells})
     print(f"sweep {sweep.cfg.name}: trained {trained} models in {wall:.1f} s "

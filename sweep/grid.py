@@ -57,6 +57,11 @@ class Block:
     def key(self) -> str:
         return f"{self.shape.key()}-b{self.index}"
 
+    @property
+    def size(self) -> int:
+        """Number of cells (models) in the block."""
+        return math.prod(sl.stop - sl.start for sl in self.slices.values())
+
 
 @dataclass
 class Instances:

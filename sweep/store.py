@@ -191,18 +191,25 @@ def region(plan: GridPlan, block: Block) -> dict[str, slice]:
     return {d: block.slices[d] for d in plan.cell_dims}
 
 
+def _complete(ds: xr.Dataset) -> np.ndarray:
+    """Per cell: flagged finished and its results on disk (or flagged diverged)."""
+    present = np.isfinite(ds["loss"].values) & np.isfinite(ds["W"].values).any((-2, -1))
+    return ds["finished"].values & (present | ds["diverged"].values)
+
+
 def finished_blocks(path: Path, plan: GridPlan) -> set[str]:
     """Keys of the blocks whose every cell is finished and has its results on disk.
 
     A cell flagged finished whose loss or weights read back as missing (a chunk file deleted
     or damaged by hand) counts as unfinished, so the next run trains it again.
     """
-    ds = open_store(path)
-    fin = ds["finished"].values
-    diverged = ds["diverged"].values
-    present = np.isfinite(ds["loss"].values) & np.isfinite(ds["W"].values).any((-2, -1))
-    ok = fin & (present | diverged)
+    ok = _complete(open_store(path))
     return {b.key() for b in plan.blocks if ok[tuple(region(plan, b).values())].all()}
+
+
+def block_finished(path: Path, plan: GridPlan, block: Block) -> bool:
+    """finished_blocks for one block, reading only that block's chunks (what a job needs)."""
+    return bool(_complete(open_store(path).isel(region(plan, block))).all())
 
 
 def write_block(path: Path, plan: GridPlan, block: Block, res: TrainResult) -> None:
