@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from enum import Enum
-from typing import Any, Optional  # noqa: UP035 - OmegaConf 2.3 reads typing.Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
@@ -100,7 +100,7 @@ class ImportanceConfig:
 class DataConfig:
     density: float = _f(1.0, "p = 1 - S, probability a feature is nonzero", lo=0, hi=1,
                         lo_open=True)
-    density_features: Optional[list[int]] = _f(None, "features the density axis sets (null=all)")
+    density_features: list[int] | None = _f(None, "features the density axis sets (null=all)")
     importance: ImportanceConfig = field(default_factory=ImportanceConfig)
     relative_importance_features: list[int] = _f(
         [1], "features whose importance the relative_importance axis scales")
@@ -135,7 +135,7 @@ class GridConfig:
 @dataclass
 class ChunkConfig:
     memory_mb: float = _f(2048, "working-memory budget of one job, MiB", lo=0, lo_open=True)
-    max_instances: Optional[int] = _f(None, "optional cap on models per job", lo=1)
+    max_instances: int | None = _f(None, "optional cap on models per job", lo=1)
 
 
 @dataclass
@@ -145,7 +145,7 @@ class StoreConfig:
     verify: bool = _f(False, "read every chunk of every variable; retrain damaged blocks")
     # Set by the driver for its jobs (never by hand): the creation id of the store the jobs
     # belong to; a job whose id differs from the store's writes nothing.
-    run_id: Optional[str] = _f(None, "creation id of the store (set by the driver)")
+    run_id: str | None = _f(None, "creation id of the store (set by the driver)")
 
 
 @dataclass
@@ -155,13 +155,13 @@ class AnalysisConfig:
     superposition_threshold: float = _f(0.5, "superposed when interference >= this", lo=0,
                                         hi=1, lo_open=True)
     aggregate: Aggregate = _f(Aggregate.drop_worst, "seeds of a cell -> one value")
-    figures: Optional[list[str]] = _f(None, "figures to draw (null: the analysis picks)")
+    figures: list[str] | None = _f(None, "figures to draw (null: the analysis picks)")
 
 
 @dataclass
 class SweepConfig:
     name: str = _f("default", "store name: results/<name>")
-    block: Optional[str] = _f(None, "set per job by the sweeper: the block this job trains")
+    block: str | None = _f(None, "set per job by the sweeper: the block this job trains")
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -214,9 +214,9 @@ def expected(key: str) -> str:
 _TYPES: dict[str, Any] = {}
 _TYPES_WORDS = {
     "int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
-    "Optional[int]": "null or an integer", "Optional[str]": "null or a string",
-    "list[int]": "a list of integers", "Optional[list[int]]": "null or a list of integers",
-    "Optional[list[str]]": "null or a list of names",
+    "int | None": "null or an integer", "str | None": "null or a string",
+    "list[int]": "a list of integers", "list[int] | None": "null or a list of integers",
+    "list[str] | None": "null or a list of names",
 }
 
 

@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sweep import kinds
-from sweep.blocks import BlockJob, TrainResult, curve_steps
+from sweep.blocks import BlockJob, TrainResult, curve_steps  # noqa: F401 - old import path
 from sweep.data import FeatureSampler
 from sweep.fused import FusedTrainer, should_compile
 from sweep.groups import make_sampler
