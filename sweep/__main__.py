@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
@@ -44,7 +44,9 @@ def check_composes(argv: list[str]) -> None:
     overrides = [a for a in argv if not a.startswith("-")]
     try:
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            compose(config_name="config", overrides=overrides)
+            cfg = compose(config_name="config", overrides=overrides)
+        # interpolations (e.g. train.steps=${nope}) are resolved only later: try them now
+        OmegaConf.to_container(cfg, resolve=True)
     except (HydraException, OmegaConfBaseException) as e:
         typed = schema_error(e, overrides)
         if typed:  # a value the schema refuses: say which key, which value, what is allowed
@@ -104,6 +106,11 @@ def main(cfg: DictConfig) -> dict | int:
 
 
 if __name__ == "__main__":
-    sys.argv[1:] = check_argv(sys.argv[1:])
-    check_composes(sys.argv[1:])
-    main()
+    try:
+        sys.argv[1:] = check_argv(sys.argv[1:])
+        check_composes(sys.argv[1:])
+        main()
+    except KeyboardInterrupt:
+        print("error: interrupted; finished cells are kept, rerun the same command to train "
+              "the rest", file=sys.stderr)
+        sys.exit(130)

@@ -83,8 +83,10 @@ def _f(default: Any, help: str, lo: float | None = None, hi: float | None = None
 @dataclass
 class ModelConfig:
     kind: ModelKind = _f(ModelKind("relu"), "model kind, one of sweep.kinds.KINDS")
-    n_features: int = _f(2, "n: features (grid.axes.n_features sweeps it)", lo=1)
-    n_hidden: int = _f(1, "m: hidden dimensions (grid.axes.n_hidden sweeps it)", lo=1)
+    n_features: int = _f(2, "n: features (grid.axes.n_features sweeps it)", lo=1,
+                         hi=1_000_000)
+    n_hidden: int = _f(1, "m: hidden dimensions (grid.axes.n_hidden sweeps it)", lo=1,
+                       hi=1_000_000)
 
 
 @dataclass
@@ -105,25 +107,25 @@ class DataConfig:
     relative_importance_features: list[int] = _f(
         [1], "features whose importance the relative_importance axis scales")
     correlation: Correlation = _f(Correlation.none, "feature sets: none/correlated/anticorr.")
-    set_size: int = _f(2, "features per correlated/anticorrelated set", lo=1)
+    set_size: int = _f(2, "features per correlated/anticorrelated set", lo=1, hi=1_000_000)
 
 
 @dataclass
 class TrainConfig:
-    steps: int = _f(10000, "training steps", lo=1)
+    steps: int = _f(10000, "training steps", lo=1, hi=10**9)
     batch_size: int = _f(1024, "samples per step", lo=1)
     lr: float = _f(1.0e-3, "AdamW learning rate", lo=0, lo_open=True)
     weight_decay: float = _f(0.01, "AdamW weight decay", lo=0)
     lr_schedule: LrSchedule = _f(LrSchedule.constant, "lr after warm-up")
     warmup_steps: int = _f(0, "linear warm-up steps (< steps)", lo=0)
-    curve_points: int = _f(100, "loss-curve samples kept per model", lo=1)
+    curve_points: int = _f(100, "loss-curve samples kept per model", lo=1, hi=100_000)
     device: str = _f("auto", "auto | cpu | cuda | cuda:N")
     dtype: DType = _f(DType.float32, "float32 | float64")
     checkpoint_seconds: float = _f(60.0, "seconds between training checkpoints", lo=0,
                                    lo_open=True)
     backend: Backend = _f(Backend.fused, "fused (fast) | autograd (reference)")
     compile: Any = _f("auto", "torch.compile the fused step: auto | true | false")
-    threads: int = _f(1, "torch threads per job (0: all cores)", lo=0)
+    threads: int = _f(1, "torch threads per job (0: all cores)", lo=0, hi=4096)
 
 
 @dataclass
@@ -168,7 +170,7 @@ class SweepConfig:
     grid: GridConfig = field(default_factory=GridConfig)
     chunk: ChunkConfig = field(default_factory=ChunkConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
-    retries: int = _f(2, "relaunch unfinished blocks this many times", lo=0)
+    retries: int = _f(2, "relaunch unfinished blocks this many times", lo=0, hi=1000)
     progress: bool = _f(True, "progress bar over training")
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
 

@@ -173,7 +173,10 @@ class GridPlan:
         batch = int(self.cfg.train.batch_size)
         per_inst = batch * self.max_features * per_elem
         budget = float(self.cfg.chunk.memory_mb) * 2**20
-        floor = len(self.seeds) * batch * self.max_features * FLOOR_BYTES_PER_ELEMENT
+        # weights, gradients and AdamW moments of one model: ~8 float64-sized (hidden, feat)
+        weights = self.max_hidden * self.max_features * 8 * 8
+        per_inst += weights
+        floor = len(self.seeds) * (batch * self.max_features * FLOOR_BYTES_PER_ELEMENT + weights)
         if floor > budget:
             raise ConfigError("train.batch_size", batch,
                               f"a batch whose working memory fits chunk.memory_mb="

@@ -18,6 +18,7 @@ import os
 import platform
 import shutil
 import subprocess
+import uuid
 import warnings
 from importlib import metadata
 from pathlib import Path
@@ -46,11 +47,47 @@ class StoreError(RuntimeError):
 
 def fingerprint(cfg: Any) -> str:
     """Hash of the config sections that decide a store's layout and numbers."""
-    c = OmegaConf.to_container(cfg, resolve=True)
+    c = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
     part = {k: c.get(k) for k in RESULT_SECTIONS}
+    # The schema types chunk.memory_mb as a float; stores made before it hashed the int 2048.
+    mem = (part.get("chunk") or {}).get("memory_mb")
+    if isinstance(mem, float) and mem.is_integer():
+        part["chunk"] = {**part["chunk"], "memory_mb": int(mem)}
     for section, keys in NOT_RESULTS.items():
         part[section] = {k: v for k, v in (part[section] or {}).items() if k not in keys}
     return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class StaleWrite(StoreError):
+    """A job about to write into a store that is not the one it was launched for."""
+
+
+def new_run_id() -> str:
+    """A store's creation id: unique per creation, so an overwritten store gets a new one."""
+    return uuid.uuid4().hex[:16]
+
+
+def identity(path: Path) -> dict:
+    """The run identity of a store on disk: its fingerprint and creation id (read fresh from
+    .zattrs, never from a cache, since an overwrite may just have replaced the store)."""
+    try:
+        attrs = json.loads((Path(path) / ".zattrs").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {"fingerprint": attrs.get("fingerprint"), "run_id": attrs.get("run_id")}
+
+
+def check_identity(path: Path, expected: dict) -> None:
+    """Refuse to touch a store whose identity is not the one a job was launched for."""
+    found = identity(path)
+    if expected.get("run_id") is None:  # jobs of a store made before run ids: fingerprint only
+        found = {"fingerprint": found.get("fingerprint")}
+        expected = {"fingerprint": expected.get("fingerprint")}
+    if found != expected:
+        raise StaleWrite(f"{path}: the store there is run {found.get('run_id')} (fingerprint "
+                         f"{found.get('fingerprint')}), not run {expected.get('run_id')} "
+                         f"(fingerprint {expected.get('fingerprint')}) this job belongs to; "
+                         "it was overwritten or replaced, so this job writes nothing")
 
 
 def provenance(cfg: Any) -> dict:
@@ -148,22 +185,66 @@ def template(plan: GridPlan, cfg: Any) -> xr.Dataset:
     return ds
 
 
-def create(path: Path, plan: GridPlan, cfg: Any) -> None:
+def create(path: Path, plan: GridPlan, cfg: Any, run_id: str | None = None,
+           beside: bool = False) -> Path:
     """Write the template store (metadata and static variables; no trained values yet).
 
     Written beside the target and renamed into place, so a store path holds either nothing,
-    the previous store, or a complete template, never half a template. An existing store
-    (store.mode=overwrite) is moved aside first and removed only once the new one is in place.
+    the previous store, or a complete template, never half a template. With beside=True the
+    template stays beside (`.<name>.new-<run id>`) and its path is returned: store.mode=
+    overwrite trains a first block there and only then calls `swap_in`.
     """
-    tmp = path.with_name(f".{path.name}.new-{os.getpid()}")
-    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    run_id = run_id or new_run_id()
+    tmp = path.with_name(f".{path.name}.new-{run_id}")
     shutil.rmtree(tmp, ignore_errors=True)
-    template(plan, cfg).to_zarr(tmp, mode="w", compute=False, zarr_format=2, consolidated=True)
-    (tmp / ".jobs").mkdir(mode=0o700)  # logs and checkpoints: the user's eyes only
+    try:
+        ds = template(plan, cfg)
+        ds.attrs["run_id"] = run_id
+        ds.to_zarr(tmp, mode="w", compute=False, zarr_format=2, consolidated=True)
+        (tmp / ".jobs").mkdir(mode=0o700)  # logs and checkpoints: the user's eyes only
+        if beside:
+            return tmp
+        if path.exists():  # only an empty folder gets here (stores go through swap_in)
+            path.rmdir()
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+OURS = {".zattrs", ".zgroup", ".zmetadata", ".jobs", "figures"}
+
+
+def foreign_entries(path: Path) -> list[str]:
+    """Entries of a store folder that are not part of the store (user files, other stores)."""
+    try:
+        meta = json.loads((path / ".zmetadata").read_text())["metadata"]
+    except (OSError, ValueError, KeyError):
+        return sorted(p.name for p in path.iterdir())
+    arrays = {k.split("/")[0] for k in meta if "/" in k}
+    return sorted(p.name for p in path.iterdir() if p.name not in OURS | arrays
+                  or (p.name in arrays and not p.is_dir()))
+
+
+def swap_in(new: Path, path: Path) -> None:
+    """Replace the store at `path` by the one built at `new`; remove the old one last.
+
+    Refuses (StoreError) when the old folder holds anything but our store: overwrite never
+    deletes what it did not create.
+    """
     if path.exists():
+        foreign = foreign_entries(path)
+        if foreign:
+            raise StoreError(f"{path} holds {', '.join(foreign[:3])}"
+                             f"{' …' if len(foreign) > 3 else ''}, which are not part of the "
+                             "store; refusing to replace it (move them away first)")
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
         os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
+        os.replace(new, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, path)
 
 
 def open_store(path: Path) -> xr.Dataset:
@@ -185,36 +266,137 @@ def open_store(path: Path) -> xr.Dataset:
     if version != SCHEMA_VERSION:
         raise StoreError(f"{path}: schema_version={version} but this toysweep reads "
                          f"schema_version={SCHEMA_VERSION}; re-run the sweep into a new store")
+    check_shapes(ds, path)
     return ds
+
+
+def typed_config(raw: dict) -> Any:
+    """A store's config read back through the schema (types and choices as when it ran)."""
+    from sweep.config import SweepConfig
+
+    return OmegaConf.merge(OmegaConf.structured(SweepConfig), raw)
+
+
+def check_shapes(ds: xr.Dataset, path: Path) -> None:
+    """Refuse a store whose config_yaml does not describe its arrays (e.g. edited by hand)."""
+    try:
+        cfg = typed_config(config_of(ds))
+        plan = GridPlan(cfg)
+    except Exception as e:  # noqa: BLE001 - any unreadable or invalid config
+        raise StoreError(f"{path}: its config_yaml attr cannot be read back "
+                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+                         ) from None
+    want = {**{d: len(plan.coords[d]) for d in plan.cell_dims}, "hidden": plan.max_hidden,
+            "feature": plan.max_features,
+            "curve_step": len(curve_steps(int(cfg.train.steps), int(cfg.train.curve_points)))}
+    have = {d: int(n) for d, n in ds.sizes.items()}
+    if have != want or tuple(ds["W"].dims[:-2]) != tuple(plan.cell_dims):
+        raise StoreError(f"{path}: its arrays ({_sizes(have)}) disagree with its config_yaml "
+                         f"({_sizes(want)}); the config was edited or the store is damaged")
+
+
+def _sizes(d: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in d.items())
+
+
+def repair_metadata(path: Path) -> list[str]:
+    """Rewrite the per-array metadata files (.zarray/.zattrs) that went missing, from the
+    consolidated copy; returns what was rebuilt (e.g. a deleted `finished` array)."""
+    try:
+        meta = json.loads((path / ".zmetadata").read_text())["metadata"]
+    except (OSError, ValueError, KeyError):
+        return []
+    rebuilt = []
+    for key, value in meta.items():
+        target = path / key
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(json.dumps(value, indent=4, sort_keys=True))
+            rebuilt.append(key)
+    return rebuilt
 
 
 def region(plan: GridPlan, block: Block) -> dict[str, slice]:
     return {d: block.slices[d] for d in plan.cell_dims}
 
 
-def _complete(ds: xr.Dataset) -> np.ndarray:
-    """Per cell: flagged finished and its results on disk (or flagged diverged)."""
-    present = np.isfinite(ds["loss"].values) & np.isfinite(ds["W"].values).any((-2, -1))
-    return ds["finished"].values & (present | ds["diverged"].values)
+def _read(group: Any, name: str, idx: tuple) -> np.ndarray | None:
+    """A region of one array, or None where its chunks cannot be read (garbage, truncated)."""
+    try:
+        return np.asarray(group[name][idx])
+    except Exception:  # noqa: BLE001 - numcodecs/zarr raise many kinds for a damaged chunk
+        return None
+
+
+def _block_complete(group: Any, plan: GridPlan, block: Block) -> bool:
+    """Every cell of the block flagged finished with all its results readable and present.
+
+    A cell counts as unfinished when any of its variables cannot be read or reads back missing
+    (a chunk file deleted, truncated or overwritten by hand), so the next run retrains it.
+    """
+    idx = tuple(region(plan, block).values())
+    n, m = block.shape.n_features, block.shape.n_hidden
+    got = {v: _read(group, v, idx) for v in (*TRAINED, "finished", *(
+        ["W_out"] if "W_out" in group else []))}
+    if any(v is None for v in got.values()):
+        return False
+    ok = got["finished"].astype(bool)
+    # any(): a deleted chunk reads back all NaN; a trained cell has finite values somewhere
+    present = (np.isfinite(got["loss"]) & np.isfinite(got["W"][..., :m, :n]).any((-2, -1))
+               & np.isfinite(got["b"][..., :n]).any(-1)
+               & np.isfinite(got["loss_curve"]).any(-1))
+    if "W_out" in got:
+        present &= np.isfinite(got["W_out"][..., :m, :n]).any((-2, -1))
+    return bool((ok & (present | got["diverged"].astype(bool))).all())
+
+
+def _group(path: Path) -> Any:
+    import zarr
+
+    return zarr.open_group(str(path), mode="r", zarr_format=2, use_consolidated=True)
 
 
 def finished_blocks(path: Path, plan: GridPlan) -> set[str]:
     """Keys of the blocks whose every cell is finished and has its results on disk.
 
-    A cell flagged finished whose loss or weights read back as missing (a chunk file deleted
-    or damaged by hand) counts as unfinished, so the next run trains it again.
+    Reads every trained variable of every block (a verify of the whole store): a missing,
+    unreadable or NaN-filled chunk of any of them marks its block unfinished.
     """
-    ok = _complete(open_store(path))
-    return {b.key() for b in plan.blocks if ok[tuple(region(plan, b).values())].all()}
+    open_store(path)  # refuses stores that are not ours
+    group = _group(path)
+    return {b.key() for b in plan.blocks if _block_complete(group, plan, b)}
 
 
 def block_finished(path: Path, plan: GridPlan, block: Block) -> bool:
     """finished_blocks for one block, reading only that block's chunks (what a job needs)."""
-    return bool(_complete(open_store(path).isel(region(plan, block))).all())
+    return _block_complete(_group(path), plan, block)
 
 
-def write_block(path: Path, plan: GridPlan, block: Block, res: TrainResult) -> None:
-    """Write one block's results into its region, then mark its cells finished."""
+def verify_static(path: Path, plan: GridPlan, cfg: Any) -> list[str]:
+    """Compare the variables fixed by the config (importance, feature_density) with the plan's
+    and rewrite those that are unreadable or differ; returns the names rewritten."""
+    import zarr
+
+    ref = template(plan, cfg)
+    group = zarr.open_group(str(path), mode="r+", zarr_format=2, use_consolidated=True)
+    fixed = []
+    for name in ("importance", "feature_density"):
+        want = ref[name].values
+        have = _read(group, name, (Ellipsis,))
+        if have is None or have.shape != want.shape or not np.array_equal(have, want,
+                                                                           equal_nan=True):
+            group[name][...] = want
+            fixed.append(name)
+    return fixed
+
+
+def write_block(path: Path, plan: GridPlan, block: Block, res: TrainResult,
+                expected: dict | None = None) -> None:
+    """Write one block's results into its region, then mark its cells finished.
+
+    With `expected` (the run identity the job was launched for), the store's identity is
+    checked first and a mismatch (StaleWrite) writes nothing.
+    """
     dims = plan.cell_dims
     shape = plan.instances(block).block_shape
     nh, nf = plan.max_hidden, plan.max_features
@@ -236,10 +418,11 @@ def write_block(path: Path, plan: GridPlan, block: Block, res: TrainResult) -> N
         "loss_curve": (dims + ["curve_step"], res.curve.astype(np.float32).reshape(*shape, -1)),
         "diverged": (dims, res.diverged.reshape(shape)),
     })
-    _write_region(path, ds, region(plan, block), "finished")
+    _write_region(path, ds, region(plan, block), "finished", expected)
 
 
-def _write_region(path: Path, ds: xr.Dataset, reg: dict[str, slice], flag: str) -> None:
+def _write_region(path: Path, ds: xr.Dataset, reg: dict[str, slice], flag: str,
+                  expected: dict | None = None) -> None:
     """Write ds's variables into their region, then set `flag` there.
 
     Written straight to the zarr arrays (xarray's region writer lists the group, which warns
@@ -249,12 +432,17 @@ def _write_region(path: Path, ds: xr.Dataset, reg: dict[str, slice], flag: str) 
     """
     import zarr
 
+    if expected is not None:
+        check_identity(path, expected)
     group = zarr.open_group(str(path), mode="r+", zarr_format=2, use_consolidated=True)
     idx = tuple(reg.values())
     for name, var in ds.data_vars.items():
         arr = group[name]
         arr[idx] = var.values.astype(arr.dtype)
-    group[flag][idx] = np.ones(group[flag][idx].shape, group[flag].dtype)
+    if expected is not None:  # once more before the flag: an overwrite may have come between
+        check_identity(path, expected)
+    flag_arr = group[flag]
+    flag_arr[idx] = np.ones(tuple(s.stop - s.start for s in idx), flag_arr.dtype)
 
 
 def update_attrs(path: Path, attrs: dict) -> None:

@@ -137,7 +137,11 @@ class ToySweeper(Sweeper):
 
         assert self.config is not None
         sweep = driver.prepare(self.config)
-        base = [a for a in arguments if not a.startswith(("block=", "store.path="))]
+        base = [a for a in arguments
+                if not a.lstrip("+~").startswith(("block=", "store.path=", "store.run_id="))]
+        # The store's real path and run id, quoted for Hydra's grammar (any spelling of path)
+        ident = [f"store.path={driver.hydra_quote(str(sweep.path))}",
+                 f"store.run_id={driver.store.identity(sweep.path)['run_id']}"]
         attempts = int(self.config.retries) + 1
         folder = OmegaConf.select(self.config, "hydra.launcher.submitit_folder", default=None)
         why: dict[str, str] = {}  # block -> the last failure reported for it
@@ -150,7 +154,7 @@ class ToySweeper(Sweeper):
             if attempt:
                 log.warning(f"retrying {len(todo)} unfinished block(s), attempt {attempt + 1}"
                             f" of {attempts}")
-            batch = [[*base, f"block={k}", f"store.path={sweep.path}"] for k in todo]
+            batch = [[*base, f"block={k}", *ident] for k in todo]
             try:
                 returns = self.launcher.launch(batch, initial_job_idx=job_idx)
                 failed = {k: _describe(r, folder) for k, r in zip(todo, returns, strict=True)
