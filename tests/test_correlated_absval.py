@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from analysis.correlated_absval import neuron_weights, set_cosines
+from analysis.figs.neurons import neuron_weights
+from analysis.metrics import set_cosines
 from analysis.report import analyse
 from sweep import driver
 from tests.conftest import make_config
