@@ -23,8 +23,16 @@ def arrow_figure(Ws: np.ndarray, titles: list[str], colours: Any, notes: list[st
     for ax, W, title, note in zip(axes, Ws, titles, notes, strict=True):
         panels.arrows(ax, W, colours, limit)
         ax.set_title(title, fontsize=9)
-        ax.text(0.5, 0.02, note, transform=ax.transAxes, ha="center", va="bottom", fontsize=6.5,
-                color="#333333")
+        ax.text(
+            0.5,
+            0.02,
+            note,
+            transform=ax.transAxes,
+            ha="center",
+            va="bottom",
+            fontsize=6.5,
+            color="#333333",
+        )
     for ax in axes:
         if ax.get_subplotspec().is_last_row() or ax is axes[-1]:
             ax.set_xlabel("hidden dim 1", fontsize=8)
@@ -108,8 +116,14 @@ def by_set(ctx: Context) -> dict[str, Figure]:
     has_axis = "correlation" in best.dims
     kinds = list(best["correlation"].values) if has_axis else [data.get("correlation", "none")]
     densities = list(best["density"].values) if "density" in best.dims else [None]
-    fig, axes = plt.subplots(len(kinds), len(densities), squeeze=False, sharex=True, sharey=True,
-                             figsize=(2.6 * len(densities), 2.8 * len(kinds) + 0.6))
+    fig, axes = plt.subplots(
+        len(kinds),
+        len(densities),
+        squeeze=False,
+        sharex=True,
+        sharey=True,
+        figsize=(2.6 * len(densities), 2.8 * len(kinds) + 0.6),
+    )
     palette = plt.get_cmap("tab10")  # sets are categories; tab10's first hues are distinct
     for i, kind in enumerate(kinds):
         for j, p in enumerate(densities):
@@ -121,11 +135,20 @@ def by_set(ctx: Context) -> dict[str, Figure]:
             ax = axes[i, j]
             colours = [palette(f // set_size) for f in range(W.shape[1])]
             if W.shape[0] == 2 and np.isfinite(W).all():
-                panels.arrows(ax, W, colours, max(1.3, float(np.linalg.norm(W, axis=0).max()) + .3))
+                panels.arrows(
+                    ax, W, colours, max(1.3, float(np.linalg.norm(W, axis=0).max()) + 0.3)
+                )
                 within = float(cell["set_cosine_within"].squeeze())
                 across = float(cell["set_cosine_across"].squeeze())
-                ax.text(0.5, 0.02, f"cos within sets {within:+.2f}, across {across:+.2f}",
-                        transform=ax.transAxes, ha="center", va="bottom", fontsize=7)
+                ax.text(
+                    0.5,
+                    0.02,
+                    f"cos within sets {within:+.2f}, across {across:+.2f}",
+                    transform=ax.transAxes,
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                )
             else:
                 why = "missing" if not np.isfinite(W).all() else f"{W.shape[0]}-D: see the analysis"
                 ax.text(0.5, 0.5, why, ha="center", transform=ax.transAxes)
@@ -134,6 +157,9 @@ def by_set(ctx: Context) -> dict[str, Figure]:
                 ax.set_xlabel("hidden dim 1", fontsize=8)
             if j == 0:
                 ax.set_ylabel("hidden dim 2", fontsize=8)
-    fig.suptitle(f"Feature sets of {set_size}: correlated sets go orthogonal, anticorrelated "
-                 "sets antipodal (colour: set)", fontsize=11)
+    fig.suptitle(
+        f"Feature sets of {set_size}: correlated sets go orthogonal, anticorrelated "
+        "sets antipodal (colour: set)",
+        fontsize=11,
+    )
     return {"arrows_by_set": fig}

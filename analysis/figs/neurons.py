@@ -63,8 +63,9 @@ def absval(ctx: Context) -> dict[str, Figure]:
     max |W| = 1 and ordered by its top feature."""
     best = only(best_models(ctx), ("density",))
     densities = best["density"].values
-    fig, axes = plt.subplots(1, len(densities), squeeze=False, sharey=True,
-                             figsize=(2.4 * len(densities) + 1.2, 4.2))
+    fig, axes = plt.subplots(
+        1, len(densities), squeeze=False, sharey=True, figsize=(2.4 * len(densities) + 1.2, 4.2)
+    )
     image = None
     for ax, p in zip(axes[0], densities, strict=True):
         W = real_W(best["W"].sel(density=p).transpose("hidden", "feature").values)
@@ -72,14 +73,18 @@ def absval(ctx: Context) -> dict[str, Figure]:
         if not np.isfinite(W).all():
             ax.text(0.5, 0.5, "missing", ha="center", transform=ax.transAxes)
             continue
-        image = ax.imshow(neuron_weights(W), cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto",
-                          interpolation="nearest")
+        image = ax.imshow(
+            neuron_weights(W),
+            cmap="RdBu_r",
+            vmin=-1,
+            vmax=1,
+            aspect="auto",
+            interpolation="nearest",
+        )
         ax.set_title(f"p = {fmt_p(p)}", fontsize=9)
         ax.set_xlabel("feature i (by importance)", fontsize=8)
     axes[0, 0].set_ylabel("neuron (ordered by its largest weight)", fontsize=8)
     if image is not None:
-        fig.colorbar(image, ax=list(axes[0]), label="input weight / neuron's max |W|",
-                     shrink=0.9)
-    fig.suptitle("Computing |x| in superposition: neuron input weights by density",
-                 fontsize=11)
+        fig.colorbar(image, ax=list(axes[0]), label="input weight / neuron's max |W|", shrink=0.9)
+    fig.suptitle("Computing |x| in superposition: neuron input weights by density", fontsize=11)
     return {"neuron_weights": fig}
