@@ -107,10 +107,10 @@ def check(cfg: DictConfig) -> tuple[DictConfig, GridPlan, Path]:
     the real store path.
     """
     try:
-        check_machine(cfg)
         task = task_config(cfg)
         OmegaConf.to_container(task, resolve=True)  # interpolations that cannot resolve
         plan = GridPlan(task)
+        check_machine(cfg)
     except ConfigError as e:
         fail(f"{e} (in the sweep config)")
     except OmegaConfBaseException as e:
@@ -132,8 +132,16 @@ def prepare(cfg: DictConfig) -> Sweep:
     store is never replaced.
     """
     cfg, plan, path = check(cfg)
-    given = str(cfg.store.path)
     lock = _lock(path)
+    try:
+        return _prepare_locked(cfg, plan, path, lock)
+    except BaseException:
+        lock.close()  # an exit or a crash releases the store at once, not at garbage collection
+        raise
+
+
+def _prepare_locked(cfg: DictConfig, plan: GridPlan, path: Path, lock: Any) -> Sweep:
+    given = str(cfg.store.path)
     # Leftovers of a store.create killed half-way (we hold the lock: nobody else is creating).
     for stale in path.parent.glob(f".{path.name}.new-*"):
         shutil.rmtree(stale, ignore_errors=True)

@@ -328,6 +328,39 @@ def _read(group: Any, name: str, idx: tuple) -> np.ndarray | None:
         return None
 
 
+def _chunks_intact(group: Any, name: str, idx: tuple) -> bool:
+    """The chunk files of a region, checked against their own blosc headers.
+
+    A truncated chunk can decode without an error (blosc trusts its header and reads past the
+    end of the data), so its length is compared with the compressed size the header records.
+    A chunk file that is absent is fine here (it reads as the fill value, judged by the caller).
+    """
+    from numcodecs import blosc
+
+    arr = group[name]
+    comp = getattr(arr, "compressors", None) or ()
+    if not any(type(c).__name__ == "Blosc" for c in comp):
+        return True
+    folder = Path(str(group.store.root)) / name
+    ranges = []
+    for k, c in enumerate(arr.chunks):
+        sl = idx[k] if k < len(idx) else slice(0, arr.shape[k])
+        ranges.append(range(sl.start // c, (sl.stop - 1) // c + 1))
+    import itertools
+
+    for key in itertools.product(*ranges):
+        f = folder / ".".join(map(str, key))
+        if not f.exists():
+            continue
+        data = f.read_bytes()
+        try:
+            if len(data) < 16 or blosc.cbuffer_sizes(data)[1] != len(data):
+                return False
+        except Exception:  # noqa: BLE001 - not a blosc buffer at all
+            return False
+    return True
+
+
 def _block_complete(group: Any, plan: GridPlan, block: Block) -> bool:
     """Every cell of the block flagged finished with all its results readable and present.
 
@@ -339,6 +372,8 @@ def _block_complete(group: Any, plan: GridPlan, block: Block) -> bool:
     got = {v: _read(group, v, idx) for v in (*TRAINED, "finished", *(
         ["W_out"] if "W_out" in group else []))}
     if any(v is None for v in got.values()):
+        return False
+    if not all(_chunks_intact(group, v, idx) for v in got):
         return False
     ok = got["finished"].astype(bool)
     # any(): a deleted chunk reads back all NaN; a trained cell has finite values somewhere
