@@ -27,8 +27,11 @@ def check_argv(argv: list[str]) -> list[str]:
     for arg in picked:
         name = arg.split("=", 1)[1] if "=" in arg else ""
         if name not in grid_names():
-            print(f"error: grid={name!r} (from the command line) is not a known grid: expected "
-                  f"one of {', '.join(grid_names())} (files in {CONF / 'grid'})", file=sys.stderr)
+            print(
+                f"error: grid={name!r} (from the command line) is not a known grid: expected "
+                f"one of {', '.join(grid_names())} (files in {CONF / 'grid'})",
+                file=sys.stderr,
+            )
             sys.exit(2)
     return argv
 
@@ -48,8 +51,9 @@ def check_composes(argv: list[str]) -> DictConfig:
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
         # interpolations (e.g. train.steps=${nope}) are resolved only later: try them now
-        OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]),
-                               resolve=True)
+        OmegaConf.to_container(
+            OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"]), resolve=True
+        )
     except (HydraException, OmegaConfBaseException, ValueError, TypeError) as e:
         typed = schema_error(e, overrides)
         if typed:  # a value the schema refuses: say which key, which value, what is allowed
@@ -111,8 +115,11 @@ def schema_error(e: BaseException, overrides: list[str]) -> str | None:
         if o.key_or_group == key:
             value = o.value()
     value = list(value) if isinstance(value, (list, tuple)) else value
-    where = "from the command line" if any(a.lstrip("+~").startswith(key + "=")
-                                           for a in overrides) else "in the config files"
+    where = (
+        "from the command line"
+        if any(a.lstrip("+~").startswith(key + "=") for a in overrides)
+        else "in the config files"
+    )
     allowed = expected(key)
     choices = re.search(r"expected one of \[([^\]]*)\]", str(getattr(err, "msg", "")))
     if schema_field(key) is None and choices:  # Hydra's own enums (e.g. hydra.mode)
@@ -135,6 +142,8 @@ if __name__ == "__main__":
         check_composes(sys.argv[1:])
         main()
     except KeyboardInterrupt:
-        print("error: interrupted; finished cells are kept, rerun the same command to train "
-              "the rest", file=sys.stderr)
+        print(
+            "error: interrupted; finished cells are kept, rerun the same command to train the rest",
+            file=sys.stderr,
+        )
         sys.exit(130)

@@ -29,7 +29,7 @@ class Choice(str, Enum):
 
 
 # Model kinds come from the registry (sweep/kinds/): a new kind is a choice here at once.
-ModelKind = Choice("ModelKind", {k: k for k in KINDS})  # type: ignore[misc]
+ModelKind = Choice("ModelKind", {k: k for k in KINDS})  # type: ignore[call-overload]
 
 
 class Schedule(Choice):
@@ -71,8 +71,14 @@ class Aggregate(Choice):
     lowest_loss = "lowest_loss"
 
 
-def _f(default: Any, help: str, lo: float | None = None, hi: float | None = None,
-       lo_open: bool = False, hi_open: bool = False) -> Any:
+def _f(
+    default: Any,
+    help: str,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> Any:
     """A field with its one-line help and its allowed range ([lo, hi], ends open if asked)."""
     meta = {"help": help, "lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open}
     if isinstance(default, (list, dict)):
@@ -82,11 +88,11 @@ def _f(default: Any, help: str, lo: float | None = None, hi: float | None = None
 
 @dataclass
 class ModelConfig:
-    kind: ModelKind = _f(ModelKind("relu"), "model kind, one of sweep.kinds.KINDS")
-    n_features: int = _f(2, "n: features (grid.axes.n_features sweeps it)", lo=1,
-                         hi=1_000_000)
-    n_hidden: int = _f(1, "m: hidden dimensions (grid.axes.n_hidden sweeps it)", lo=1,
-                       hi=1_000_000)
+    kind: ModelKind = _f(  # type: ignore[valid-type]
+        ModelKind("relu"), "model kind, one of sweep.kinds.KINDS"
+    )
+    n_features: int = _f(2, "n: features (grid.axes.n_features sweeps it)", lo=1, hi=1_000_000)
+    n_hidden: int = _f(1, "m: hidden dimensions (grid.axes.n_hidden sweeps it)", lo=1, hi=1_000_000)
 
 
 @dataclass
@@ -100,12 +106,14 @@ class ImportanceConfig:
 
 @dataclass
 class DataConfig:
-    density: float = _f(1.0, "p = 1 - S, probability a feature is nonzero", lo=0, hi=1,
-                        lo_open=True)
+    density: float = _f(
+        1.0, "p = 1 - S, probability a feature is nonzero", lo=0, hi=1, lo_open=True
+    )
     density_features: list[int] | None = _f(None, "features the density axis sets (null=all)")
     importance: ImportanceConfig = field(default_factory=ImportanceConfig)
     relative_importance_features: list[int] = _f(
-        [1], "features whose importance the relative_importance axis scales")
+        [1], "features whose importance the relative_importance axis scales"
+    )
     correlation: Correlation = _f(Correlation.none, "feature sets: none/correlated/anticorr.")
     set_size: int = _f(2, "features per correlated/anticorrelated set", lo=1, hi=1_000_000)
 
@@ -121,8 +129,7 @@ class TrainConfig:
     curve_points: int = _f(100, "loss-curve samples kept per model", lo=1, hi=100_000)
     device: str = _f("auto", "auto | cpu | cuda | cuda:N")
     dtype: DType = _f(DType.float32, "float32 | float64")
-    checkpoint_seconds: float = _f(60.0, "seconds between training checkpoints", lo=0,
-                                   lo_open=True)
+    checkpoint_seconds: float = _f(60.0, "seconds between training checkpoints", lo=0, lo_open=True)
     backend: Backend = _f(Backend.fused, "fused (fast) | autograd (reference)")
     compile: Any = _f("auto", "torch.compile the fused step: auto | true | false")
     threads: int = _f(1, "torch threads per job (0: all cores)", lo=0, hi=4096)
@@ -154,8 +161,9 @@ class StoreConfig:
 class AnalysisConfig:
     run: bool = _f(True, "draw the figures at the end of the sweep")
     norm_threshold: float = _f(0.5, "feature ignored when ||W_i|| < this", lo=0, lo_open=True)
-    superposition_threshold: float = _f(0.5, "superposed when interference >= this", lo=0,
-                                        hi=1, lo_open=True)
+    superposition_threshold: float = _f(
+        0.5, "superposed when interference >= this", lo=0, hi=1, lo_open=True
+    )
     aggregate: Aggregate = _f(Aggregate.drop_worst, "seeds of a cell -> one value")
     figures: list[str] | None = _f(None, "figures to draw (null: the analysis picks)")
 
@@ -215,9 +223,14 @@ def expected(key: str) -> str:
 
 _TYPES: dict[str, Any] = {}
 _TYPES_WORDS = {
-    "int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
-    "int | None": "null or an integer", "str | None": "null or a string",
-    "list[int]": "a list of integers", "list[int] | None": "null or a list of integers",
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "str": "a string",
+    "int | None": "null or an integer",
+    "str | None": "null or a string",
+    "list[int]": "a list of integers",
+    "list[int] | None": "null or a list of integers",
     "list[str] | None": "null or a list of names",
 }
 

@@ -59,8 +59,10 @@ def _lock(path: Path) -> Any:
         handle.seek(0)
         owner = handle.read().strip() or "unknown"
         handle.close()
-        fail(f"store {path} is in use by another sweep (driver pid {owner}); wait for it to "
-             "finish or point store.path elsewhere")
+        fail(
+            f"store {path} is in use by another sweep (driver pid {owner}); wait for it to "
+            "finish or point store.path elsewhere"
+        )
     handle.seek(0)
     handle.truncate()
     handle.write(str(os.getpid()))
@@ -76,21 +78,27 @@ def _check_writable(path: Path, given: str) -> None:
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
-        fail(f"store.path={given!r} lies under {parent}, which is a file: expected a path "
-             "whose parents are directories")
+        fail(
+            f"store.path={given!r} lies under {parent}, which is a file: expected a path "
+            "whose parents are directories"
+        )
     for where in [parent, *([path] if path.is_dir() else [])]:
         try:
             fd, probe = tempfile.mkstemp(dir=where, prefix=".toysweep-probe-")
             os.close(fd)
             os.unlink(probe)
         except OSError as e:
-            fail(f"store.path={given!r} is not writable ({where}: {e.strerror}): expected a "
-                 "directory you can write to")
+            fail(
+                f"store.path={given!r} is not writable ({where}: {e.strerror}): expected a "
+                "directory you can write to"
+            )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        fail(f"store.path={given!r} is not writable ({path.parent}: {e.strerror}): expected a "
-             "directory you can write to")
+        fail(
+            f"store.path={given!r} is not writable ({path.parent}: {e.strerror}): expected a "
+            "directory you can write to"
+        )
 
 
 def store_path(cfg: DictConfig) -> Path:
@@ -155,14 +163,18 @@ def _prepare_locked(cfg: DictConfig, plan: GridPlan, path: Path, lock: Any) -> S
         foreign = store.foreign_entries(path)
         if str(cfg.store.mode) == "overwrite":
             if foreign:
-                fail(f"store.path={given!r} holds {', '.join(foreign[:3])}, which are not part "
-                     "of the store; store.mode=overwrite refuses to delete them (move them "
-                     "away first)")
+                fail(
+                    f"store.path={given!r} holds {', '.join(foreign[:3])}, which are not part "
+                    "of the store; store.mode=overwrite refuses to delete them (move them "
+                    "away first)"
+                )
             fresh = replace = True
         elif existing.attrs["fingerprint"] != store.fingerprint(cfg):
-            fail(f"store {path} was made by a different grid or settings (fingerprint "
-                 f"{existing.attrs['fingerprint']} != {store.fingerprint(cfg)}); pass "
-                 "store.mode=overwrite to replace it, or store.path=<new path> for a new store")
+            fail(
+                f"store {path} was made by a different grid or settings (fingerprint "
+                f"{existing.attrs['fingerprint']} != {store.fingerprint(cfg)}); pass "
+                "store.mode=overwrite to replace it, or store.path=<new path> for a new store"
+            )
         else:
             _repair(path, plan, cfg, existing)
     proved = None
@@ -172,8 +184,9 @@ def _prepare_locked(cfg: DictConfig, plan: GridPlan, path: Path, lock: Any) -> S
         elif fresh:
             store.create(path, plan, cfg)
     except OSError as e:
-        fail(f"store.path={given!r}: cannot write the store ({e.strerror or e}); nothing "
-             "was changed")
+        fail(
+            f"store.path={given!r}: cannot write the store ({e.strerror or e}); nothing was changed"
+        )
     done = store.finished_blocks(path, plan)
     todo = [b.key() for b in plan.blocks if b.key() not in done or b.key() == proved]
     return Sweep(cfg, plan, path, todo, lock)
@@ -204,8 +217,11 @@ def _replace(path: Path, plan: GridPlan, cfg: DictConfig) -> str:
     except Exception as e:  # noqa: BLE001 - reported in one line, the old store kept
         shutil.rmtree(side, ignore_errors=True)
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        fail(f"store.mode=overwrite: the new run's first block {first.key()} failed "
-             f"({type(e).__name__}: {first_line}); the store at {path} is untouched", code=1)
+        fail(
+            f"store.mode=overwrite: the new run's first block {first.key()} failed "
+            f"({type(e).__name__}: {first_line}); the store at {path} is untouched",
+            code=1,
+        )
     finally:
         side.with_name(f".{side.name}.swap").unlink(missing_ok=True)
     with _swap_lock(path, exclusive=True):
@@ -231,7 +247,7 @@ def _swap_lock(path: Path, exclusive: bool) -> Any:
 
 def task_config(cfg: DictConfig) -> DictConfig:
     """The sweep's own settings, without Hydra's node (which only resolves inside a job)."""
-    return OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    return OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])
 
 
 def job_config(cfg: DictConfig, path: Path, block: str, run_id: str | None = None) -> DictConfig:
@@ -288,8 +304,8 @@ def run_block(cfg: DictConfig) -> dict:
             ckpt_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             ckpt = ckpt_dir / f"{block.key()}.pt"
             job = plan.job(block)
-            res = train_block(job, checkpoint=ckpt, progress=bool(cfg.progress),
-                              identity=expected)
+            res = train_block(job, checkpoint=ckpt, progress=bool(cfg.progress), identity=expected)
+            assert res is not None  # None only with stop_at
             with _swap_lock(path, exclusive=False):
                 store.write_block(path, plan, block, res, expected)
             ckpt.unlink(missing_ok=True)
@@ -301,8 +317,13 @@ def run_block(cfg: DictConfig) -> dict:
         # driver's summary points to; the launcher only carries the exception back.
         log.exception(f"block {block.key()} failed")
         raise
-    return {"block": block.key(), "models": len(job.seeds), "seconds": res.seconds,
-            "diverged": int(res.diverged.sum()), "resumed_from": res.resumed_from}
+    return {
+        "block": block.key(),
+        "models": len(job.seeds),
+        "seconds": res.seconds,
+        "diverged": int(res.diverged.sum()),
+        "resumed_from": res.resumed_from,
+    }
 
 
 def finish(sweep: Sweep, failures: list[str]) -> int:
@@ -315,16 +336,27 @@ def finish(sweep: Sweep, failures: list[str]) -> int:
     done = store.finished_blocks(path, plan)  # models count once their block is written
     todo = set(sweep.todo)
     trained = sum(b.size for b in plan.blocks if b.key() in done and b.key() in todo)
-    store.update_attrs(path, {"last_run_wall_seconds": round(wall, 2),
-                              "finished_cells": finished, "total_cells": plan.n_cells})
-    print(f"sweep {sweep.cfg.name}: trained {trained} models in {wall:.1f} s "
-          f"({trained / max(wall, 1e-9):.1f} models/s); {finished}/{plan.n_cells} cells "
-          f"finished, {diverged} diverged; store {path}")
+    store.update_attrs(
+        path,
+        {
+            "last_run_wall_seconds": round(wall, 2),
+            "finished_cells": finished,
+            "total_cells": plan.n_cells,
+        },
+    )
+    print(
+        f"sweep {sweep.cfg.name}: trained {trained} models in {wall:.1f} s "
+        f"({trained / max(wall, 1e-9):.1f} models/s); {finished}/{plan.n_cells} cells "
+        f"finished, {diverged} diverged; store {path}"
+    )
     if finished < plan.n_cells:
         for line in failures:
             print(f"  unfinished: {line}", file=sys.stderr)
-        print(f"error: {plan.n_cells - finished} cells unfinished; rerun the same command to "
-              "train only those", file=sys.stderr)
+        print(
+            f"error: {plan.n_cells - finished} cells unfinished; rerun the same command to "
+            "train only those",
+            file=sys.stderr,
+        )
         return 1
     # The analysis runs after this, as a Hydra callback (conf/config.yaml: hydra.callbacks;
     # analysis/callback.py): the engine never imports analysis/.

@@ -47,8 +47,10 @@ class StoreError(RuntimeError):
 
 def fingerprint(cfg: Any) -> str:
     """Hash of the config sections that decide a store's layout and numbers."""
-    c = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    part = {k: c.get(k) for k in RESULT_SECTIONS}
+    c: dict[str, Any] = OmegaConf.to_container(  # type: ignore[assignment]
+        cfg, resolve=True, enum_to_str=True
+    )
+    part: dict[str, Any] = {k: c.get(k) for k in RESULT_SECTIONS}
     # The schema types chunk.memory_mb as a float; stores made before it hashed the int 2048.
     mem = (part.get("chunk") or {}).get("memory_mb")
     if isinstance(mem, float) and mem.is_integer():
@@ -84,10 +86,12 @@ def check_identity(path: Path, expected: dict) -> None:
         found = {"fingerprint": found.get("fingerprint")}
         expected = {"fingerprint": expected.get("fingerprint")}
     if found != expected:
-        raise StaleWrite(f"{path}: the store there is run {found.get('run_id')} (fingerprint "
-                         f"{found.get('fingerprint')}), not run {expected.get('run_id')} "
-                         f"(fingerprint {expected.get('fingerprint')}) this job belongs to; "
-                         "it was overwritten or replaced, so this job writes nothing")
+        raise StaleWrite(
+            f"{path}: the store there is run {found.get('run_id')} (fingerprint "
+            f"{found.get('fingerprint')}), not run {expected.get('run_id')} "
+            f"(fingerprint {expected.get('fingerprint')}) this job belongs to; "
+            "it was overwritten or replaced, so this job writes nothing"
+        )
 
 
 def provenance(cfg: Any) -> dict:
@@ -103,8 +107,13 @@ def provenance(cfg: Any) -> dict:
         except metadata.PackageNotFoundError:
             libs[lib] = "absent"
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
     device = "cuda: " + torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
@@ -140,8 +149,9 @@ def template(plan: GridPlan, cfg: Any) -> xr.Dataset:
     points = len(record)
 
     def lazy(extra_dims: tuple, extra_sizes: tuple, dtype: Any, fill: Any):
-        arr = da.full(sizes + list(extra_sizes), fill, dtype=dtype,
-                      chunks=chunks + list(extra_sizes))
+        arr = da.full(
+            sizes + list(extra_sizes), fill, dtype=dtype, chunks=chunks + list(extra_sizes)
+        )
         return (dims + list(extra_dims), arr)
 
     # Importance and density per cell and feature are fixed by the config: written now.
@@ -162,18 +172,24 @@ def template(plan: GridPlan, cfg: Any) -> xr.Dataset:
             "diverged": (dims, np.zeros(sizes, bool)),
             "finished": (dims, np.zeros(sizes, bool)),
             "importance": (cell_dims + ["feature"], _padded(imp, nf).reshape(cell_shape + [nf])),
-            "feature_density": (cell_dims + ["feature"],
-                                _padded(dens, nf).reshape(cell_shape + [nf])),
+            "feature_density": (
+                cell_dims + ["feature"],
+                _padded(dens, nf).reshape(cell_shape + [nf]),
+            ),
         },
-        coords={**{d: plan.coords[d] for d in dims}, "hidden": np.arange(nh),
-                "feature": np.arange(nf),
-                "curve_step": record + 1},
+        coords={
+            **{d: plan.coords[d] for d in dims},
+            "hidden": np.arange(nh),
+            "feature": np.arange(nf),
+            "curve_step": record + 1,
+        },
     )
     if any(kinds.get(s.model).untied for s in plan.shapes):
         dims_, arr = lazy(("hidden", "feature"), (nh, nf), np.float32, np.nan)
         ds["W_out"] = (dims_, arr)
-        ds["W_out"].attrs["description"] = ("absval output weights W_out (feature, hidden), "
-                                            "stored transposed as (hidden, feature)")
+        ds["W_out"].attrs["description"] = (
+            "absval output weights W_out (feature, hidden), stored transposed as (hidden, feature)"
+        )
     ds["finished"].encoding["chunks"] = tuple(chunks)
     ds["diverged"].encoding["chunks"] = tuple(chunks)
     ds["W"].attrs["description"] = "weights, (hidden, feature) per model; NaN where padded"
@@ -185,8 +201,9 @@ def template(plan: GridPlan, cfg: Any) -> xr.Dataset:
     return ds
 
 
-def create(path: Path, plan: GridPlan, cfg: Any, run_id: str | None = None,
-           beside: bool = False) -> Path:
+def create(
+    path: Path, plan: GridPlan, cfg: Any, run_id: str | None = None, beside: bool = False
+) -> Path:
     """Write the template store (metadata and static variables; no trained values yet).
 
     Written beside the target and renamed into place, so a store path holds either nothing,
@@ -223,8 +240,11 @@ def foreign_entries(path: Path) -> list[str]:
     except (OSError, ValueError, KeyError):
         return sorted(p.name for p in path.iterdir())
     arrays = {k.split("/")[0] for k in meta if "/" in k}
-    return sorted(p.name for p in path.iterdir() if p.name not in OURS | arrays
-                  or (p.name in arrays and not p.is_dir()))
+    return sorted(
+        p.name
+        for p in path.iterdir()
+        if p.name not in OURS | arrays or (p.name in arrays and not p.is_dir())
+    )
 
 
 def swap_in(new: Path, path: Path) -> None:
@@ -236,9 +256,11 @@ def swap_in(new: Path, path: Path) -> None:
     if path.exists():
         foreign = foreign_entries(path)
         if foreign:
-            raise StoreError(f"{path} holds {', '.join(foreign[:3])}"
-                             f"{' …' if len(foreign) > 3 else ''}, which are not part of the "
-                             "store; refusing to replace it (move them away first)")
+            raise StoreError(
+                f"{path} holds {', '.join(foreign[:3])}"
+                f"{' …' if len(foreign) > 3 else ''}, which are not part of the "
+                "store; refusing to replace it (move them away first)"
+            )
         old = path.with_name(f".{path.name}.old-{os.getpid()}")
         os.replace(path, old)
         os.replace(new, path)
@@ -257,15 +279,21 @@ def open_store(path: Path) -> xr.Dataset:
     try:
         ds = xr.open_zarr(path, consolidated=True)
     except Exception as e:  # zarr raises many kinds for damaged metadata
-        raise StoreError(f"{path}: cannot be opened as a zarr store ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        raise StoreError(
+            f"{path}: cannot be opened as a zarr store ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''})"
+        ) from None
     version = ds.attrs.get("schema_version")
     if version is None or "fingerprint" not in ds.attrs:
-        raise StoreError(f"{path}: a zarr store but not a toysweep results store "
-                         "(no schema_version/fingerprint attrs)")
+        raise StoreError(
+            f"{path}: a zarr store but not a toysweep results store "
+            "(no schema_version/fingerprint attrs)"
+        )
     if version != SCHEMA_VERSION:
-        raise StoreError(f"{path}: schema_version={version} but this toysweep reads "
-                         f"schema_version={SCHEMA_VERSION}; re-run the sweep into a new store")
+        raise StoreError(
+            f"{path}: schema_version={version} but this toysweep reads "
+            f"schema_version={SCHEMA_VERSION}; re-run the sweep into a new store"
+        )
     check_shapes(ds, path)
     return ds
 
@@ -283,16 +311,22 @@ def check_shapes(ds: xr.Dataset, path: Path) -> None:
         cfg = typed_config(config_of(ds))
         plan = GridPlan(cfg)
     except Exception as e:  # noqa: BLE001 - any unreadable or invalid config
-        raise StoreError(f"{path}: its config_yaml attr cannot be read back "
-                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-                         ) from None
-    want = {**{d: len(plan.coords[d]) for d in plan.cell_dims}, "hidden": plan.max_hidden,
-            "feature": plan.max_features,
-            "curve_step": len(curve_steps(int(cfg.train.steps), int(cfg.train.curve_points)))}
+        raise StoreError(
+            f"{path}: its config_yaml attr cannot be read back "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from None
+    want = {
+        **{d: len(plan.coords[d]) for d in plan.cell_dims},
+        "hidden": plan.max_hidden,
+        "feature": plan.max_features,
+        "curve_step": len(curve_steps(int(cfg.train.steps), int(cfg.train.curve_points))),
+    }
     have = {d: int(n) for d, n in ds.sizes.items()}
     if have != want or tuple(ds["W"].dims[:-2]) != tuple(plan.cell_dims):
-        raise StoreError(f"{path}: its arrays ({_sizes(have)}) disagree with its config_yaml "
-                         f"({_sizes(want)}); the config was edited or the store is damaged")
+        raise StoreError(
+            f"{path}: its arrays ({_sizes(have)}) disagree with its config_yaml "
+            f"({_sizes(want)}); the config was edited or the store is damaged"
+        )
 
 
 def _sizes(d: dict) -> str:
@@ -369,17 +403,23 @@ def _block_complete(group: Any, plan: GridPlan, block: Block) -> bool:
     """
     idx = tuple(region(plan, block).values())
     n, m = block.shape.n_features, block.shape.n_hidden
-    got = {v: _read(group, v, idx) for v in (*TRAINED, "finished", *(
-        ["W_out"] if "W_out" in group else []))}
-    if any(v is None for v in got.values()):
+    read = {
+        v: _read(group, v, idx)
+        for v in (*TRAINED, "finished", *(["W_out"] if "W_out" in group else []))
+    }
+    got = {k: v for k, v in read.items() if v is not None}
+    if len(got) < len(read):
         return False
     if not all(_chunks_intact(group, v, idx) for v in got):
         return False
     ok = got["finished"].astype(bool)
     # any(): a deleted chunk reads back all NaN; a trained cell has finite values somewhere
-    present = (np.isfinite(got["loss"]) & np.isfinite(got["W"][..., :m, :n]).any((-2, -1))
-               & np.isfinite(got["b"][..., :n]).any(-1)
-               & np.isfinite(got["loss_curve"]).any(-1))
+    present = (
+        np.isfinite(got["loss"])
+        & np.isfinite(got["W"][..., :m, :n]).any((-2, -1))
+        & np.isfinite(got["b"][..., :n]).any(-1)
+        & np.isfinite(got["loss_curve"]).any(-1)
+    )
     if "W_out" in got:
         present &= np.isfinite(got["W_out"][..., :m, :n]).any((-2, -1))
     return bool((ok & (present | got["diverged"].astype(bool))).all())
@@ -413,20 +453,24 @@ def verify_static(path: Path, plan: GridPlan, cfg: Any) -> list[str]:
     import zarr
 
     ref = template(plan, cfg)
-    group = zarr.open_group(str(path), mode="r+", zarr_format=2, use_consolidated=True)
+    group: Any = zarr.open_group(str(path), mode="r+", zarr_format=2, use_consolidated=True)
     fixed = []
     for name in ("importance", "feature_density"):
         want = ref[name].values
-        have = _read(group, name, (Ellipsis,))
-        if have is None or have.shape != want.shape or not np.array_equal(have, want,
-                                                                           equal_nan=True):
+        have = _read(group, name, (slice(None),))
+        if (
+            have is None
+            or have.shape != want.shape
+            or not np.array_equal(have, want, equal_nan=True)
+        ):
             group[name][...] = want
             fixed.append(name)
     return fixed
 
 
-def write_block(path: Path, plan: GridPlan, block: Block, res: TrainResult,
-                expected: dict | None = None) -> None:
+def write_block(
+    path: Path, plan: GridPlan, block: Block, res: TrainResult, expected: dict | None = None
+) -> None:
     """Write one block's results into its region, then mark its cells finished.
 
     With `expected` (the run identity the job was launched for), the store's identity is
@@ -441,23 +485,26 @@ def write_block(path: Path, plan: GridPlan, block: Block, res: TrainResult,
     b = np.full((inst, nf), np.nan, np.float32)
     b[:, :n] = res.b
     out = {}
-    if getattr(res, "W_out", None) is not None:
+    if res.W_out is not None:
         W_out = np.full((inst, nh, nf), np.nan, np.float32)
         W_out[:, :m, :n] = res.W_out.transpose(0, 2, 1)
         out["W_out"] = (dims + ["hidden", "feature"], W_out.reshape(*shape, nh, nf))
-    ds = xr.Dataset({
-        **out,
-        "W": (dims + ["hidden", "feature"], W.reshape(*shape, nh, nf)),
-        "b": (dims + ["feature"], b.reshape(*shape, nf)),
-        "loss": (dims, res.loss.astype(np.float32).reshape(shape)),
-        "loss_curve": (dims + ["curve_step"], res.curve.astype(np.float32).reshape(*shape, -1)),
-        "diverged": (dims, res.diverged.reshape(shape)),
-    })
+    ds = xr.Dataset(
+        {
+            **out,
+            "W": (dims + ["hidden", "feature"], W.reshape(*shape, nh, nf)),
+            "b": (dims + ["feature"], b.reshape(*shape, nf)),
+            "loss": (dims, res.loss.astype(np.float32).reshape(shape)),
+            "loss_curve": (dims + ["curve_step"], res.curve.astype(np.float32).reshape(*shape, -1)),
+            "diverged": (dims, res.diverged.reshape(shape)),
+        }
+    )
     _write_region(path, ds, region(plan, block), "finished", expected)
 
 
-def _write_region(path: Path, ds: xr.Dataset, reg: dict[str, slice], flag: str,
-                  expected: dict | None = None) -> None:
+def _write_region(
+    path: Path, ds: xr.Dataset, reg: dict[str, slice], flag: str, expected: dict | None = None
+) -> None:
     """Write ds's variables into their region, then set `flag` there.
 
     Written straight to the zarr arrays (xarray's region writer lists the group, which warns
@@ -469,7 +516,7 @@ def _write_region(path: Path, ds: xr.Dataset, reg: dict[str, slice], flag: str,
 
     if expected is not None:
         check_identity(path, expected)
-    group = zarr.open_group(str(path), mode="r+", zarr_format=2, use_consolidated=True)
+    group: Any = zarr.open_group(str(path), mode="r+", zarr_format=2, use_consolidated=True)
     idx = tuple(reg.values())
     for name, var in ds.data_vars.items():
         arr = group[name]
