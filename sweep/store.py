@@ -322,6 +322,11 @@ def check_shapes(ds: xr.Dataset, path: Path) -> None:
         "curve_step": len(curve_steps(int(cfg.train.steps), int(cfg.train.curve_points))),
     }
     have = {d: int(n) for d, n in ds.sizes.items()}
+    chunks = tuple(ds["finished"].encoding.get("chunks") or ())
+    if chunks and chunks != tuple(plan.chunks[d] for d in plan.cell_dims):
+        raise StoreError(f"{path}: its chunks {chunks} are not the blocks this toysweep plans "
+                         f"for its config ({tuple(plan.chunks[d] for d in plan.cell_dims)}); "
+                         "re-run the sweep into a new store")
     if have != want or tuple(ds["W"].dims[:-2]) != tuple(plan.cell_dims):
         raise StoreError(
             f"{path}: its arrays ({_sizes(have)}) disagree with its config_yaml "

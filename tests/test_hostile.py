@@ -585,3 +585,37 @@ def test_read_only_store_one_line_untouched(tmpfs, finished, capsys):
     line = refused([*BASE, f"store.path={tmpfs / 's'}"], capsys)
     assert "not writable" in line
     assert tree_hash(tmpfs / "s") == before
+
+
+def test_store_of_an_older_toysweep_resumes(finished, tmp_path):
+    """A store written before run ids and the typed schema (no run_id attr, no store.verify,
+    store.run_id or analysis.figures keys) opens and resumes, and gets a run id."""
+    import yaml
+
+    path = tmp_path / "s"
+    shutil.copytree(finished, path)
+    meta = json.loads((path / ".zmetadata").read_text())
+    attrs = meta["metadata"][".zattrs"]
+    del attrs["run_id"]
+    cfg = yaml.safe_load(attrs["config_yaml"])
+    del cfg["store"]["verify"], cfg["store"]["run_id"], cfg["analysis"]["figures"]
+    attrs["config_yaml"] = yaml.safe_dump(cfg, sort_keys=False)
+    (path / ".zmetadata").write_text(json.dumps(meta))
+    (path / ".zattrs").write_text(json.dumps(attrs))
+    sweep = driver.prepare(make_config(BASE, store=path))
+    sweep.lock.close()
+    assert sweep.todo == [] and store.identity(path)["run_id"]
+    _same_results(path, finished)
+
+
+def test_renamed_grid_is_analysed(tmp_path):
+    """`+grid=intro name=intro_v2`: the figures come from the grid file's analysis.figures,
+    recorded in the store, not from the store's name."""
+    from analysis.report import analyse
+
+    path = tmp_path / "v2"
+    cfg = make_config(["+grid=intro", "name=intro_v2", "train.steps=10", "grid.seeds=1",
+                       "grid.axes.density=[0.1,1.0]"], store=path)
+    assert driver.run(cfg) == 0
+    summary = analyse(path, verbose=False)
+    assert summary["figures"]
