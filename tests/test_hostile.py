@@ -394,11 +394,14 @@ def _same_results(path: Path, ref: Path) -> None:
 
 
 @pytest.mark.parametrize(("var", "how"), DAMAGE, ids=[f"{v}-{h}" for v, h in DAMAGE])
-def test_damaged_chunk_of_any_variable_is_retrained(finished, tmp_path, var, how):
+def test_damaged_chunk_of_any_variable_is_retrained(finished, tmp_path, var, how, capsys):
     path = tmp_path / "s"
     shutil.copytree(finished, path)
+    assert driver.run(make_config(BASE, store=path)) == 0  # intact: nothing to train
+    assert "trained 0 models" in capsys.readouterr().out
     _damage(path, var, how)
-    assert driver.run(make_config(BASE, store=path)) == 0  # retrains the damaged block
+    assert driver.run(make_config(BASE, store=path)) == 0
+    assert "trained 4 models" in capsys.readouterr().out  # exactly the damaged block
     _same_results(path, finished)  # to exactly the numbers it held
 
 
