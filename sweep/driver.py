@@ -105,7 +105,12 @@ def store_path(cfg: DictConfig) -> Path:
     """store.path resolved once: `~` expanded, symlinks followed to the real folder. Everything
     after (the lock, the jobs, an overwrite) uses this real path, so an alias of a running
     store meets its lock, and a symlink store path stays a symlink."""
-    return Path(str(cfg.store.path)).expanduser().resolve()
+    given = str(cfg.store.path)
+    try:
+        return Path(given).expanduser().resolve()
+    except (OSError, RuntimeError) as e:  # a symlink loop, an unreadable folder on the way
+        fail(f"store.path={given!r} cannot be resolved ({e}): expected a path to a folder")
+        raise  # unreachable: fail exits
 
 
 def check(cfg: DictConfig) -> tuple[DictConfig, GridPlan, Path]:

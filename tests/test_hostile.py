@@ -315,6 +315,18 @@ def _dangling_link_into_file(tmp: Path, ref: Path) -> tuple[Path, list[str]]:
     return tmp / "s", []
 
 
+def _symlink_loop(tmp: Path, ref: Path) -> tuple[Path, list[str]]:
+    (tmp / "s").symlink_to(tmp / "s")
+    return tmp / "s", []
+
+
+def _symlink_chain_into_a_file(tmp: Path, ref: Path) -> tuple[Path, list[str]]:
+    (tmp / "f").write_text("keep me")
+    (tmp / "a").symlink_to(tmp / "f")
+    (tmp / "s").symlink_to(tmp / "a")
+    return tmp / "s" / "store", []
+
+
 STATES = {
     "other_settings": (_other_settings, "different grid or settings"),
     "overwrite_user_files": (_user_files_overwrite, "thesis.tex"),
@@ -326,6 +338,8 @@ STATES = {
     "garbage_metadata": (_garbage_metadata, "cannot be opened"),
     "old_schema": (_old_schema, "schema_version=99"),
     "symlink_to_a_file": (_dangling_link_into_file, "is a file"),
+    "symlink_loop": (_symlink_loop, "cannot be resolved"),
+    "symlink_chain_into_a_file": (_symlink_chain_into_a_file, "which is a file"),
 }
 
 
@@ -534,6 +548,24 @@ def test_cli_odd_path_quoted_for_jobs(tmp_path):
     assert bool(xr.open_zarr(odd).finished.all())
 
 
+@pytest.mark.slow
+def test_cli_odd_path_through_submitit_jobs(tmp_path):
+    """The same through submitit's local executor: jobs in their own processes."""
+    odd = tmp_path / "ü (1), $x;"
+    r = run_cli(
+        [
+            "-m",
+            "sweep",
+            *BASE,
+            "launcher=submitit_local",
+            f"store.path={driver.hydra_quote(str(odd))}",
+        ],
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert bool(xr.open_zarr(odd).finished.all())
+
+
 def test_cli_keyboard_interrupt_one_line_then_resume(tmp_path):
     path = tmp_path / "s"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -617,8 +649,16 @@ def test_renamed_grid_is_analysed(tmp_path):
     from analysis.report import analyse
 
     path = tmp_path / "v2"
-    cfg = make_config(["+grid=intro", "name=intro_v2", "train.steps=10", "grid.seeds=1",
-                       "grid.axes.density=[0.1,1.0]"], store=path)
+    cfg = make_config(
+        [
+            "+grid=intro",
+            "name=intro_v2",
+            "train.steps=10",
+            "grid.seeds=1",
+            "grid.axes.density=[0.1,1.0]",
+        ],
+        store=path,
+    )
     assert driver.run(cfg) == 0
     summary = analyse(path, verbose=False)
     assert summary["figures"]
