@@ -332,13 +332,14 @@ def run_block(cfg: DictConfig) -> dict:
 
 
 def finish(sweep: Sweep, failures: list[str]) -> int:
-    """Record the run in the store, print the summary, run the analysis; return an exit code."""
+    """Record the run in the store and print the summary; return an exit code."""
     plan, path = sweep.plan, sweep.path
     wall = time.perf_counter() - sweep.started
     ds = store.open_store(path)
-    finished = int(ds["finished"].sum())
     diverged = int(ds["diverged"].sum())
     done = store.finished_blocks(path, plan)  # models count once their block is written
+    # cells whose block is complete and readable (not merely flagged: a damaged one is not)
+    finished = sum(b.size for b in plan.blocks if b.key() in done)
     todo = set(sweep.todo)
     trained = sum(b.size for b in plan.blocks if b.key() in done and b.key() in todo)
     store.update_attrs(
