@@ -209,19 +209,17 @@ def _resolve(f: Any) -> Any:
 
 
 def expected(key: str) -> str:
-    """What a key allows, in words, from its schema type and range."""
+    """What a key allows, in words, from its schema type (annotations are strings here)."""
     f = schema_field(key)
     if f is None:
         return "a value of the right type"
-    t = f.type if not isinstance(f.type, str) else _TYPES.get(f.type, f.type)
-    desc = _TYPES_WORDS.get(str(t))
-    for enum in Choice.__subclasses__() + [ModelKind]:
-        if str(t).endswith(enum.__name__):
-            desc = "one of " + ", ".join(e.value for e in enum)
-    return desc or f"a value of type {t}"
+    t = str(f.type)
+    for enum in Choice.__subclasses__():  # ModelKind included
+        if t == enum.__name__:
+            return "one of " + ", ".join(e.value for e in enum)
+    return _TYPES_WORDS.get(t, f"a value of type {t}")
 
 
-_TYPES: dict[str, Any] = {}
 _TYPES_WORDS = {
     "int": "an integer",
     "float": "a number",
