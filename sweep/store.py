@@ -324,9 +324,11 @@ def check_shapes(ds: xr.Dataset, path: Path) -> None:
     have = {d: int(n) for d, n in ds.sizes.items()}
     chunks = tuple(ds["finished"].encoding.get("chunks") or ())
     if chunks and chunks != tuple(plan.chunks[d] for d in plan.cell_dims):
-        raise StoreError(f"{path}: its chunks {chunks} are not the blocks this toysweep plans "
-                         f"for its config ({tuple(plan.chunks[d] for d in plan.cell_dims)}); "
-                         "re-run the sweep into a new store")
+        raise StoreError(
+            f"{path}: its chunks {chunks} are not the blocks this toysweep plans "
+            f"for its config ({tuple(plan.chunks[d] for d in plan.cell_dims)}); "
+            "re-run the sweep into a new store"
+        )
     if have != want or tuple(ds["W"].dims[:-2]) != tuple(plan.cell_dims):
         raise StoreError(
             f"{path}: its arrays ({_sizes(have)}) disagree with its config_yaml "
