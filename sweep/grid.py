@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
+from sweep.cores import resolve_workers
 from sweep.validate import CORRELATIONS, MODEL_KINDS, ConfigError, check_config
 
 # Axes that give separate jobs: they change tensor shapes, or (correlation) the data sampler.
@@ -30,6 +31,11 @@ VECTOR_AXES = ("density", "relative_importance")
 # whatever its size plus its weights and AdamW state (measured peak RSS ≤ 2.2 B per element
 # for 2→1 at 2,000-100,000, 20→5 at 1,000, 200→20 at 200 instances); 4 B leaves a margin.
 BYTES_PER_ELEMENT = {"autograd": 12 * 4, "fused": 4}
+# A grid with fewer shapes than workers is cut into more blocks only when it holds at least this
+# much training (instances × batch × features × steps). Each extra worker process costs ~3-5 s
+# (importing torch, then loading or compiling its kernels: measured on the 2-core build
+# machine); 4e9 element-steps is ~9 s of compiled 2→1 training at 1 thread (4.5e8 per s).
+SPLIT_WORK = 4e9
 
 
 @dataclass(frozen=True)
@@ -145,6 +151,8 @@ class GridPlan:
                                   "sets of this size)")
         self.max_features = max(s.n_features for s in self.shapes)
         self.max_hidden = max(s.n_hidden for s in self.shapes)
+        self.workers = resolve_workers(cfg.get("workers", 1))  # blocks trained at once
+        self.fed = 1  # workers the blocks were cut for (1: the layout ignores workers)
         self.chunks = self._chunk_sizes()
         self.blocks = [b for s in self.shapes for b in self._blocks(s)]
 
@@ -180,6 +188,29 @@ class GridPlan:
             if chunks[d] * rest <= cap:
                 break
             chunks[d] = max(1, cap // rest)
+        return self._feed_workers(chunks, free)
+
+    def _feed_workers(self, chunks: dict[str, int], free: list[str]) -> dict[str, int]:
+        """Cut further, from the left, until the blocks can feed every worker at once.
+
+        Only for grids with fewer shapes than workers and enough work to pay for another
+        process (SPLIT_WORK). Cuts are balanced (15 rows for 2 workers: 8 + 7, not 7 + 7 + 1).
+        """
+        pieces = math.ceil(self.workers / len(self.shapes))  # blocks wanted per shape
+        per_shape = math.prod(len(self.coords[d]) for d in free)
+        t = self.cfg.train
+        work = per_shape * len(self.shapes) * int(t.batch_size) * self.max_features * int(t.steps)
+        if pieces <= 1 or work < SPLIT_WORK:
+            return chunks
+        self.fed = self.workers  # the layout depends on the worker count: part of the fingerprint
+        for d in free:
+            n = len(self.coords[d])
+            blocks = {e: math.ceil(len(self.coords[e]) / chunks[e]) for e in free}
+            have = math.prod(blocks.values())
+            if have >= pieces:
+                break
+            need = math.ceil(pieces * blocks[d] / have)  # blocks wanted along d
+            chunks[d] = math.ceil(n / min(n, need))
         return chunks
 
     def _blocks(self, shape: Shape) -> list[Block]:
