@@ -3,6 +3,7 @@ callback, and an analysis that never imports torch."""
 
 from __future__ import annotations
 
+import ast
 import shutil
 import warnings
 from pathlib import Path
@@ -248,3 +249,41 @@ def test_analysing_a_store_imports_no_torch(phase_store, tmp_path):
     r = run_cli(["-c", code, str(store)], tmp_path)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "False 0", r.stdout[-500:]
+
+
+# ---------------------------------------------------------------- imports
+
+
+def imports_of(path: Path) -> set[str]:
+    """Modules a source file imports (anywhere in it, lazy imports included)."""
+    tree = ast.parse(path.read_text())
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+            out |= {f"{node.module}.{a.name}" for a in node.names}
+    return out
+
+
+def test_analysis_imports_no_cycle_and_only_the_store_from_the_engine():
+    root = CONF.parent
+    files = {
+        ".".join(p.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): p
+        for p in (root / "analysis").rglob("*.py")
+    }
+    graph = {m: {i for i in imports_of(p) if i in files and i != m} for m, p in files.items()}
+    engine = {i for p in files.values() for i in imports_of(p) if i.split(".")[0] == "sweep"}
+    assert engine <= {"sweep.store", "sweep.store.StoreError", "sweep.store.config_of",
+                      "sweep.store.open_store"}, engine  # fmt: skip
+    assert not any("torch" in i.split(".") for p in files.values() for i in imports_of(p))
+    # no module reaches itself through its imports
+    for start in graph:
+        seen, todo = set(), list(graph[start])
+        while todo:
+            m = todo.pop()
+            assert m != start, f"{start} imports itself through {sorted(seen)}"
+            if m not in seen:
+                seen.add(m)
+                todo += graph[m]
