@@ -222,6 +222,23 @@ def test_callback_check_names_the_bad_setting(capsys):
     assert err.count("\n") == 1
 
 
+def test_a_renamed_grid_is_trained_and_analysed_with_the_command_lines_settings(tmp_path):
+    """`+grid=intro name=intro_v2` end to end through the registered callback; the analysis
+    settings of the run, not the grid file's, are the ones used (the grid says lowest_loss)."""
+    store = tmp_path / "s"
+    args = ["+grid=intro", "name=intro_v2", "train.steps=5", "grid.seeds=2", "progress=false"]
+    args += ["grid.axes.density=[1.0,0.05]", "analysis.aggregate=drop_worst"]
+    args += ["analysis.norm_threshold=0.9", f"store.path={store}"]
+    r = run_cli(["-m", "sweep", *args], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert sorted(p.name for p in (store / "figures").glob("*.png")) == [
+        "arrows_by_density.png",
+        "loss_curves.png",
+    ]
+    attrs = xr.open_zarr(aggregate.analysis_path(store)).attrs
+    assert (attrs["aggregate"], attrs["norm_threshold"]) == ("drop_worst", 0.9)
+
+
 def test_callback_analyses_a_finished_store_with_the_runs_settings(phase_store, tmp_path):
     store = copy(phase_store, tmp_path / "p")
     cfg = make_config(["+grid=phase", "analysis.figures=[loss_curves]"], store=store)
