@@ -127,8 +127,12 @@ def analyse(
     chosen = stored.updated(overrides)
     try:
         of_grid = grid_figures(ds, cfg, stored)
-    except SettingsError as e:
-        raise AnalysisError(f"{path}: {e} (in the store's config)") from None
+    except SettingsError as e:  # e.g. a family renamed since the store was written
+        if early.figures is None:
+            raise AnalysisError(
+                f"{path}: {e} (in the store's config; choose others with --figures)"
+            ) from None
+        of_grid = ()
     names = registry.check_figures(chosen.figures) if chosen.figures is not None else of_grid
     kind = phase_kind(cfg, ds)
     agg = aggregate.analyse_store(ds, chosen)
