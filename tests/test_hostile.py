@@ -145,7 +145,7 @@ RANGES = [  # ranges declared in the schema, and extreme values
     ("retries=1000000000", "retries"),
     ("analysis.norm_threshold=0", "analysis.norm_threshold=0"),
     ("analysis.norm_threshold=-1", "analysis.norm_threshold=-1"),
-    ("analysis.superposition_threshold=2", "analysis.superposition_threshold=2"),
+    ("analysis.superposition_threshold=10", "analysis.superposition_threshold=10"),
     ("analysis.superposition_threshold=nan", "analysis.superposition_threshold"),
 ]
 RULES = [  # settings that tie several keys together

@@ -148,7 +148,7 @@ class ToySweeper(Sweeper):
         base = [
             a
             for a in arguments
-            if not a.lstrip("+~").startswith(("block=", "store.path=", "store.run_id="))
+            if not a.lstrip("+~").startswith(("block=", "store.path=", "store.run_id=", "workers="))
         ]
         # The store's real path and run id, quoted for Hydra's grammar (any spelling of path)
         ident = [
@@ -168,7 +168,9 @@ class ToySweeper(Sweeper):
                 log.warning(
                     f"retrying {len(todo)} unfinished block(s), attempt {attempt + 1} of {attempts}"
                 )
-            batch = [[*base, f"block={k}", *ident] for k in todo]
+            # workers as resolved here: a job's plan (hence its block) must match this one
+            # even where `auto` would resolve differently (a SLURM node's cores)
+            batch = [[*base, f"block={k}", *ident, f"workers={sweep.plan.workers}"] for k in todo]
             try:
                 returns = self.launcher.launch(batch, initial_job_idx=job_idx)
                 failed = {

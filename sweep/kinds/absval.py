@@ -31,6 +31,6 @@ KIND = KindSpec(
     target=target,
     untied=True,
     signed=True,
-    fused=None,
+    fused="absval",
     check=check,
 )
