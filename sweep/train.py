@@ -112,8 +112,8 @@ def make_trainer(kind: str, seeds: np.ndarray, density: np.ndarray, importance: 
         W_out0 = init_weights(seeds, n_hidden, n, "init-out").to(device=device, dtype=dtype)
     if str(tcfg.backend) == "autograd" or spec.fused is None:
         return AutogradTrainer(kind, W0, b0, imp, sampler, tcfg, W_out0)  # W_out: (inst, n, m)
-    cache = tcfg.get("compile_cache")
-    setting = tcfg.get("compile", "auto")
+    cache = getattr(tcfg, "compile_cache", None)
+    setting = getattr(tcfg, "compile", "auto")
     if setting is not False:
         use_compile_cache(cache)
     work = float(inst) * n * int(tcfg.batch_size) * int(tcfg.steps)
@@ -147,7 +147,7 @@ def train_block(job: BlockJob | str, *legacy: Any, checkpoint: Path | None = Non
     # (cores ÷ jobs at once); alone, a job takes the idle cores only: the compiled kernels'
     # threads wait for each other whenever one is descheduled (measured 10× slower at 2 threads
     # than at 1 on the busy 2-core build machine).
-    threads = int(tcfg.get("threads", 0))
+    threads = int(getattr(tcfg, "threads", 0))
     torch.set_num_threads(threads if threads > 0 else threads_per_job(1))
     trainer = make_trainer(kind, seeds, density, importance, n_hidden, tcfg, correlation, set_size)
     device, dtype = trainer.W.device, trainer.W.dtype
