@@ -28,8 +28,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # models -> (relative importances, densities, seeds): near-square 2→1 phase grids
-GRIDS = {100: (4, 5, 5), 500: (10, 10, 5), 845: (13, 13, 5), 1125: (15, 15, 5),
-         5000: (25, 40, 5), 16000: (40, 40, 10)}
+GRIDS = {
+    100: (4, 5, 5),
+    500: (10, 10, 5),
+    845: (13, 13, 5),
+    1125: (15, 15, 5),
+    5000: (25, 40, 5),
+    16000: (40, 40, 10),
+}
 SUMMARY = re.compile(r"trained (\d+) models in ([\d.]+) s \(([\d.]+) models/s\)")
 
 
@@ -46,8 +52,9 @@ def sweep(args: list[str], cwd: Path) -> tuple[float, str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "sweep", *args], cwd=cwd, env=env,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "sweep", *args], cwd=cwd, env=env, capture_output=True, text=True
+    )
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     CPU_S = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
@@ -58,9 +65,17 @@ def sweep(args: list[str], cwd: Path) -> tuple[float, str]:
 
 def grid_args(models: int, steps: int, store: Path, cache: Path) -> list[str]:
     r, d, seeds = GRIDS[models]
-    return ["+grid=phase", f"grid.seeds={seeds}", f"grid.axes.relative_importance=[log,0.1,10,{r}]",
-            f"grid.axes.density=[log,0.01,1,{d}]", f"train.steps={steps}", "analysis.run=false",
-            "progress=false", f"store.path={store}", f"train.compile_cache={cache}"]
+    return [
+        "+grid=phase",
+        f"grid.seeds={seeds}",
+        f"grid.axes.relative_importance=[log,0.1,10,{r}]",
+        f"grid.axes.density=[log,0.01,1,{d}]",
+        f"train.steps={steps}",
+        "analysis.run=false",
+        "progress=false",
+        f"store.path={store}",
+        f"train.compile_cache={cache}",
+    ]
 
 
 def main() -> None:
@@ -68,20 +83,33 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=list(GRIDS), choices=list(GRIDS))
     ap.add_argument("--steps", type=int, default=10_000, help="steps for grids under 5,000")
     ap.add_argument("--big-steps", type=int, default=2_000, help="steps for 5,000 and more")
-    ap.add_argument("--paper", action="store_true", help="then the paper-resolution 2→1 "
-                    "grid (40 × 40 × 10 seeds) at 10,000 steps, with the cache of the 16,000 "
-                    "size's runs (same blocks, so warm) when that size ran")
-    ap.add_argument("--phase", action="store_true",
-                    help="also the default `python -m sweep +grid=phase` with figures, warm")
-    ap.add_argument("--cache", help="compile cache for --phase (default: a fresh one, filled "
-                    "first)")
+    ap.add_argument(
+        "--paper",
+        action="store_true",
+        help="then the paper-resolution 2→1 "
+        "grid (40 × 40 × 10 seeds) at 10,000 steps, with the cache of the 16,000 "
+        "size's runs (same blocks, so warm) when that size ran",
+    )
+    ap.add_argument(
+        "--phase",
+        action="store_true",
+        help="also the default `python -m sweep +grid=phase` with figures, warm",
+    )
+    ap.add_argument(
+        "--cache", help="compile cache for --phase (default: a fresh one, filled first)"
+    )
     args = ap.parse_args()
-    print(f"{os.cpu_count()} cores; python -m sweep, 2→1 ReLU phase grids, launcher=local, "
-          "workers=auto, train.compile=auto", flush=True)
-    print(f"{'models':>7s} {'steps':>6s} {'cache':>5s} {'blocks':>6s} {'wall s':>7s} "
-          f"{'train s':>8s} {'models/s':>9s} {'@10k steps':>10s} {'CPU s':>7s} "
-          f"{'@10k/CPU s':>10s} {'load 1/5 min':>12s}",
-          flush=True)
+    print(
+        f"{os.cpu_count()} cores; python -m sweep, 2→1 ReLU phase grids, launcher=local, "
+        "workers=auto, train.compile=auto",
+        flush=True,
+    )
+    print(
+        f"{'models':>7s} {'steps':>6s} {'cache':>5s} {'blocks':>6s} {'wall s':>7s} "
+        f"{'train s':>8s} {'models/s':>9s} {'@10k steps':>10s} {'CPU s':>7s} "
+        f"{'@10k/CPU s':>10s} {'load 1/5 min':>12s}",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix="toysweep-e2e-") as tmp:
         work = Path(tmp)
         for models in args.sizes:
@@ -93,33 +121,57 @@ def main() -> None:
                 m = SUMMARY.search(out)
                 trained, secs, rate = int(m[1]), float(m[2]), float(m[3])
                 blocks = len(list((store / ".jobs" / "hydra").glob("*"))) or 1
-                print(f"{trained:7,d} {steps:6,d} {run:>5s} {blocks:6d} {wall:7.1f} "
-                      f"{secs:8.1f} {rate:9.1f} {rate * steps / 10_000:10.1f} {CPU_S:7.1f} "
-                      f"{trained * steps / 10_000 / CPU_S:10.2f} {load():>12s}",
-                      flush=True)
+                print(
+                    f"{trained:7,d} {steps:6,d} {run:>5s} {blocks:6d} {wall:7.1f} "
+                    f"{secs:8.1f} {rate:9.1f} {rate * steps / 10_000:10.1f} {CPU_S:7.1f} "
+                    f"{trained * steps / 10_000 / CPU_S:10.2f} {load():>12s}",
+                    flush=True,
+                )
         if args.paper:
             cache = work / "cache-16000"
             run = "warm" if cache.exists() else "cold"
             wall, out = sweep(grid_args(16000, 10_000, work / "paper", cache), work)
             m = SUMMARY.search(out)
-            print(f"\npaper resolution, 40 × 40 cells × 10 seeds × 10,000 steps ({run} cache): "
-                  f"training {float(m[2]):.1f} s ({float(m[3]):.1f} models/s), {wall:.1f} s in "
-                  f"all; load {load()}", flush=True)
+            print(
+                f"\npaper resolution, 40 × 40 cells × 10 seeds × 10,000 steps ({run} cache): "
+                f"training {float(m[2]):.1f} s ({float(m[3]):.1f} models/s), {wall:.1f} s in "
+                f"all; load {load()}",
+                flush=True,
+            )
         if args.phase:
             cache = Path(args.cache) if args.cache else work / "cache-phase"
             if not args.cache:
-                sweep(["+grid=phase", "train.steps=10", "train.compile=true",
-                       "analysis.run=false", f"store.path={work / 'fill-phase'}",
-                       f"train.compile_cache={cache}"], work)
-            wall, out = sweep(["+grid=phase", f"store.path={work / 'phase'}",
-                               f"train.compile_cache={cache}", "progress=false"], work)
+                sweep(
+                    [
+                        "+grid=phase",
+                        "train.steps=10",
+                        "train.compile=true",
+                        "analysis.run=false",
+                        f"store.path={work / 'fill-phase'}",
+                        f"train.compile_cache={cache}",
+                    ],
+                    work,
+                )
+            wall, out = sweep(
+                [
+                    "+grid=phase",
+                    f"store.path={work / 'phase'}",
+                    f"train.compile_cache={cache}",
+                    "progress=false",
+                ],
+                work,
+            )
             m = SUMMARY.search(out)
-            print(f"\npython -m sweep +grid=phase (1,125 models × 10,000 steps, figures, warm "
-                  f"cache): training {float(m[2]):.1f} s, {wall:.1f} s in all; load {load()}")
-    print("@10k steps: models/s × steps / 10,000, to compare sizes trained for fewer steps; "
-          "CPU s: user + system seconds of the sweep and its workers (the cores' work, which "
-          "other jobs on a shared machine do not stretch the way they stretch wall time); "
-          "@10k/CPU s: 10,000-step models per CPU second")
+            print(
+                f"\npython -m sweep +grid=phase (1,125 models × 10,000 steps, figures, warm "
+                f"cache): training {float(m[2]):.1f} s, {wall:.1f} s in all; load {load()}"
+            )
+    print(
+        "@10k steps: models/s × steps / 10,000, to compare sizes trained for fewer steps; "
+        "CPU s: user + system seconds of the sweep and its workers (the cores' work, which "
+        "other jobs on a shared machine do not stretch the way they stretch wall time); "
+        "@10k/CPU s: 10,000-step models per CPU second"
+    )
 
 
 if __name__ == "__main__":

@@ -41,8 +41,11 @@ sys.path.insert(0, str(ROOT))
 # absval are their grid files (conf/grid/), trained on the fused path against autograd.
 CASES = {
     "a": (20, 5, {"density": ["log", 0.01, 1.0, 200]}),  # 1,000 instances
-    "b": (2, 1, {"density": ["log", 0.01, 1.0, 100],
-                 "relative_importance": ["log", 0.1, 10.0, 32]}),  # 16,000 instances
+    "b": (
+        2,
+        1,
+        {"density": ["log", 0.01, 1.0, 100], "relative_importance": ["log", 0.1, 10.0, 32]},
+    ),  # 16,000 instances
     "c": (200, 20, {"density": ["log", 0.01, 1.0, 40]}),  # 200 instances
     "corr": (4, 2, "correlated"),  # 18 instances, 2 shapes (correlated, anticorrelated)
     "absval": (100, 40, "absval"),  # 7 instances of 100 → 40
@@ -59,8 +62,15 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def config(n: int, m: int, axes: dict | str, args: argparse.Namespace, memory_mb: float = 1e9,
-           backend: str | None = None, workers: int = 1):
+def config(
+    n: int,
+    m: int,
+    axes: dict | str,
+    args: argparse.Namespace,
+    memory_mb: float = 1e9,
+    backend: str | None = None,
+    workers: int = 1,
+):
     """The sweep config of a case; planned as a 10,000-step sweep (train.steps for planning),
     timed for args.steps steps."""
     from hydra import compose, initialize_config_dir
@@ -68,9 +78,14 @@ def config(n: int, m: int, axes: dict | str, args: argparse.Namespace, memory_mb
     from omegaconf import open_dict
 
     GlobalHydra.instance().clear()
-    over = [f"train.device={args.device}", f"train.compile={args.compile}",
-            f"chunk.memory_mb={memory_mb}", f"train.backend={backend or args.backend}",
-            f"workers={workers}", f"train.steps={args.plan_steps}"]
+    over = [
+        f"train.device={args.device}",
+        f"train.compile={args.compile}",
+        f"chunk.memory_mb={memory_mb}",
+        f"train.backend={backend or args.backend}",
+        f"workers={workers}",
+        f"train.steps={args.plan_steps}",
+    ]
     if isinstance(axes, str):  # a grid file
         over.append(f"+grid={axes}")
     else:
@@ -148,11 +163,18 @@ def worker(spec: dict) -> dict:
         jobs = [(inst, baseline_stepper(n, m, inst, int(cfg.train.batch_size), device))]
     else:
         jobs = []  # one trainer per block (job) of the grid: this process's share of them
-        for block in plan.blocks[spec["part"]::spec["parts"]]:
+        for block in plan.blocks[spec["part"] :: spec["parts"]]:
             ins = plan.instances(block)
-            tr = make_trainer(block.shape.model, ins.seed, ins.density, ins.importance,
-                              block.shape.n_hidden, cfg.train, block.shape.correlation,
-                              int(cfg.data.set_size))
+            tr = make_trainer(
+                block.shape.model,
+                ins.seed,
+                ins.density,
+                ins.importance,
+                block.shape.n_hidden,
+                cfg.train,
+                block.shape.correlation,
+                int(cfg.data.set_size),
+            )
             jobs.append((len(ins.seed), tr.step))
         inst = sum(k for k, _ in jobs)
     for _, step in jobs:  # warm-up (includes torch.compile when on)
@@ -166,13 +188,22 @@ def worker(spec: dict) -> dict:
             time.sleep(0.05)
     model_steps, secs, steps = 0, 0.0, 0
     for k, step in jobs:  # blocks run one after another, as jobs of one worker would
-        steps, t = timed(lambda i, step=step: step(i + args.warmup), args.steps,
-                         args.max_seconds, sync)
+        steps, t = timed(
+            lambda i, step=step: step(i + args.warmup), args.steps, args.max_seconds, sync
+        )
         model_steps, secs = model_steps + k * steps, secs + t
-    return {"inst": inst, "blocks": len(jobs), "model_steps": model_steps,
-            "model_steps_per_s": model_steps / secs,
-            "steps": steps, "seconds": secs, "warmup_s": warm, "peak_mb": peak_mb() - base_rss,
-            "threads": torch.get_num_threads(), "device": str(device)}
+    return {
+        "inst": inst,
+        "blocks": len(jobs),
+        "model_steps": model_steps,
+        "model_steps_per_s": model_steps / secs,
+        "steps": steps,
+        "seconds": secs,
+        "warmup_s": warm,
+        "peak_mb": peak_mb() - base_rss,
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+    }
 
 
 def measure(spec: dict) -> dict:
@@ -187,9 +218,27 @@ def measure(spec: dict) -> dict:
     if spec["who"] == "project" and not spec["threads"]:
         spec["threads"] = threads_per_job(parts)  # as the local launcher gives each job
     with tempfile.TemporaryDirectory() as barrier:
-        procs = [subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(
-            {**spec, "part": k, "parts": parts, "barrier": barrier if parts > 1 else None})],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(parts)]
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    json.dumps(
+                        {
+                            **spec,
+                            "part": k,
+                            "parts": parts,
+                            "barrier": barrier if parts > 1 else None,
+                        }
+                    ),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for k in range(parts)
+        ]
         outs = [p.communicate() for p in procs]
     for p, (_, err) in zip(procs, outs, strict=True):
         if p.returncode != 0:
@@ -198,45 +247,86 @@ def measure(spec: dict) -> dict:
     res = [r for r in res if r["model_steps"]]  # a process may get no block
     secs = max(r["seconds"] for r in res)  # all timed together: the slowest sets the pace
     steps = sum(r["model_steps"] for r in res)
-    return {"inst": sum(r["inst"] for r in res), "blocks": sum(r["blocks"] for r in res),
-            "model_steps_per_s": steps / secs, "steps": res[0]["steps"], "seconds": secs,
-            "warmup_s": max(r["warmup_s"] for r in res),
-            "peak_mb": max(r["peak_mb"] for r in res), "threads": res[0]["threads"],
-            "processes": len(res), "device": res[0]["device"]}
+    return {
+        "inst": sum(r["inst"] for r in res),
+        "blocks": sum(r["blocks"] for r in res),
+        "model_steps_per_s": steps / secs,
+        "steps": res[0]["steps"],
+        "seconds": secs,
+        "warmup_s": max(r["warmup_s"] for r in res),
+        "peak_mb": max(r["peak_mb"] for r in res),
+        "threads": res[0]["threads"],
+        "processes": len(res),
+        "device": res[0]["device"],
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     ap.add_argument("--steps", type=int, default=300, help="timed steps per measurement")
-    ap.add_argument("--max-seconds", type=float, default=20.0,
-                    help="stop a measurement after this long (the slow baseline)")
+    ap.add_argument(
+        "--max-seconds",
+        type=float,
+        default=20.0,
+        help="stop a measurement after this long (the slow baseline)",
+    )
     ap.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     ap.add_argument("--repeats", type=int, default=2, help="alternating rounds per case")
-    ap.add_argument("--threads", type=int, default=0,
-                    help="torch threads per process (0: the project's own choice, torch's "
-                    "default for the baseline)")
-    ap.add_argument("--workers", default="auto",
-                    help="the project's worker processes (the sweep's `workers` setting)")
-    ap.add_argument("--plan-steps", type=int, default=10_000,
-                    help="train.steps the grid is planned (and compile decided) for")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads per process (0: the project's own choice, torch's "
+        "default for the baseline)",
+    )
+    ap.add_argument(
+        "--workers",
+        default="auto",
+        help="the project's worker processes (the sweep's `workers` setting)",
+    )
+    ap.add_argument(
+        "--plan-steps",
+        type=int,
+        default=10_000,
+        help="train.steps the grid is planned (and compile decided) for",
+    )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--backend", default="fused", choices=["fused", "autograd"])
     ap.add_argument("--compile", default="true", choices=["auto", "true", "false"])
-    ap.add_argument("--scale", type=int, nargs="*", default=None,
-                    help="instead of the cases: 2→1 throughput at these grid sizes (instances), "
-                    "the grid split into jobs by chunk.memory_mb as a sweep would")
+    ap.add_argument(
+        "--scale",
+        type=int,
+        nargs="*",
+        default=None,
+        help="instead of the cases: 2→1 throughput at these grid sizes (instances), "
+        "the grid split into jobs by chunk.memory_mb as a sweep would",
+    )
     ap.add_argument("--memory-mb", type=float, default=2048, help="chunk.memory_mb for --scale")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return
-    common = {k: getattr(args, k) for k in ("steps", "max_seconds", "warmup", "threads",
-                                            "device", "backend", "compile", "plan_steps")}
+    common = {
+        k: getattr(args, k)
+        for k in (
+            "steps",
+            "max_seconds",
+            "warmup",
+            "threads",
+            "device",
+            "backend",
+            "compile",
+            "plan_steps",
+        )
+    }
     common["workers"] = args.workers if args.workers == "auto" else int(args.workers)
-    print(f"load average {os.getloadavg()[0]:.1f} / {os.getloadavg()[1]:.1f} / "
-          f"{os.getloadavg()[2]:.1f} (1 / 5 / 15 min) on {os.cpu_count()} cores", flush=True)
+    print(
+        f"load average {os.getloadavg()[0]:.1f} / {os.getloadavg()[1]:.1f} / "
+        f"{os.getloadavg()[2]:.1f} (1 / 5 / 15 min) on {os.cpu_count()} cores",
+        flush=True,
+    )
     if args.scale is not None:
         scale(args, common)
         return
@@ -249,47 +339,79 @@ def main() -> None:
             for who in (other, "project"):
                 r = measure({**common, "who": who, "n": n, "m": m, "axes": axes})
                 res[who].append(r)
-                print(f"  {name} {who:8s} {r['model_steps_per_s']:12,.0f} model-steps/s  "
-                      f"steps {r['steps']:4d}  peak {r['peak_mb']:7.0f} MB  "
-                      f"warm-up {r['warmup_s']:.1f} s  {r['processes']} process(es) × "
-                      f"{r['threads']} thread(s), {r['blocks']} block(s)", flush=True)
+                print(
+                    f"  {name} {who:8s} {r['model_steps_per_s']:12,.0f} model-steps/s  "
+                    f"steps {r['steps']:4d}  peak {r['peak_mb']:7.0f} MB  "
+                    f"warm-up {r['warmup_s']:.1f} s  {r['processes']} process(es) × "
+                    f"{r['threads']} thread(s), {r['blocks']} block(s)",
+                    flush=True,
+                )
         proj = statistics.median(r["model_steps_per_s"] for r in res["project"])
         base = statistics.median(r["model_steps_per_s"] for r in res[other])
-        ratios = [p["model_steps_per_s"] / b["model_steps_per_s"]
-                  for p, b in zip(res["project"], res[other], strict=True)]
+        ratios = [
+            p["model_steps_per_s"] / b["model_steps_per_s"]
+            for p, b in zip(res["project"], res[other], strict=True)
+        ]
         label = f"({name}) {axes} {n}→{m}" if isinstance(axes, str) else f"({name}) {n}→{m} ReLU"
-        rows.append((label + f", {res['project'][0]['inst']:,} inst", proj, base, ratios,
-                     max(r["peak_mb"] for r in res["project"]),
-                     max(r["peak_mb"] for r in res[other]), res["project"][0]))
+        rows.append(
+            (
+                label + f", {res['project'][0]['inst']:,} inst",
+                proj,
+                base,
+                ratios,
+                max(r["peak_mb"] for r in res["project"]),
+                max(r["peak_mb"] for r in res[other]),
+                res["project"][0],
+            )
+        )
     r0 = rows[0][-1]
-    print(f"\ndevice {r0['device']}, project: {r0['processes']} process(es) × "
-          f"{r0['threads']} thread(s), backend {args.backend}, compile {args.compile}; "
-          f"baseline/autograd: torch's default threads; model-steps/s = instances × steps / s "
-          f"(median of {args.repeats}); peak = worker peak RSS − RSS after imports; "
-          f"load average now {os.getloadavg()[0]:.1f}")
-    print(f"{'case':40s} {'project':>12s} {'baseline':>10s} {'ratio':>7s} {'(per round)':>16s} "
-          f"{'peak MB proj/base':>18s}")
+    print(
+        f"\ndevice {r0['device']}, project: {r0['processes']} process(es) × "
+        f"{r0['threads']} thread(s), backend {args.backend}, compile {args.compile}; "
+        f"baseline/autograd: torch's default threads; model-steps/s = instances × steps / s "
+        f"(median of {args.repeats}); peak = worker peak RSS − RSS after imports; "
+        f"load average now {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"{'case':40s} {'project':>12s} {'baseline':>10s} {'ratio':>7s} {'(per round)':>16s} "
+        f"{'peak MB proj/base':>18s}"
+    )
     for label, proj, base, ratios, pk, bk, _ in rows:
         per = "/".join(f"{r:.1f}" for r in ratios)
-        print(f"{label:40s} {proj:12,.0f} {base:10,.0f} {proj / base:6.1f}× {per:>16s} "
-              f"{pk:8.0f}/{bk:<8.0f}")
+        print(
+            f"{label:40s} {proj:12,.0f} {base:10,.0f} {proj / base:6.1f}× {per:>16s} "
+            f"{pk:8.0f}/{bk:<8.0f}"
+        )
 
 
 def scale(args: argparse.Namespace, common: dict) -> None:
     """2→1 throughput at growing grid sizes, each grid planned into jobs by chunk.memory_mb."""
     from sweep.grid import BYTES_PER_ELEMENT
 
-    print(f"2→1 ReLU, batch 1024, chunk.memory_mb={args.memory_mb:g}, backend {args.backend} "
-          f"(planner: {BYTES_PER_ELEMENT[args.backend]} B per instance·batch·feature)")
+    print(
+        f"2→1 ReLU, batch 1024, chunk.memory_mb={args.memory_mb:g}, backend {args.backend} "
+        f"(planner: {BYTES_PER_ELEMENT[args.backend]} B per instance·batch·feature)"
+    )
     for inst in args.scale:
         cells = max(1, inst // SEEDS)
         axes = {"density": ["log", 0.01, 1.0, cells]}
-        r = measure({**common, "who": "project", "n": 2, "m": 1, "axes": axes,
-                     "memory_mb": args.memory_mb, "workers": 1})
-        print(f"  {r['inst']:8,d} instances in {r['blocks']:3d} job(s): "
-              f"{r['model_steps_per_s']:12,.0f} model-steps/s  peak {r['peak_mb']:7.0f} MB  "
-              f"(budget {args.memory_mb:g} MB per job; jobs run one after another here)",
-              flush=True)
+        r = measure(
+            {
+                **common,
+                "who": "project",
+                "n": 2,
+                "m": 1,
+                "axes": axes,
+                "memory_mb": args.memory_mb,
+                "workers": 1,
+            }
+        )
+        print(
+            f"  {r['inst']:8,d} instances in {r['blocks']:3d} job(s): "
+            f"{r['model_steps_per_s']:12,.0f} model-steps/s  peak {r['peak_mb']:7.0f} MB  "
+            f"(budget {args.memory_mb:g} MB per job; jobs run one after another here)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -195,6 +195,7 @@ def train_block(job: BlockJob | str, *legacy: Any, checkpoint: Path | None = Non
     diverged = ~(np.isfinite(W).all((1, 2)) & np.isfinite(b).all(1) & np.isfinite(loss))
     W_out = None
     if kinds.get(kind).untied:
+        assert trainer.W_out is not None
         W_out = trainer.W_out.detach().cpu().numpy()  # (inst, feat, hidden)
         diverged |= ~np.isfinite(W_out).all((1, 2))
     return TrainResult(W, b, loss, curve.cpu().numpy(), diverged,
