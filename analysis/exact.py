@@ -144,35 +144,44 @@ def boundaries_at(
 # Scan points in p per kind: 3→2 minimisations cost ~10x those of 2→1, and its one boundary
 # (r < 1) is smooth, so a coarser scan finds it as well; bisection does the precision.
 SCAN = {"2to1": 25, "3to2": 13}
+HEADER = ("# Exact expected-loss minimum: phase boundaries of the extra feature.\n"
+          "# Made by `python -m analysis.exact` (analysis/exact.py); p to 2e-4 decades.\n"
+          "kind,r,boundary,p\n")
 
 
-def compute_table(
-    points: dict[str, int], verbose: bool = True
-) -> list[dict]:
-    """Rows {kind, r, boundary, p} of the exact-minimum boundaries at log-spaced r in [0.1, 10].
-
-    points: kind -> number of r values.
-    """
-    rows = []
-    for kind, n_r in points.items():
-        for r in np.geomspace(0.1, 10, n_r):
-            t = time.perf_counter()
-            found = boundaries_at(kind, float(r), scan=SCAN[kind])
-            for name, p in found:
-                rows.append({"kind": kind, "r": float(r), "boundary": name, "p": p})
-            if verbose:
-                print(f"{kind} r={r:.4g}: {found} ({time.perf_counter() - t:.1f} s)", flush=True)
-    return rows
+def compute_table(points: dict[str, int], out: Path, verbose: bool = True) -> int:
+    """Write rows kind,r,boundary,p of the exact-minimum boundaries at log-spaced r in
+    [0.1, 10] (points: kind -> number of r values) to `out`, one r at a time (a long run
+    killed half-way keeps what it found). Returns the number of rows."""
+    n = 0
+    tmp = out.with_name(out.name + ".partial")
+    with open(tmp, "w") as f:
+        f.write(HEADER)
+        for kind, n_r in points.items():
+            for r in np.geomspace(0.1, 10, n_r):
+                t = time.perf_counter()
+                found = boundaries_at(kind, float(r), scan=SCAN[kind])
+                for name, p in found:
+                    f.write(f"{kind},{r:.6g},{name},{p:.6g}\n")
+                    n += 1
+                f.flush()
+                if verbose:
+                    print(f"{kind} r={r:.4g}: {found} ({time.perf_counter() - t:.1f} s)",
+                          flush=True)
+    tmp.replace(out)
+    return n
 
 
 @cache
 def _table() -> tuple[dict, ...]:
-    with open(TABLE) as f:
-        return tuple(
-            {"kind": row["kind"], "r": float(row["r"]), "boundary": row["boundary"],
-             "p": float(row["p"])}
-            for row in csv.DictReader(line for line in f if not line.startswith("#"))
-        )
+    """Rows of every table in analysis/data (exact_boundaries*.csv: one per kind or both)."""
+    rows: list[dict] = []
+    for path in sorted(TABLE.parent.glob("exact_boundaries*.csv")):
+        with open(path) as f:
+            rows += [{"kind": row["kind"], "r": float(row["r"]), "boundary": row["boundary"],
+                      "p": float(row["p"])}
+                     for row in csv.DictReader(line for line in f if not line.startswith("#"))]
+    return tuple(rows)
 
 
 def boundary_names(kind: str) -> list[str]:
@@ -198,8 +207,10 @@ def boundary_curve(kind: str, name: str, r: np.ndarray | float) -> np.ndarray:
     there, or was not tabulated). Table spacing is 0.05 decades in r; the curve is smooth, so
     the interpolation error is far below the measurement's 0.02 decades.
     """
-    tr, tp = boundary_table(kind, name)
     lr = np.log10(np.asarray(r, dtype=float))
+    if name not in boundary_names(kind):  # not a boundary of this diagram (or not tabulated)
+        return np.full(lr.shape, np.nan)
+    tr, tp = boundary_table(kind, name)
     out = 10 ** np.interp(lr, np.log10(tr), np.log10(tp))
     return np.where((lr >= np.log10(tr[0]) - 1e-9) & (lr <= np.log10(tr[-1]) + 1e-9), out, np.nan)
 
@@ -224,16 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     t = time.perf_counter()
     points = {k: n for k, n in zip(("2to1", "3to2"), args.points, strict=True) if n > 0}
-    rows = compute_table(points)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "w", newline="") as f:
-        f.write("# Exact expected-loss minimum: phase boundaries of the extra feature.\n"
-                "# Made by `python -m analysis.exact` (analysis/exact.py); p to 2e-4 decades.\n")
-        w = csv.DictWriter(f, fieldnames=["kind", "r", "boundary", "p"])
-        w.writeheader()
-        for row in rows:
-            w.writerow({**row, "r": f"{row['r']:.6g}", "p": f"{row['p']:.6g}"})
-    print(f"wrote {len(rows)} rows to {args.out} in {time.perf_counter() - t:.0f} s")
+    rows = compute_table(points, args.out)
+    print(f"wrote {rows} rows to {args.out} in {time.perf_counter() - t:.0f} s")
     return 0
 
 

@@ -55,7 +55,27 @@ def phase_figures(ctx: Context) -> dict:
     out = {}
     if ctx.kind is not None:
         out[f"phase_diagram_{ctx.kind}"] = figures.phase_diagram(ctx.analysis, ctx.kind)
+        out.update(boundary_figures(ctx))
     return {**out, **generic_figures(ctx)}
+
+
+# -- phase boundaries (issue 16): measured boundaries over trained points, distance to theory
+def boundary_figures(ctx: Context) -> dict:
+    """Measured boundaries with bands beside both theories, and their distance to each."""
+    from analysis import boundary_figures as bf
+
+    if ctx.kind is None or "boundary" not in ctx.analysis:
+        return {}
+    return {f"boundaries_{ctx.kind}": bf.boundary_diagram(ctx.analysis, ctx.kind),
+            f"boundary_distance_{ctx.kind}": bf.boundary_distance(ctx.analysis, ctx.kind)}
+
+
+def refine_figures(ctx: Context) -> dict:
+    """A refined grid (sweep/refine.py): boundary figures and loss curves (no cell heatmaps,
+    which would be mostly untrained points)."""
+    return {**boundary_figures(ctx),
+            "loss_curves": figures.loss_curves(ctx.store, ctx.analysis["usable_seed"])}
+# -- end of phase boundaries
 
 
 def generic_figures(ctx: Context) -> dict:
@@ -70,6 +90,8 @@ def generic_figures(ctx: Context) -> dict:
 FIGURES: dict[str, FigureSet] = {
     "phase": phase_figures,
     "phase3": phase_figures,
+    "phase-refine": refine_figures,
+    "phase3-refine": refine_figures,
     DEFAULT: generic_figures,
 }
 FIGURES.update(experiments.FIGURES)  # the paper's experiments (analysis/experiments.py)
@@ -152,6 +174,11 @@ def analyse(
     agg = aggregate.analyse_store(ds, settings)
     if kind is not None:
         agg = aggregate.compare_with_theory(agg, kind)
+        # -- phase boundaries (issue 16, analysis/boundaries.py): measured p(r) with bands
+        from analysis import boundaries
+
+        agg = boundaries.add_boundaries(agg, ds, kind)
+        # -- end of phase boundaries
     out_dir = Path(figures_dir) if figures_dir is not None else path / "figures"
     ana_path = aggregate.write_atomic(agg, aggregate.analysis_path(path))
     ctx = Context(path, ds, agg, cfg, kind)
@@ -186,6 +213,10 @@ def analyse(
     }
     if verbose:
         print(summary_lines(summary))
+        if "boundary" in agg:  # phase boundaries (issue 16)
+            from analysis import boundaries
+
+            print(boundaries.summary(agg))
         if summary["n_unfinished"]:
             print(
                 f"warning: {summary['n_unfinished']} of {summary['n_models']} models "
