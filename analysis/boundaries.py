@@ -46,8 +46,9 @@ def names_for(kind: str) -> list[str]:
     feature is superposed or ignored for r < 1 and dedicated for r > 1 at every density (closed
     form and exact minimum alike), so its one p(r) boundary is superposed|ignored.
     """
-    return {"2to1": ["superposed|ignored", "superposed|dedicated"],
-            "3to2": ["superposed|ignored"]}[kind]
+    return {"2to1": ["superposed|ignored", "superposed|dedicated"], "3to2": ["superposed|ignored"]}[
+        kind
+    ]
 
 
 def _codes(name: str) -> tuple[int, int]:
@@ -65,20 +66,25 @@ def exact_seed_losses(store: xr.Dataset) -> xr.DataArray:
     usable = (store["finished"] & ~store["diverged"]).transpose(*dims).values
     b = store["b"].transpose(*dims, "feature").values
     imp = store["importance"].broadcast_like(store["finished"]).transpose(*dims, "feature").values
-    dens = (store["feature_density"].broadcast_like(store["finished"])
-            .transpose(*dims, "feature").values)
+    dens = (
+        store["feature_density"]
+        .broadcast_like(store["finished"])
+        .transpose(*dims, "feature")
+        .values
+    )
     Wv = W.values
     out = np.full(usable.shape, np.nan)
     idx = np.flatnonzero(usable.ravel())
-    flat = (lambda a: a.reshape(-1, *a.shape[len(dims):]))  # noqa: E731 - (model, ...)
+    flat = lambda a: a.reshape(-1, *a.shape[len(dims) :])  # noqa: E731 - (model, ...)
     Wf, bf, imf, df = flat(Wv), flat(b), flat(imp), flat(dens)
     for start in range(0, idx.size, 256):  # 256 models at a time: the quadrature is (model, row)
         sl = idx[start : start + 256]
         out.ravel()[sl] = theory.expected_loss(
             Wf[sl].astype(float), bf[sl].astype(float), imf[sl], df[sl]
         )
-    return xr.DataArray(out, dims=dims, coords={d: store[d].values for d in dims},
-                        name="exact_loss_seed")
+    return xr.DataArray(
+        out, dims=dims, coords={d: store[d].values for d in dims}, name="exact_loss_seed"
+    )
 
 
 # ---------------------------------------------------------------- one row
@@ -129,8 +135,10 @@ def _locate_row(
         i, j = idx[k], idx[k + 1]
         gaps = []
         for q in (i, j):  # loss gap per unit density: O(1) across the diagram
-            ga, gb = _best_of(phase[q : q + 1], loss[q : q + 1], a), _best_of(
-                phase[q : q + 1], loss[q : q + 1], b)
+            ga, gb = (
+                _best_of(phase[q : q + 1], loss[q : q + 1], a),
+                _best_of(phase[q : q + 1], loss[q : q + 1], b),
+            )
             gaps.append(float(ga[0] - gb[0]) / float(x[q]))
         if all(np.isfinite(gaps)) and gaps[0] < 0 < gaps[1]:
             t = gaps[0] / (gaps[0] - gaps[1])
@@ -139,8 +147,13 @@ def _locate_row(
 
 
 def bootstrap_row(
-    x: np.ndarray, phase: np.ndarray, loss: np.ndarray, name: str, n_boot: int = BOOTSTRAP,
-    seed: int = 0, interpolate: bool = True,
+    x: np.ndarray,
+    phase: np.ndarray,
+    loss: np.ndarray,
+    name: str,
+    n_boot: int = BOOTSTRAP,
+    seed: int = 0,
+    interpolate: bool = True,
 ) -> np.ndarray:
     """(n_boot,) locations from seed-resampled rows: each point's seeds drawn with replacement."""
     rng = np.random.default_rng(seed)
@@ -148,14 +161,24 @@ def bootstrap_row(
     out = np.empty(n_boot)
     for k in range(n_boot):
         pick = rng.integers(0, n_seed, size=(n_pt, n_seed))
-        out[k] = locate_row(x, np.take_along_axis(phase, pick, -1),
-                            np.take_along_axis(loss, pick, -1), name, interpolate)
+        out[k] = locate_row(
+            x,
+            np.take_along_axis(phase, pick, -1),
+            np.take_along_axis(loss, pick, -1),
+            name,
+            interpolate,
+        )
     return out
 
 
 def locate(
-    phase_seed: xr.DataArray, loss_seed: xr.DataArray, names: list[str], along: str = P,
-    n_boot: int = BOOTSTRAP, interpolate: bool = True, seed: int = 0,
+    phase_seed: xr.DataArray,
+    loss_seed: xr.DataArray,
+    names: list[str],
+    along: str = P,
+    n_boot: int = BOOTSTRAP,
+    interpolate: bool = True,
+    seed: int = 0,
 ) -> xr.Dataset:
     """Boundaries along `along` for every value of the other axis, with bootstrap bands.
 
@@ -189,9 +212,13 @@ def locate(
     coords = {"boundary": names, other: rows}
     tag = "density" if along == P else "importance"
     return xr.Dataset(
-        {f"boundary_{tag}": (dims, loc), f"boundary_{tag}_lo": (dims, lo),
-         f"boundary_{tag}_hi": (dims, hi), f"boundary_{tag}_boot_valid": (dims, valid),
-         f"boundary_{tag}_spacing": (dims, spacing)},
+        {
+            f"boundary_{tag}": (dims, loc),
+            f"boundary_{tag}_lo": (dims, lo),
+            f"boundary_{tag}_hi": (dims, hi),
+            f"boundary_{tag}_boot_valid": (dims, valid),
+            f"boundary_{tag}_spacing": (dims, spacing),
+        },
         coords=coords,
     )
 
@@ -200,7 +227,10 @@ def locate(
 
 
 def boundary_dataset(
-    agg: xr.Dataset, store: xr.Dataset, kind: str, n_boot: int = BOOTSTRAP,
+    agg: xr.Dataset,
+    store: xr.Dataset,
+    kind: str,
+    n_boot: int = BOOTSTRAP,
     exact_loss: bool = True,
 ) -> xr.Dataset:
     """Measured boundaries p(r) of a phase store with bands and both theories' curves.
@@ -210,7 +240,7 @@ def boundary_dataset(
     log10(measured / theory) in decades with `*_within_band` (theory inside the band). Also
     `phase_lowest_loss` (r, p), the per-cell phase these boundaries are located on.
     """
-    from analysis import exact  # the table is only read when boundaries are wanted
+    from analysis import exact_minimum as exact  # its table is read only when needed
 
     phase_seed = agg["phase_seed"].isel(feature=-1)
     loss = exact_seed_losses(store) if exact_loss else agg["loss_seed"]
@@ -218,34 +248,42 @@ def boundary_dataset(
     names = names_for(kind)
     out = locate(phase_seed, loss, names, P, n_boot)
     r = out[R].values
-    for theory_name, fn in (("exact", exact.boundary_curve), ("closed_form",
-                                                               exact.closed_form_curve)):
+    for theory_name, fn in (
+        ("exact", exact.boundary_curve),
+        ("closed_form", exact.closed_form_curve),
+    ):
         curve = np.stack([fn(kind, n, r) for n in names])  # (boundary, r)
         out[f"boundary_{theory_name}"] = (("boundary", R), curve)
         out[f"boundary_distance_{theory_name}"] = (
-            ("boundary", R), np.log10(out["boundary_density"].values / curve))
+            ("boundary", R),
+            np.log10(out["boundary_density"].values / curve),
+        )
         out[f"boundary_within_band_{theory_name}"] = (
             ("boundary", R),
             (curve >= out["boundary_density_lo"].values)
-            & (curve <= out["boundary_density_hi"].values))
+            & (curve <= out["boundary_density_hi"].values),
+        )
     cell = _cell_phase(
         phase_seed.transpose(R, P, "seed").values.reshape(-1, phase_seed.sizes["seed"]),
         loss.transpose(R, P, "seed").values.reshape(-1, phase_seed.sizes["seed"]),
     ).reshape(phase_seed.sizes[R], phase_seed.sizes[P])
     out["phase_lowest_loss"] = ((R, P), cell)
     out.coords[P] = phase_seed[P].values
-    out.attrs.update({
-        "boundary_rule": "phase of a cell = phase of its lowest exact-expected-loss seed; "
-        "step fit along p; loss-gap interpolation in log p, else geometric midpoint",
-        "boundary_bootstrap": n_boot,
-        "boundary_band_percentiles": list(BAND),
-        "boundary_loss": "exact (quadrature)" if exact_loss else "store loss (sampled)",
-    })
+    out.attrs.update(
+        {
+            "boundary_rule": "phase of a cell = phase of its lowest exact-expected-loss seed; "
+            "step fit along p; loss-gap interpolation in log p, else geometric midpoint",
+            "boundary_bootstrap": n_boot,
+            "boundary_band_percentiles": list(BAND),
+            "boundary_loss": "exact (quadrature)" if exact_loss else "store loss (sampled)",
+        }
+    )
     return out
 
 
-def add_boundaries(agg: xr.Dataset, store: xr.Dataset, kind: str,
-                   n_boot: int = BOOTSTRAP) -> xr.Dataset:
+def add_boundaries(
+    agg: xr.Dataset, store: xr.Dataset, kind: str, n_boot: int = BOOTSTRAP
+) -> xr.Dataset:
     """agg with the boundary variables of `boundary_dataset` merged in (attrs kept)."""
     bd = boundary_dataset(agg, store, kind, n_boot)
     out = agg.merge(bd, compat="override")
@@ -262,15 +300,21 @@ def summary(agg: xr.Dataset) -> str:
         if not ok.any():
             lines.append(f"boundary {name}: not found")
             continue
-        half = np.log10(b["boundary_density_hi"] / b["boundary_density_lo"]).values[ok] / 2
-        parts = [f"boundary {name}: {ok.sum()} rows, band half-width median "
-                 f"{np.nanmedian(half):.3f} max {np.nanmax(half):.3f} decades"]
+        ratio = b["boundary_density_hi"].values / b["boundary_density_lo"].values
+        half = np.log10(ratio[ok]) / 2
+        parts = [
+            f"boundary {name}: {ok.sum()} rows, band half-width median "
+            f"{np.nanmedian(half):.3f} max {np.nanmax(half):.3f} decades"
+        ]
         for th in ("exact", "closed_form"):
             d = b[f"boundary_distance_{th}"].values[ok]
-            inside = b[f"boundary_within_band_{th}"].values[ok & np.isfinite(
-                b[f"boundary_{th}"].values)]
+            inside = b[f"boundary_within_band_{th}"].values[
+                ok & np.isfinite(b[f"boundary_{th}"].values)
+            ]
             if np.isfinite(d).any():
-                parts.append(f"{th}: max |Δ| {np.nanmax(np.abs(d)):.3f} dec, "
-                             f"inside band {inside.sum()}/{inside.size}")
+                parts.append(
+                    f"{th}: max |Δ| {np.nanmax(np.abs(d)):.3f} dec, "
+                    f"inside band {inside.sum()}/{inside.size}"
+                )
         lines.append("; ".join(parts))
     return "\n".join(lines)

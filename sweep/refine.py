@@ -1,6 +1,7 @@
 """Adaptive refinement of a phase grid along density: train more points only near boundaries.
 
-`python -m sweep.refine +grid=phase-refine [refine.levels=4] [refine.budget=1125]`
+`python -m sweep +grid=phase-refine [refine.levels=4] [refine.budget=1125]`: the Hydra sweeper
+hands a config with refine.levels > 0 to `run` here; the analysis callback then draws it.
 
 The store is ONE regular grid, the *fine* grid: each interval of the grid file's density axis
 is bisected in log space `refine.levels` times, so the coarse points are every 2^levels-th fine
@@ -29,7 +30,6 @@ is not refined (the p(r) boundaries need rows; r = 1, where 2→1 has a boundary
 from __future__ import annotations
 
 import hashlib
-import sys
 import time
 from typing import Any
 
@@ -44,8 +44,9 @@ R, P = "relative_importance", "density"
 IGNORED, DEDICATED, SUPERPOSED = 0, 1, 2  # analysis.metrics' codes
 
 
-def extra_phase(W: np.ndarray, norm_threshold: float = 0.5,
-                superposition_threshold: float = 0.5) -> np.ndarray:
+def extra_phase(
+    W: np.ndarray, norm_threshold: float = 0.5, superposition_threshold: float = 0.5
+) -> np.ndarray:
     """Phase code of the last feature for W (..., hidden, feature); -1 where W is NaN."""
     W0 = np.nan_to_num(W)
     norms = np.linalg.norm(W0, axis=-2)  # (..., feature)
@@ -67,8 +68,9 @@ def fine_axis(coarse: list[float], levels: int) -> list[float]:
     return [float(v) for v in np.exp(np.append(fine, c[-1]))]
 
 
-def select(trained: np.ndarray, best: np.ndarray, sets: np.ndarray, seeds_too: bool
-           ) -> list[tuple[int, int, int]]:
+def select(
+    trained: np.ndarray, best: np.ndarray, sets: np.ndarray, seeds_too: bool
+) -> list[tuple[int, int, int, int]]:
     """Intervals to bisect next, as (priority, -width, row, midpoint) sorted best first.
 
     trained: (row, fine point) bool; best: (row, point) lowest-loss phase (-1 untrained);
@@ -86,7 +88,7 @@ def select(trained: np.ndarray, best: np.ndarray, sets: np.ndarray, seeds_too: b
                 prio = 1
             else:
                 continue
-            out.append((prio, -(b - a), i, (a + b) // 2))
+            out.append((prio, -int(b - a), i, int(a + b) // 2))
     return sorted(out)
 
 
@@ -112,22 +114,30 @@ def _check(cfg: DictConfig, plan: GridPlan) -> tuple[int, int | None, bool]:
     seeds_too = ref.get("seed_disagreement", True)
     if isinstance(levels, bool) or not isinstance(levels, int) or not 0 <= levels <= 8:
         driver.fail(f"refine.levels={levels!r} is not allowed: expected an integer in [0, 8]")
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int)
-                               or budget < 1):
+    if budget is not None and (
+        isinstance(budget, bool) or not isinstance(budget, int) or budget < 1
+    ):
         driver.fail(f"refine.budget={budget!r} is not allowed: expected null or an integer >= 1")
     if not isinstance(seeds_too, bool):
-        driver.fail(f"refine.seed_disagreement={seeds_too!r} is not allowed: expected true or "
-                    "false")
+        driver.fail(
+            f"refine.seed_disagreement={seeds_too!r} is not allowed: expected true or false"
+        )
     if set(plan.axes) != {R, P} or len(plan.shapes) != 1:
-        driver.fail(f"grid.axes={sorted(plan.axes)} is not allowed for refinement: expected "
-                    "exactly the axes relative_importance and density, one model shape")
+        driver.fail(
+            f"grid.axes={sorted(plan.axes)} is not allowed for refinement: expected "
+            "exactly the axes relative_importance and density, one model shape"
+        )
     if list(plan.axes) != [R, P]:
-        driver.fail(f"grid.axes order {list(plan.axes)} is not allowed for refinement: expected "
-                    "relative_importance first, then density")
+        driver.fail(
+            f"grid.axes order {list(plan.axes)} is not allowed for refinement: expected "
+            "relative_importance first, then density"
+        )
     vals = plan.axes[P]
     if any(v <= 0 for v in vals) or sorted(vals) != list(vals) or len(vals) < 2:
-        driver.fail(f"grid.axes.density={vals} is not allowed for refinement: expected at least "
-                    "two increasing positive densities")
+        driver.fail(
+            f"grid.axes.density={vals} is not allowed for refinement: expected at least "
+            "two increasing positive densities"
+        )
     return levels, budget, seeds_too
 
 
@@ -135,8 +145,11 @@ def fine_config(cfg: DictConfig) -> DictConfig:
     """The sweep config whose density axis is the fine grid (what the store records)."""
     cfg = driver.task_config(cfg)
     levels = OmegaConf.select(cfg, "refine.levels", default=0)
-    coarse = axis_values(OmegaConf.to_container(cfg.grid.axes[P], resolve=True),
-                         f"grid.axes.{P}") if P in (cfg.grid.axes or {}) else []
+    coarse = (
+        axis_values(OmegaConf.to_container(cfg.grid.axes[P], resolve=True), f"grid.axes.{P}")
+        if P in (cfg.grid.axes or {})
+        else []
+    )
     if coarse and isinstance(levels, int) and not isinstance(levels, bool) and 0 <= levels <= 8:
         with open_dict(cfg):
             cfg.grid.axes[P] = fine_axis([float(v) for v in coarse], levels)
@@ -148,9 +161,14 @@ def _train(sweep: driver.Sweep, cells: list[tuple[int, int]], tag: str) -> float
     plan, path, cfg = sweep.plan, sweep.path, sweep.cfg
     shape = plan.shapes[0]
     n_p, n_seed = len(plan.coords[P]), len(plan.seeds)
-    blocks = [Block(shape, 1_000_000 + i * n_p + j,
-                    {R: slice(i, i + 1), P: slice(j, j + 1), "seed": slice(0, n_seed)})
-              for i, j in cells]
+    blocks = [
+        Block(
+            shape,
+            1_000_000 + i * n_p + j,
+            {R: slice(i, i + 1), P: slice(j, j + 1), "seed": slice(0, n_seed)},
+        )
+        for i, j in cells
+    ]
     inst = [plan.instances(b) for b in blocks]
     seeds = np.concatenate([x.seed for x in inst])
     dens = np.concatenate([x.density for x in inst])
@@ -160,14 +178,31 @@ def _train(sweep: driver.Sweep, cells: list[tuple[int, int]], tag: str) -> float
     ckpt_dir = path / ".jobs" / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     ckpt = ckpt_dir / f"refine-{tag}-{digest}.pt"
-    res = train_block(shape.model, seeds, dens, imp, shape.n_hidden, cfg.train, checkpoint=ckpt,
-                      progress=bool(cfg.progress), desc=f"refine {tag}",
-                      correlation=shape.correlation, set_size=int(cfg.data.set_size))
+    res = train_block(
+        shape.model,
+        seeds,
+        dens,
+        imp,
+        shape.n_hidden,
+        cfg.train,
+        checkpoint=ckpt,
+        progress=bool(cfg.progress),
+        desc=f"refine {tag}",
+        correlation=shape.correlation,
+        set_size=int(cfg.data.set_size),
+    )
     assert res is not None
     for k, block in enumerate(blocks):
         sl = slice(k * n_seed, (k + 1) * n_seed)
-        part = TrainResult(res.W[sl], res.b[sl], res.loss[sl], res.curve[sl], res.diverged[sl],
-                           res.seconds, res.resumed_from)
+        part = TrainResult(
+            res.W[sl],
+            res.b[sl],
+            res.loss[sl],
+            res.curve[sl],
+            res.diverged[sl],
+            res.seconds,
+            res.resumed_from,
+        )
         store.write_block(path, plan, block, part)
     ckpt.unlink(missing_ok=True)
     return res.seconds
@@ -186,8 +221,10 @@ def run(cfg: DictConfig) -> int:
     wanted = np.zeros((n_r, n_p), bool)
     wanted[:, ::step] = True  # level 0: the coarse grid
     if budget is not None and wanted.sum() * n_seed > budget:
-        driver.fail(f"refine.budget={budget} is not allowed: expected at least the coarse "
-                    f"pass, {int(wanted.sum()) * n_seed} models")
+        driver.fail(
+            f"refine.budget={budget} is not allowed: expected at least the coarse "
+            f"pass, {int(wanted.sum()) * n_seed} models"
+        )
     trained_now, seconds, per_level = 0, 0.0, [int(wanted.sum())]
     for level in range(levels + 1):
         done, _, _ = _cells(store.open_store(path), plan.cell_dims, norm_t, sup_t)
@@ -200,7 +237,7 @@ def run(cfg: DictConfig) -> int:
         trained, best, sets = _cells(store.open_store(path), plan.cell_dims, norm_t, sup_t)
         left = None if budget is None else budget // n_seed - int(wanted.sum())
         picked = [(i, j) for _, _, i, j in select(wanted & trained, best, sets, seeds_too)]
-        picked = picked if left is None else picked[:max(left, 0)]
+        picked = picked if left is None else picked[: max(left, 0)]
         if not picked:
             break
         per_level.append(len(picked))
@@ -208,32 +245,21 @@ def run(cfg: DictConfig) -> int:
             wanted[i, j] = True
     wall = time.perf_counter() - sweep.started
     total = int(wanted.sum()) * n_seed
-    store.update_attrs(path, {"refine_levels": levels, "refine_budget": budget or 0,
-                              "refine_models": total, "refine_points_per_level": per_level,
-                              "last_run_wall_seconds": round(wall, 2)})
-    print(f"sweep {fine.name}: refined {levels} levels, {total} models in the store "
-          f"(points per level {per_level}), trained {trained_now} now in {wall:.1f} s "
-          f"({seconds:.1f} s training); store {path}")
-    if fine.analysis.run:
-        from analysis.report import analyse  # as driver.finish does: after the engine is done
-
-        analyse(path)
+    # refine_complete tells the analysis callback that the untrained points are by design.
+    store.update_attrs(
+        path,
+        {
+            "refine_levels": levels,
+            "refine_budget": budget or 0,
+            "refine_models": total,
+            "refine_points_per_level": per_level,
+            "refine_complete": True,
+            "last_run_wall_seconds": round(wall, 2),
+        },
+    )
+    print(
+        f"sweep {fine.name}: refined {levels} levels, {total} models in the store "
+        f"(points per level {per_level}), trained {trained_now} now in {wall:.1f} s "
+        f"({seconds:.1f} s training); store {path}"
+    )
     return 0
-
-
-def main(argv: list[str]) -> int:
-    """Compose the config as `python -m sweep` does (same grid files and overrides), then run."""
-    from hydra import compose, initialize_config_dir
-
-    from sweep.__main__ import CONF, check_argv, check_composes
-
-    argv = check_argv(argv)
-    check_composes(argv)
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[a for a in argv if not a.startswith("-")])
-    return run(cfg)
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
-

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from analysis import boundaries, exact, theory
+from analysis import boundaries, theory
+from analysis import exact_minimum as exact
 from analysis.metrics import IGNORED, SUPERPOSED
 
 R, P = "relative_importance", "density"
@@ -20,8 +21,14 @@ def truth(r: np.ndarray) -> np.ndarray:
     return 0.03 + 0.4 * np.asarray(r) ** 0.7
 
 
-def synthetic(r: np.ndarray, p: np.ndarray, n_seed: int, stuck: float | None, seed: int = 0,
-              jitter: float = 0.0) -> tuple[xr.DataArray, xr.DataArray]:
+def synthetic(
+    r: np.ndarray,
+    p: np.ndarray,
+    n_seed: int,
+    stuck: float | None,
+    seed: int = 0,
+    jitter: float = 0.0,
+) -> tuple[xr.DataArray, xr.DataArray]:
     """(phase_seed, loss_seed) over (r, p, seed) with the boundary at truth(r).
 
     Each seed sits in the superposed or the ignored minimum (both exist at every p); the
@@ -118,8 +125,9 @@ def test_note_finding_at_r_01() -> None:
     assert 0.69 < abs(mn.W[0, 1]) < 0.75 and np.all(mn.b > 0)
     # The ignored phase's best is the closed-form candidate: the shift is the superposed side's.
     W, b = theory.candidate_params("2to1", "ignore_extra", 0.19)
-    np.testing.assert_allclose(theory.expected_loss(W, b, [1, 0.1], 0.19),
-                               theory.drop_loss(0.1, 0.19), rtol=1e-9)
+    np.testing.assert_allclose(
+        theory.expected_loss(W, b, [1, 0.1], 0.19), theory.drop_loss(0.1, 0.19), rtol=1e-9
+    )
     assert exact.global_minimum("2to1", 0.1, 0.19).phase == IGNORED
 
 
@@ -158,10 +166,20 @@ def test_refinement_locates_a_real_boundary(tmp_path) -> None:
     from sweep import refine
     from sweep.__main__ import CONF
 
-    overrides = ["+grid=phase-refine", "grid.axes.relative_importance=[0.3]",
-                 "grid.axes.density=[log,0.1,1.0,3]", "grid.seeds=4", "train.steps=2000",
-                 "train.lr=0.01", "train.compile=false", "refine.levels=3", "refine.budget=60",
-                 "analysis.run=false", "progress=false", f"store.path={tmp_path / 's'}"]
+    overrides = [
+        "+grid=phase-refine",
+        "grid.axes.relative_importance=[0.3]",
+        "grid.axes.density=[log,0.1,1.0,3]",
+        "grid.seeds=4",
+        "train.steps=2000",
+        "train.lr=0.01",
+        "train.compile=false",
+        "refine.levels=3",
+        "refine.budget=60",
+        "analysis.run=false",
+        "progress=false",
+        f"store.path={tmp_path / 's'}",
+    ]
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

@@ -9,27 +9,37 @@
 
 from __future__ import annotations
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import xarray as xr
+from matplotlib.artist import Artist
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import xarray as xr  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-
-from analysis.figures import PHASE_COLOURS, SYMBOLS  # noqa: E402
-from analysis.metrics import PHASE_NAMES  # noqa: E402
+from analysis.context import Context
+from analysis.figs.phase import SYMBOLS
+from analysis.figs.style import PHASE_COLOURS
+from analysis.metrics import PHASE_NAMES
 
 R, P = "relative_importance", "density"
 TARGET = 0.02  # decades: the issue's precision target
 MEASURED = {"superposed|ignored": "#D55E00", "superposed|dedicated": "#CC79A7"}
 
 
+def draw(ctx: Context) -> dict[str, Figure]:
+    """`boundaries_<kind>` and `boundary_distance_<kind>`; nothing for a store that is not a
+    closed-form phase grid."""
+    if ctx.kind is None or "boundary" not in ctx.analysis:
+        return {}
+    return {
+        f"boundaries_{ctx.kind}": boundary_diagram(ctx.analysis, ctx.kind),
+        f"boundary_distance_{ctx.kind}": boundary_distance(ctx.analysis, ctx.kind),
+    }
+
+
 def _theory_lines(ax, kind: str, r_lo: float, r_hi: float) -> None:
-    from analysis import exact
+    from analysis import exact_minimum as exact
 
     rf = np.geomspace(r_lo, r_hi, 400)
     for name in ("superposed|ignored", "superposed|dedicated"):
@@ -59,13 +69,27 @@ def boundary_diagram(agg: xr.Dataset, kind: str) -> Figure:
         m = phase == code
         ax.scatter(rr[m], pp[m], s=size, c=colour, linewidths=0, zorder=2)
     m = trained & disagree
-    ax.scatter(rr[m], pp[m], s=size * 2.2, facecolors="none", edgecolors="#444444",
-               linewidths=0.6, zorder=3)
+    ax.scatter(
+        rr[m],
+        pp[m],
+        s=size * 2.2,
+        facecolors="none",
+        edgecolors="#444444",
+        linewidths=0.6,
+        zorder=3,
+    )
     for name in a["boundary"].values:
         b = a.sel(boundary=name)
         colour = MEASURED.get(str(name), "#0072B2")
-        ax.fill_between(r, b["boundary_density_lo"], b["boundary_density_hi"], color=colour,
-                        alpha=0.3, linewidth=0, zorder=1)
+        ax.fill_between(
+            r,
+            b["boundary_density_lo"],
+            b["boundary_density_hi"],
+            color=colour,
+            alpha=0.3,
+            linewidth=0,
+            zorder=1,
+        )
         ax.plot(r, b["boundary_density"], color=colour, lw=1.6, marker="o", ms=3, zorder=4)
     _theory_lines(ax, kind, r.min(), r.max())
     ax.set_xscale("log")
@@ -75,10 +99,15 @@ def boundary_diagram(agg: xr.Dataset, kind: str) -> Figure:
     ax.set_xlabel(f"relative importance r of feature {extra}")
     ax.set_ylabel("density p = 1 − S")
     n_models = int(a["usable_seed"].sum())
-    ax.set_title(f"{title}: phase of feature {extra} (each point's lowest-loss seed)\n"
-                 f"{int(trained.sum())} trained points, {n_models} usable models, "
-                 f"{len(a['seed'])} seeds", fontsize=10)
-    handles = [Patch(color=PHASE_COLOURS[c], label=PHASE_NAMES[c]) for c in PHASE_COLOURS]
+    ax.set_title(
+        f"{title}: phase of feature {extra} (each point's lowest-loss seed)\n"
+        f"{int(trained.sum())} trained points, {n_models} usable models, "
+        f"{len(a['seed'])} seeds",
+        fontsize=10,
+    )
+    handles: list[Artist] = [
+        Patch(color=PHASE_COLOURS[c], label=PHASE_NAMES[c]) for c in PHASE_COLOURS
+    ]
     handles += [
         Line2D([], [], marker="o", ls="none", mfc="none", mec="#444444", label="seeds disagree"),
         Line2D([], [], color="#D55E00", lw=1.6, label="measured boundary (95 % seed bootstrap)"),
@@ -92,15 +121,20 @@ def boundary_diagram(agg: xr.Dataset, kind: str) -> Figure:
 def boundary_distance(agg: xr.Dataset, kind: str) -> Figure:
     """Measured minus analytic boundary (decades of p) against r, per boundary and theory."""
     title, _ = SYMBOLS[kind]
-    names = [n for n in agg["boundary"].values
-             if np.isfinite(agg["boundary_density"].sel(boundary=n)).any()]
+    names = [
+        n
+        for n in agg["boundary"].values
+        if np.isfinite(agg["boundary_density"].sel(boundary=n)).any()
+    ]
     names = names or list(agg["boundary"].values)
     fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4.2), squeeze=False)
     for ax, name in zip(axes[0], names, strict=True):
         b = agg.sel(boundary=name)
         r = b[R].values
-        for th, marker, colour, label in (("exact", "o", "#0072B2", "exact minimum"),
-                                          ("closed_form", "s", "#E69F00", "closed form")):
+        for th, marker, colour, label in (
+            ("exact", "o", "#0072B2", "exact minimum"),
+            ("closed_form", "s", "#E69F00", "closed form"),
+        ):
             ref = b[f"boundary_{th}"].values
             d = np.log10(b["boundary_density"].values / ref)
             lo = np.log10(b["boundary_density_lo"].values / ref)
@@ -108,12 +142,19 @@ def boundary_distance(agg: xr.Dataset, kind: str) -> Figure:
             ok = np.isfinite(d)
             inside = b[f"boundary_within_band_{th}"].values[ok]
             shift = 1.02 if th == "closed_form" else 1.0  # side by side, not on top
-            ax.errorbar(r[ok] * shift, d[ok], yerr=[d[ok] - lo[ok], hi[ok] - d[ok]],
-                        fmt=marker, color=colour, ms=4, capsize=2, lw=1,
-                        label=f"{label} (inside band {int(inside.sum())}/{int(ok.sum())}, "
-                        f"max |Δ| {np.nanmax(np.abs(d[ok])) if ok.any() else np.nan:.3f})")
-        ax.axhspan(-TARGET, TARGET, color="#999999", alpha=0.25, lw=0,
-                   label=f"±{TARGET} decades")
+            ax.errorbar(
+                r[ok] * shift,
+                d[ok],
+                yerr=[d[ok] - lo[ok], hi[ok] - d[ok]],
+                fmt=marker,
+                color=colour,
+                ms=4,
+                capsize=2,
+                lw=1,
+                label=f"{label} (inside band {int(inside.sum())}/{int(ok.sum())}, "
+                f"max |Δ| {np.nanmax(np.abs(d[ok])) if ok.any() else np.nan:.3f})",
+            )
+        ax.axhspan(-TARGET, TARGET, color="#999999", alpha=0.25, lw=0, label=f"±{TARGET} decades")
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xscale("log")
         ax.set_xlabel("relative importance r")

@@ -12,8 +12,9 @@ boundary), the closed-form candidates and random starts.
 The 2→1 superposed/ignored transition is first order: at r = 0.1 the superposed minimum
 (‖W_2‖ ≈ 0.64, positive biases) and the ignored one cross at p ≈ 0.181, where the closed form
 says 0.16 (paper.md's note). The minimiser takes seconds per r for 2→1 and ~10 s for 3→2, so
-the curves are computed once by `python -m analysis.exact` into `analysis/data/exact_boundaries.csv`
-and read from there; `boundary_curve` interpolates that table.
+the curves are computed once by `python -m analysis.exact_minimum` into
+`analysis/data/exact_boundaries_<kind>.csv` and read from there; `boundary_curve` interpolates
+that table.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import numpy as np
 from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
-from analysis import theory
+from analysis import exact_loss, theory
 from analysis.metrics import PHASE_NAMES, classify_phases
 
 TABLE = Path(__file__).resolve().parent / "data" / "exact_boundaries.csv"
@@ -57,17 +58,26 @@ def _local_min(
 
     def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
         W, b = theta[: m * n].reshape(m, n), theta[m * n :]
-        loss, g_W, g_b = theory._loss_and_grad(W, b, imp, dens)
+        loss, g_W, g_b = exact_loss._loss_and_grad(W, b, imp, dens)
         assert g_W is not None and g_b is not None
         return float(loss) / scale, np.concatenate([g_W.ravel(), g_b]) / scale
 
-    res = minimize(objective, theta0, jac=True, method="L-BFGS-B",
-                   options={"maxiter": 3000, "ftol": 1e-15, "gtol": 1e-11})
+    res = minimize(
+        objective,
+        theta0,
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": 3000, "ftol": 1e-15, "gtol": 1e-11},
+    )
     return res.x, float(res.fun) * scale
 
 
 def global_minimum(
-    kind: str, r: float, p: float, random_starts: int = 6, warm: tuple[np.ndarray, ...] = (),
+    kind: str,
+    r: float,
+    p: float,
+    random_starts: int = 6,
+    warm: tuple[np.ndarray, ...] = (),
     seed: int = 0,
 ) -> Minimum:
     """Best local minimum of the exact loss at (r, p) over candidate, warm and random starts.
@@ -106,8 +116,14 @@ def _theta(mn: Minimum) -> np.ndarray:
 
 
 def boundaries_at(
-    kind: str, r: float, p_min: float = 0.01, p_max: float = 1.0, scan: int = 25,
-    tol_decades: float = 2e-4, random_starts: int = 6, bisect_random_starts: int = 1,
+    kind: str,
+    r: float,
+    p_min: float = 0.01,
+    p_max: float = 1.0,
+    scan: int = 25,
+    tol_decades: float = 2e-4,
+    random_starts: int = 6,
+    bisect_random_starts: int = 1,
 ) -> list[tuple[str, float]]:
     """(name, p) of every change of the global minimum's phase along p at fixed r.
 
@@ -144,9 +160,12 @@ def boundaries_at(
 # Scan points in p per kind: 3→2 minimisations cost ~10x those of 2→1, and its one boundary
 # (r < 1) is smooth, so a coarser scan finds it as well; bisection does the precision.
 SCAN = {"2to1": 25, "3to2": 13}
-HEADER = ("# Exact expected-loss minimum: phase boundaries of the extra feature.\n"
-          "# Made by `python -m analysis.exact` (analysis/exact.py); p to 2e-4 decades.\n"
-          "kind,r,boundary,p\n")
+HEADER = (
+    "# Exact expected-loss minimum: phase boundaries of the extra feature.\n"
+    "# Made by `python -m analysis.exact_minimum` (analysis/exact_minimum.py); p to 2e-4 "
+    "decades.\n"
+    "kind,r,boundary,p\n"
+)
 
 
 def compute_table(points: dict[str, int], out: Path, verbose: bool = True) -> int:
@@ -166,8 +185,9 @@ def compute_table(points: dict[str, int], out: Path, verbose: bool = True) -> in
                     n += 1
                 f.flush()
                 if verbose:
-                    print(f"{kind} r={r:.4g}: {found} ({time.perf_counter() - t:.1f} s)",
-                          flush=True)
+                    print(
+                        f"{kind} r={r:.4g}: {found} ({time.perf_counter() - t:.1f} s)", flush=True
+                    )
     tmp.replace(out)
     return n
 
@@ -178,9 +198,15 @@ def _table() -> tuple[dict, ...]:
     rows: list[dict] = []
     for path in sorted(TABLE.parent.glob("exact_boundaries*.csv")):
         with open(path) as f:
-            rows += [{"kind": row["kind"], "r": float(row["r"]), "boundary": row["boundary"],
-                      "p": float(row["p"])}
-                     for row in csv.DictReader(line for line in f if not line.startswith("#"))]
+            rows += [
+                {
+                    "kind": row["kind"],
+                    "r": float(row["r"]),
+                    "boundary": row["boundary"],
+                    "p": float(row["p"]),
+                }
+                for row in csv.DictReader(line for line in f if not line.startswith("#"))
+            ]
     return tuple(rows)
 
 
@@ -191,11 +217,13 @@ def boundary_names(kind: str) -> list[str]:
 
 def boundary_table(kind: str, name: str) -> tuple[np.ndarray, np.ndarray]:
     """(r, p) points of one exact-minimum boundary, sorted by r."""
-    pts = sorted((row["r"], row["p"]) for row in _table()
-                 if row["kind"] == kind and row["boundary"] == name)
+    pts = sorted(
+        (row["r"], row["p"]) for row in _table() if row["kind"] == kind and row["boundary"] == name
+    )
     if not pts:
-        raise ValueError(f"no exact boundary {name!r} for kind {kind!r}; "
-                         f"expected one of {boundary_names(kind)}")
+        raise ValueError(
+            f"no exact boundary {name!r} for kind {kind!r}; expected one of {boundary_names(kind)}"
+        )
     r, p = np.array(pts).T
     return r, p
 
@@ -227,10 +255,15 @@ def closed_form_curve(kind: str, name: str, r: np.ndarray | float) -> np.ndarray
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Recompute the table: `python -m analysis.exact [--points 41 25] [--out PATH]`."""
+    """Recompute the tables: `python -m analysis.exact_minimum --points 41 0 --out PATH`."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--points", type=int, nargs=2, default=[41, 25],
-                    help="log-spaced r values on [0.1, 10] for 2to1 and for 3to2 (0 skips)")
+    ap.add_argument(
+        "--points",
+        type=int,
+        nargs=2,
+        default=[41, 25],
+        help="log-spaced r values on [0.1, 10] for 2to1 and for 3to2 (0 skips)",
+    )
     ap.add_argument("--out", type=Path, default=TABLE)
     args = ap.parse_args(argv)
     t = time.perf_counter()
