@@ -51,6 +51,12 @@ def names_for(kind: str) -> list[str]:
     ]
 
 
+# Where along r each boundary is looked for. Keeping the less important feature (2→1: feature
+# 2 dedicated at r < 1, ignored at r > 1) is never the global minimum, so a transition to it
+# on the wrong side of r = 1 is a seed stuck in a local minimum, not a boundary.
+DOMAIN = {"superposed|ignored": (0.0, 1.0), "superposed|dedicated": (1.0, np.inf)}
+
+
 def _codes(name: str) -> tuple[int, int]:
     a, b = name.split("|")
     return PHASE_NAMES.index(a), PHASE_NAMES.index(b)
@@ -195,7 +201,10 @@ def locate(
     shape = (len(names), len(rows))
     loc, lo, hi, valid, spacing = (np.full(shape, np.nan) for _ in range(5))
     for ib, name in enumerate(names):
+        lo_r, hi_r = DOMAIN.get(name, (-np.inf, np.inf)) if along == P else (-np.inf, np.inf)
         for ir in range(len(rows)):
+            if not lo_r - 1e-9 <= float(rows[ir]) <= hi_r + 1e-9:
+                continue
             trained = np.isfinite(ls[ir]).any(-1)
             xs, p_, l_ = x[trained], ph[ir][trained], ls[ir][trained]
             v, below, above = _locate_row(xs, p_, l_, name, interpolate)

@@ -11,10 +11,13 @@ is the engine's own store (template, fingerprint, region writes, lock, resume), 
 and plots like every other sweep (`ds.W.sel(...)`, `ds.finished` says which points exist).
 
 Level 0 trains the coarse points. After each level, along every row r the intervals between
-consecutive trained points whose lowest-loss phases of the extra feature differ are bisected
-(the log-midpoint, a fine point, is trained next level); with budget left, intervals whose
-seeds hold different sets of phases come next (`refine.seed_disagreement`). Intervals are
-taken widest first until `refine.budget` models (coarse pass included) would be exceeded.
+consecutive trained points where the lowest-loss phase of the extra feature is superposed at
+one end only are bisected (the log-midpoint, a fine point, is trained next level). Then, with
+budget left, the other intervals whose phases differ (ignored vs dedicated: a boundary in r,
+not p) and those whose seeds hold different sets of phases (`refine.seed_disagreement`). The
+boundary intervals come first, widest first; the others get only what the later levels'
+boundary intervals (assumed as many per level as now) leave of `refine.budget` (models,
+coarse pass included).
 Every decision is a pure function of stored results, so a rerun of the same command re-derives
 the same levels and trains only the points not yet finished (resume).
 
@@ -82,8 +85,13 @@ def select(
         for a, b in zip(idx[:-1], idx[1:], strict=True):
             if b - a < 2:
                 continue  # already adjacent on the fine grid
-            if best[i, a] >= 0 and best[i, b] >= 0 and best[i, a] != best[i, b]:
-                prio = 0
+            ends = {int(best[i, a]), int(best[i, b])}
+            if -1 not in ends and len(ends) == 2 and SUPERPOSED in ends:
+                prio = 0  # a p-boundary: superposed on one side only
+            elif -1 not in ends and len(ends) == 2:
+                # ignored <-> dedicated: a boundary in r (2→1 at r = 1), not in p, where the
+                # two phases tie and the lowest-loss seed flips by chance: refine it last
+                prio = 1
             elif seeds_too and sets[i, a] != sets[i, b]:
                 prio = 1
             else:
@@ -235,9 +243,15 @@ def run(cfg: DictConfig) -> int:
         if level == levels:
             break
         trained, best, sets = _cells(store.open_store(path), plan.cell_dims, norm_t, sup_t)
-        left = None if budget is None else budget // n_seed - int(wanted.sum())
-        picked = [(i, j) for _, _, i, j in select(wanted & trained, best, sets, seeds_too)]
-        picked = picked if left is None else picked[: max(left, 0)]
+        cands = select(wanted & trained, best, sets, seeds_too)
+        if budget is not None:
+            # Boundary intervals first; the others only with what the later levels' boundary
+            # intervals (about as many as now, per level) leave of the budget.
+            left = budget // n_seed - int(wanted.sum())
+            first = [c for c in cands if c[0] == 0][: max(left, 0)]
+            spare = left - len(first) - len(first) * (levels - level - 1)
+            cands = first + [c for c in cands if c[0] > 0][: max(spare, 0)]
+        picked = [(i, j) for _, _, i, j in cands]
         if not picked:
             break
         per_level.append(len(picked))

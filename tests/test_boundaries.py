@@ -227,3 +227,8 @@ def test_refine_helpers() -> None:
     picked = refine.select(trained, best, sets, seeds_too=True)
     assert [(i, j) for *_, i, j in picked] == [(0, 2), (1, 6)]
     assert [(i, j) for *_, i, j in refine.select(trained, best, sets, False)] == [(0, 2)]
+    # ignored <-> dedicated (the r = 1 row's coin flips) comes after the p-boundaries
+    best[1, ::4] = [1, 0, 1]
+    sets = np.where(best >= 0, 1 << np.maximum(best, 0), 0)
+    picked = refine.select(trained, best, sets, seeds_too=False)
+    assert [(c[0], c[2], c[3]) for c in picked] == [(0, 0, 2), (1, 1, 2), (1, 1, 6)]

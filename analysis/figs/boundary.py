@@ -114,7 +114,14 @@ def boundary_diagram(agg: xr.Dataset, kind: str) -> Figure:
         Line2D([], [], color="black", lw=1.4, label="exact expected-loss minimum"),
         Line2D([], [], color="black", lw=1.0, ls="--", label="closed form (fixed candidates)"),
     ]
-    ax.legend(handles=handles, fontsize=8, loc="lower right", framealpha=0.9)
+    fig.legend(
+        handles=handles,
+        fontsize=8,
+        loc="lower center",
+        ncol=3,
+        frameon=False,
+        bbox_to_anchor=(0.5, -0.1),
+    )
     return fig
 
 
