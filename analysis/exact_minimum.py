@@ -25,7 +25,7 @@ import sys
 import time
 from functools import cache
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from scipy.optimize import minimize
@@ -34,7 +34,7 @@ from threadpoolctl import threadpool_limits
 from analysis import exact_loss, theory
 from analysis.metrics import PHASE_NAMES, classify_phases
 
-TABLE = Path(__file__).resolve().parent / "data" / "exact_boundaries.csv"
+TABLE = Path(__file__).resolve().parent / "data" / "exact_boundaries.csv"  # + _<kind>
 SHAPES = {"2to1": (2, 1), "3to2": (3, 2)}  # kind -> (n features, m hidden)
 
 
@@ -157,37 +157,37 @@ def boundaries_at(
     return out
 
 
-# Scan points in p per kind: 3→2 minimisations cost ~10x those of 2→1, and its one boundary
-# (r < 1) is smooth, so a coarser scan finds it as well; bisection does the precision.
-SCAN = {"2to1": 25, "3to2": 13}
+# Settings of boundaries_at per kind. A 3→2 minimisation costs ~10x a 2→1 one (six weights,
+# a larger quadrature), and its one boundary lies above p = 0.15 on r >= 0.1, so its scan is
+# coarser and starts at p = 0.05; the bisection does the precision either way.
+SETTINGS: dict[str, dict[str, Any]] = {
+    "2to1": {"scan": 25, "tol_decades": 2e-4},
+    "3to2": {"p_min": 0.05, "scan": 9, "random_starts": 4, "tol_decades": 5e-4},
+}
 HEADER = (
     "# Exact expected-loss minimum: phase boundaries of the extra feature.\n"
-    "# Made by `python -m analysis.exact_minimum` (analysis/exact_minimum.py); p to 2e-4 "
-    "decades.\n"
+    "# Made by `python -m analysis.exact_minimum` (analysis/exact_minimum.py).\n"
     "kind,r,boundary,p\n"
 )
 
 
-def compute_table(points: dict[str, int], out: Path, verbose: bool = True) -> int:
-    """Write rows kind,r,boundary,p of the exact-minimum boundaries at log-spaced r in
-    [0.1, 10] (points: kind -> number of r values) to `out`, one r at a time (a long run
-    killed half-way keeps what it found). Returns the number of rows."""
+def compute_table(kind: str, r_values: list[float], out: Path, verbose: bool = True) -> int:
+    """Write rows kind,r,boundary,p of the exact-minimum boundaries at each r to `out`, one r
+    at a time (a long run killed half-way keeps what it found in `<out>.partial`). Returns the
+    number of rows."""
     n = 0
     tmp = out.with_name(out.name + ".partial")
     with open(tmp, "w") as f:
         f.write(HEADER)
-        for kind, n_r in points.items():
-            for r in np.geomspace(0.1, 10, n_r):
-                t = time.perf_counter()
-                found = boundaries_at(kind, float(r), scan=SCAN[kind])
-                for name, p in found:
-                    f.write(f"{kind},{r:.6g},{name},{p:.6g}\n")
-                    n += 1
-                f.flush()
-                if verbose:
-                    print(
-                        f"{kind} r={r:.4g}: {found} ({time.perf_counter() - t:.1f} s)", flush=True
-                    )
+        for r in r_values:
+            t = time.perf_counter()
+            found = boundaries_at(kind, float(r), **SETTINGS[kind])
+            for name, p in found:
+                f.write(f"{kind},{r:.6g},{name},{p:.6g}\n")
+                n += 1
+            f.flush()
+            if verbose:
+                print(f"{kind} r={r:.4g}: {found} ({time.perf_counter() - t:.1f} s)", flush=True)
     tmp.replace(out)
     return n
 
@@ -255,22 +255,22 @@ def closed_form_curve(kind: str, name: str, r: np.ndarray | float) -> np.ndarray
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Recompute the tables: `python -m analysis.exact_minimum --points 41 0 --out PATH`."""
+    """Recompute a table, e.g. the stored ones:
+    `python -m analysis.exact_minimum 2to1 --points 41` (24 min on the loaded 2-core machine);
+    `python -m analysis.exact_minimum 3to2 --r 0.1 0.2 0.3728 0.5179 0.7197 0.85 1 1.389 3`.
+    """
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument(
-        "--points",
-        type=int,
-        nargs=2,
-        default=[41, 25],
-        help="log-spaced r values on [0.1, 10] for 2to1 and for 3to2 (0 skips)",
-    )
-    ap.add_argument("--out", type=Path, default=TABLE)
+    ap.add_argument("kind", choices=sorted(SHAPES))
+    ap.add_argument("--points", type=int, default=41, help="log-spaced r values on [0.1, 10]")
+    ap.add_argument("--r", type=float, nargs="+", help="these r values instead of --points")
+    ap.add_argument("--out", type=Path, help="default: analysis/data/exact_boundaries_<kind>.csv")
     args = ap.parse_args(argv)
     t = time.perf_counter()
-    points = {k: n for k, n in zip(("2to1", "3to2"), args.points, strict=True) if n > 0}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    rows = compute_table(points, args.out)
-    print(f"wrote {rows} rows to {args.out} in {time.perf_counter() - t:.0f} s")
+    r_values = args.r or [float(v) for v in np.geomspace(0.1, 10, args.points)]
+    out = args.out or TABLE.parent / f"exact_boundaries_{args.kind}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = compute_table(args.kind, r_values, out)
+    print(f"wrote {rows} rows to {out} in {time.perf_counter() - t:.0f} s")
     return 0
 
 
