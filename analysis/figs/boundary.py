@@ -163,7 +163,10 @@ def boundary_distance(agg: xr.Dataset, kind: str) -> Figure:
             )
         ax.axhspan(-TARGET, TARGET, color="#999999", alpha=0.25, lw=0, label=f"±{TARGET} decades")
         ax.axhline(0, color="black", lw=0.8)
+        if not np.isfinite(b["boundary_density"].values).any():
+            ax.text(0.5, 0.5, "not found in this store", ha="center", transform=ax.transAxes)
         ax.set_xscale("log")
+        ax.set_xlim(r.min() / 1.2, r.max() * 1.2)  # explicit: an empty log axis has no limits
         ax.set_xlabel("relative importance r")
         ax.set_ylabel("log10(p measured / p theory)  [decades]")
         ax.set_title(f"{title}: {name} boundary", fontsize=10)
