@@ -141,13 +141,13 @@ def test_table_matches_a_fresh_computation() -> None:
 @pytest.mark.parametrize("kind", ["2to1", "3to2"])
 def test_exact_curve_against_closed_form(kind: str) -> None:
     """Free norms and biases only help the superposed phase (the ignored phase's optimum is the
-    candidate), so the exact boundary lies at or above the closed form, within 0.1 decades on
+    candidate), so the exact boundary lies at or above the closed form, within 0.12 decades on
     r <= 1: closest far from the triple point (~0.04 decades), farthest at it."""
     r, p = exact.boundary_table(kind, NAME)
     cf = exact.closed_form_curve(kind, NAME, r)
     d = np.log10(p / cf)
     assert np.all(d > -1e-3), d
-    assert np.all(d < 0.1), d
+    assert np.all(d < 0.12), d
     far = (r > 0.25) & (r < 0.6)
     assert np.all(d[far] < 0.045) and d[np.argmax(r)] > d[far].max() + 0.01, d
     if kind == "2to1":
@@ -161,6 +161,17 @@ def test_exact_curve_against_closed_form(kind: str) -> None:
         near = (rs > 1.2) & (rs < 4)
         mirrored = exact.boundary_curve(kind, NAME, 1 / rs[near])
         np.testing.assert_allclose(ps[near], mirrored, rtol=2e-3)
+
+
+def test_3to2_decouples_into_2to1_far_from_r_1() -> None:
+    """For r <= 0.52 the 3→2 minimum is one feature dedicated plus the 2→1 problem (1, r) in
+    the other dimension, so its boundary is 2→1's (computed independently); nearer r = 1 a
+    three-feature minimum keeps the extra feature superposed to higher density."""
+    r, p = exact.boundary_table("3to2", NAME)
+    two = exact.boundary_curve("2to1", NAME, r)
+    d = np.log10(p / two)
+    assert np.all(np.abs(d[r <= 0.52]) < 1e-3), d
+    assert np.all(d[r > 0.7] > 0.01), d
 
 
 # ---------------------------------------------------------------- real training, one row
