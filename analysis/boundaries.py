@@ -19,7 +19,10 @@ under independent label noise; ties go to the middle optimal split. Its location
 - else the geometric midpoint of those two points (error at most half their spacing).
 
 The bootstrap resamples the seeds of every cell with replacement, recomputes each cell's
-phase by lowest loss and re-locates; the band is the 2.5-97.5 % quantile range. Untrained cells
+phase by lowest loss and re-locates; the band runs from the 2.5 % quantile of the trained point
+below each resample's split to the 97.5 % quantile of the point above it, so it covers the
+grid's resolution as well as the seeds' uncertainty (a band of locations alone collapses to a
+point wherever all seeds agree, however coarse the grid). Untrained cells
 (a refined grid's NaN points) have no usable seed and are skipped, so neighbours are the
 nearest trained points. Nothing here imports torch.
 """
@@ -161,13 +164,14 @@ def bootstrap_row(
     seed: int = 0,
     interpolate: bool = True,
 ) -> np.ndarray:
-    """(n_boot,) locations from seed-resampled rows: each point's seeds drawn with replacement."""
+    """(n_boot, 3): location and the two points of the split (below, above) of seed-resampled
+    rows, each point's seeds drawn with replacement; NaN where a resample finds no boundary."""
     rng = np.random.default_rng(seed)
     n_pt, n_seed = phase.shape
-    out = np.empty(n_boot)
+    out = np.empty((n_boot, 3))
     for k in range(n_boot):
         pick = rng.integers(0, n_seed, size=(n_pt, n_seed))
-        out[k] = locate_row(
+        out[k] = _locate_row(
             x,
             np.take_along_axis(phase, pick, -1),
             np.take_along_axis(loss, pick, -1),
@@ -213,10 +217,14 @@ def locate(
                 continue
             spacing[ib, ir] = np.log10(above / below)
             boots = bootstrap_row(xs, p_, l_, name, n_boot, seed + ir, interpolate)
-            ok = np.isfinite(boots)
+            ok = np.isfinite(boots[:, 0])
             valid[ib, ir] = ok.mean()
             if ok.any():
-                lo[ib, ir], hi[ib, ir] = np.exp(np.percentile(np.log(boots[ok]), BAND))
+                # The boundary lies between the two points of a resample's split: the band runs
+                # from the 2.5 % quantile of the lower point to the 97.5 % one of the upper, so
+                # it holds the grid's resolution as well as the seeds' uncertainty.
+                lo[ib, ir] = np.exp(np.percentile(np.log(boots[ok, 1]), BAND[0]))
+                hi[ib, ir] = np.exp(np.percentile(np.log(boots[ok, 2]), BAND[1]))
     dims = ("boundary", other)
     coords = {"boundary": names, other: rows}
     tag = "density" if along == P else "importance"
