@@ -34,7 +34,6 @@ from analysis.settings import not_allowed
 
 FIGURES: dict[str, FigureFn] = {
     "phase_diagram": phase.draw,  # 2→1 / 3→2 phase grids only; skipped elsewhere
-    "boundaries": boundary.draw,  # measured boundaries vs theory; 2→1 / 3→2 phase grids only
     "feature_panels": features.draw,
     "loss_curves": curves.draw,
     "arrows_by_density": arrows.intro,
@@ -47,6 +46,7 @@ FIGURES: dict[str, FigureFn] = {
     "scaled_neuron_weights": neurons.absval,
     "gram_grid": latent.gram_grid,
     "embeddings": latent.embeddings,
+    "boundaries": boundary.draw,  # measured boundaries vs theory; 2→1 / 3→2 phase grids only
 }
 
 CONF_GRIDS = Path(__file__).resolve().parent.parent / "conf" / "grid"
