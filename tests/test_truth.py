@@ -111,3 +111,24 @@ def test_absval_model_computes_absolute_value(tmp_path):
     # and it needs the sign: on -x the same output (|x| is even), which ReLU(x) alone is not
     y_neg = np.maximum(np.maximum(-x @ W.T, 0) @ W_out + b, 0)
     assert np.abs(y_neg - y).mean() < 0.1 * target.mean()
+
+
+@pytest.mark.parametrize(("schedule", "expected"), [
+    (["data.importance.schedule=geometric", "data.importance.ratio=0.7"], 0.7 ** np.arange(4)),
+    (["data.importance.schedule=linear", "data.importance.start=1.0",
+      "data.importance.end=0.1"], np.linspace(1.0, 0.1, 4)),
+    (["data.importance.schedule=exponential", "data.importance.start=1.0",
+      "data.importance.end=0.05"], np.geomspace(1.0, 0.05, 4)),
+])
+def test_stored_importance_and_density_are_the_documented_schedules(schedule, expected,
+                                                                    tmp_path):
+    """conf/config.yaml: I_i = ratio^i (i from 0), or start → end evenly (in log); the
+    relative_importance axis scales the listed features; density_features get the axis value."""
+    ds = train(["model.n_features=4", "model.n_hidden=2", "train.steps=2", "grid.seeds=1",
+                *schedule, "data.relative_importance_features=[2]", "data.density=0.9",
+                "data.density_features=[0,3]", "+grid.axes.relative_importance=[0.5,4.0]",
+                "+grid.axes.density=[0.02]"], tmp_path / "s")
+    for k, r in enumerate([0.5, 4.0]):
+        want = expected * np.where(np.arange(4) == 2, r, 1.0)
+        np.testing.assert_allclose(ds.importance.values[k, 0], want, rtol=1e-12)
+        np.testing.assert_allclose(ds.feature_density.values[k, 0], [0.02, 0.9, 0.9, 0.02])
