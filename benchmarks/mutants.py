@@ -77,6 +77,13 @@ FAULTS = [
     Fault("fused-weight-decay", "training", "sweep/fused.py",
           "p.mul_(1 - coef[1])", "p.mul_(1 - 0.1 * coef[1])",
           "fused AdamW applies a tenth of the weight decay", TRAINING),
+    Fault("privileged-hidden-mask", "training", "sweep/fused.py",
+          "dh = torch.where(h > 0, dh, 0)", "dh = dh",
+          "fused privileged model: gradient ignores the hidden ReLU", TRAINING),
+    Fault("autograd-relu-bias", "training", "sweep/kinds/relu.py",
+          "return torch.relu(torch.baddbmm(b.unsqueeze(1), h, W))",
+          "return torch.relu(torch.bmm(h, W))",
+          "autograd ReLU model forgets its bias", TRAINING),
     Fault("lr-warmup-off-by-one", "training", "sweep/train.py",
           "return (step + 1) / warm", "return step / warm",
           "warm-up multiplier one step late", TRAINING),
@@ -131,7 +138,7 @@ FAULTS = [
     Fault("norm-threshold-config", "metrics", "conf/config.yaml",
           "  norm_threshold: 0.5", "  norm_threshold: 0.2",
           "conf/config.yaml norm threshold 0.5 → 0.2", METRICS),
-    Fault("superposition-threshold-settings", "metrics", "analysis/aggregate.py",
+    Fault("superposition-threshold-settings", "metrics", "analysis/settings.py",
           "    superposition_threshold: float = 0.5", "    superposition_threshold: float = 0.8",
           "aggregate Settings' superposition threshold 0.5 → 0.8", METRICS),
     # ---- theory
@@ -147,7 +154,7 @@ FAULTS = [
           "np.where(r <= 1, 4 * r / (2 + 5 * r), np.nan)",
           "np.where(r <= 1, 4 * r / (2 + 4 * r), np.nan)",
           "2→1 boundary 4r/(2+4r) instead of 4r/(2+5r)", THEORY),
-    Fault("quadrature-density", "theory", "analysis/theory.py",
+    Fault("quadrature-density", "theory", "analysis/exact_loss.py",
           "prob = np.prod(np.where(pl.masks, p[..., None, :], 1 - p[..., None, :]), axis=-1)",
           "prob = np.prod(np.where(pl.masks, p[..., None, :] ** 2, 1 - p[..., None, :]), axis=-1)",
           "exact expected loss: active probability p² instead of p", THEORY),
@@ -207,12 +214,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=600, help="seconds per fault")
     ap.add_argument("--no-baseline", action="store_true", help="skip the unchanged-copy run")
     ap.add_argument("--list", action="store_true", help="list the faults and exit")
+    ap.add_argument("--check", action="store_true",
+                    help="only say whether each fault's old text is still in its file")
     args = ap.parse_args(argv)
     faults = [f for f in FAULTS if not args.only or f.name in args.only]
     if args.list or not faults:
         for f in faults or FAULTS:
             print(f"{f.name:34} {f.area:12} {f.file:22} {f.what}")
         return 0 if faults else 2
+    if args.check:
+        stale = 0
+        for f in faults:
+            path = ROOT / f.file
+            n = path.read_text().count(f.old) if path.exists() else 0
+            stale += n != 1
+            print(f"{f.name:34} {'ok' if n == 1 else f'pattern found {n}x'}")
+        return 1 if stale else 0
     with tempfile.TemporaryDirectory(prefix="toysweep-mutants-") as tmp:
         tree = Path(tmp) / "repo"
         copy_repo(tree)

@@ -72,7 +72,7 @@ def trained_phases(grid: str, r: float, store) -> tuple[np.ndarray, np.ndarray]:
 def located(p: np.ndarray, phases: np.ndarray) -> float:
     """The one place the phase sequence changes (geometric midpoint of the two cells)."""
     changes = np.flatnonzero(phases[1:] != phases[:-1])
-    assert len(changes) == 1, f"not one boundary: {dict(zip(p.round(3), phases))}"
+    assert len(changes) == 1, f"not one boundary: {dict(zip(p.round(3), phases, strict=True))}"
     k = changes[0]
     return float(np.sqrt(p[k] * p[k + 1]))
 
