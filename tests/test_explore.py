@@ -182,9 +182,11 @@ def _click_and_check(page, store: Path, key: str, shot: Path) -> None:
     worst = int(np.argmax(cell["loss"].values))
     role = page.locator(f'.seed[data-seed="{int(cell.seed[worst])}"] .seed-role').inner_text()
     assert role.startswith("dropped: highest loss")
-    # the figures of the seeds are shown: m = 1, so arrows (not a WᵀW heatmap)
-    shown = page.evaluate("() => Bokeh.documents[0].get_model_by_name('fig_arrows0').visible")
-    assert shown is True
+    # the arrows drawn for each seed are its columns of W (m = 1: along x)
+    for k in range(cell.sizes["seed"]):
+        x1 = page.evaluate(f"() => Array.from(Bokeh.documents[0].get_model_by_name("
+                           f"'arrows{k}').data.x1)")
+        np.testing.assert_allclose(x1, cell["W"].values[k, 0, :2], rtol=1e-6, atol=1e-7)
     page.wait_for_timeout(300)
     page.screenshot(path=str(shot), full_page=True)
     if os.environ.get("TOYSWEEP_ARTEFACTS"):

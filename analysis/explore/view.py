@@ -79,10 +79,7 @@ if (p === undefined) {
 }
 for (const [name, data] of Object.entries(p.sources)) { get(targets, name).data = data; }
 for (const [name, text] of Object.entries(p.divs)) { get(targets, name).text = text; }
-for (const [name, v] of Object.entries(p.visible)) { get(targets, name).visible = v; }
-for (const [name, lh] of Object.entries(p.ranges)) {
-  const m = get(targets, name); m.low = lh[0]; m.high = lh[1];
-}
+for (const [name, props] of Object.entries(p.props)) { get(targets, name).setv(props); }
 """
 # Switching the map's quantity: the precomputed colour column, its colour bar, the legend.
 QUANTITY_JS = """
@@ -245,7 +242,12 @@ def _phase_span(name: str) -> str:
 
 
 def payload(det: CellDetail, n_seeds: int) -> dict:
-    """What the page shows for one cell: source data, Div HTML, visibility, colour ranges."""
+    """What the page shows for one cell: source data, Div HTML, and model properties.
+
+    Figures are never hidden or shown per cell (each such change lays out the whole page
+    again, which took minutes with 10 seeds): an unusable seed's sources are emptied, and one
+    geometry figure per seed holds both the arrows (m <= 2) and the WᵀW heatmap.
+    """
     coords = ", ".join(f"{axis_label(d)} = {label(v)}" for d, v in det.coords.items())
     phases = " ".join(f"{i + 1}:{_phase_span(p)}" for i, p in enumerate(det.cell_phases))
     warn = ""
@@ -261,7 +263,7 @@ def payload(det: CellDetail, n_seeds: int) -> dict:
         f'<span class="cell-loss">{_fmt(det.cell_loss)}</span>'
         f"{'; <b>seeds disagree</b>' if det.disagree else ''}</div></div>"
     )
-    out: dict = {"sources": {}, "divs": {"header": header}, "visible": {}, "ranges": {}}
+    out: dict = {"sources": {}, "divs": {"header": header}, "props": {"details": {"visible": True}}}
     for k in range(n_seeds):
         s = det.seeds[k]
         ok = s.status == "finished"
@@ -279,9 +281,9 @@ def payload(det: CellDetail, n_seeds: int) -> dict:
             f'{" ".join(_fmt(v) for v in s.norms) if ok else "–"}</span></div>'
         )
         arrows = det.m <= 2
-        out["visible"].update({f"fig_arrows{k}": ok and arrows,
-                               f"fig_gram{k}": ok and not arrows,
-                               f"fig_bias{k}": ok, f"fig_norm{k}": ok})
+        out["props"][f"geom_y{k}"] = {"flipped": not arrows}
+        out["props"][f"geom_title{k}"] = {"text": "columns of W" if arrows else "WᵀW"}
+        out["props"][f"gram_bar{k}"] = {"visible": ok and not arrows}
         W = np.nan_to_num(s.W) if ok else np.zeros((det.m, n))
         W2 = np.vstack([W, np.zeros_like(W)])[:2] if arrows else W[:2]
         r = np.hypot(W2[0], W2[1])
@@ -289,7 +291,10 @@ def payload(det: CellDetail, n_seeds: int) -> dict:
         out["sources"][f"arrows{k}"] = {
             "x0": [0.0] * n, "y0": [0.0] * n, "x1": W2[0].tolist(), "y1": W2[1].tolist(),
             "lx": (W2[0] * scale).tolist(), "ly": (W2[1] * scale).tolist(),
-            "label": [str(i) for i in feats]} if ok else _empty_arrows()
+            "label": [str(i) for i in feats]} if ok and arrows else _empty_arrows()
+        t_ = np.linspace(0, 2 * np.pi, 60)
+        out["sources"][f"circle{k}"] = ({"x": np.cos(t_).tolist(), "y": np.sin(t_).tolist()}
+                                        if ok and arrows else {"x": [], "y": []})
         G = W.T @ W  # (n, n)
         vmax = float(max(np.abs(G).max(initial=0), 1e-6))
         gi, gj = np.meshgrid(feats, feats, indexing="ij")
@@ -298,13 +303,15 @@ def payload(det: CellDetail, n_seeds: int) -> dict:
         out["sources"][f"gram{k}"] = {
             "i": gi.ravel().tolist(), "j": gj.ravel().tolist(), "v": G.ravel().tolist(),
             "colour": _colours(G.ravel(), LinearColorMapper(palette=RdBu[11], low=-vmax,
-                                                            high=vmax))} if ok else _empty_gram()
-        out["ranges"][f"gram_map{k}"] = [-vmax, vmax]
-        out["sources"][f"bias{k}"] = {"feature": feats.tolist(),
-                                      "b": np.nan_to_num(s.b).tolist() if ok else [0.0] * n}
-        sup = np.nan_to_num(s.superposition) if ok else np.zeros(n)
+                                                            high=vmax))
+        } if ok and not arrows else _empty_gram()
+        out["props"][f"gram_map{k}"] = {"low": -vmax, "high": vmax}
+        some = feats if ok else feats[:0]  # no bars for an unusable seed
+        out["sources"][f"bias{k}"] = {"feature": some.tolist(),
+                                      "b": np.nan_to_num(s.b)[: len(some)].tolist()}
+        sup = np.nan_to_num(s.superposition)[: len(some)]
         out["sources"][f"norm{k}"] = {
-            "feature": feats.tolist(), "norm": np.nan_to_num(s.norms).tolist() if ok else [0.0] * n,
+            "feature": some.tolist(), "norm": np.nan_to_num(s.norms)[: len(some)].tolist(),
             # the notebook's bar colour: sqrt(superposition) clipped to [0, 1] on viridis
             "colour": _colours(np.clip(np.sqrt(np.clip(sup, 0, None)), 0, 1),
                                LinearColorMapper(palette=Viridis256, low=0, high=1)),
@@ -358,10 +365,8 @@ class Page:
             self.targets[name].data = data
         for name, text in p["divs"].items():
             self.targets[name].text = text
-        for name, v in p["visible"].items():
-            self.targets[name].visible = v
-        for name, (lo, hi) in p["ranges"].items():
-            self.targets[name].update(low=lo, high=hi)
+        for name, props in p["props"].items():
+            self.targets[name].update(**props)
 
 
 def _swatch(colour: str, text: str, pattern: str = "") -> str:
@@ -506,44 +511,43 @@ def build(ex: Explorer, x: str | None = None, y: str | None = None, *,
                    legend_label=f"seed {int(seed)}")
         targets[f"curve{k}"] = cs
         text = Div(text="", width=260, name=f"text{k}")
-        asrc = ColumnDataSource(_empty_arrows())
-        fa = figure(title="columns of W", width=230, height=230, match_aspect=True,
-                    x_range=DataRange1d(start=-1.3, end=1.3), y_range=DataRange1d(start=-1.3,
-                    end=1.3), tools="pan,wheel_zoom,reset", visible=False, name=f"fig_arrows{k}")
-        t_ = np.linspace(0, 2 * np.pi, 100)
-        fa.line(np.cos(t_), np.sin(t_), color="#DDDDDD")
-        fa.add_layout(Arrow(end=VeeHead(size=8, fill_color=colour, line_color=colour),
-                            x_start="x0", y_start="y0", x_end="x1", y_end="y1", source=asrc,
-                            line_color=colour, line_width=2))
-        fa.text("lx", "ly", text="label", source=asrc, text_font_size="9pt",
-                text_align="center", text_baseline="middle")
+        asrc = ColumnDataSource(_empty_arrows(), name=f"arrows{k}")
+        csrc = ColumnDataSource({"x": [], "y": []})
         gsrc = ColumnDataSource(_empty_gram())
         gmap = LinearColorMapper(palette=RdBu[11], low=-1, high=1)
-        fg = figure(title="WᵀW", width=260, height=230, tools="hover,reset", visible=False,
-                    y_range=DataRange1d(flipped=True), name=f"fig_gram{k}",
+        # one figure for W's geometry: arrows when m <= 2, else WᵀW (features down the rows)
+        fg = figure(title="columns of W", width=270, height=230, match_aspect=True,
+                    tools="pan,wheel_zoom,reset,hover", y_range=DataRange1d(),
                     tooltips=[("features", "@i, @j"), ("WᵀW", "@v{0.000}")])
-        fg.rect("i", "j", 1, 1, source=gsrc, fill_color="colour", line_color=None)
-        fg.add_layout(ColorBar(color_mapper=gmap, width=8), "right")
-        fg.xaxis.axis_label = fg.yaxis.axis_label = "feature"
+        fg.line("x", "y", source=csrc, color="#BBBBBB")
+        fg.add_layout(Arrow(end=VeeHead(size=8, fill_color=colour, line_color=colour),
+                            x_start="x0", y_start="y0", x_end="x1", y_end="y1", source=asrc,
+                            line_color=colour, line_width=2))
+        fg.text("lx", "ly", text="label", source=asrc, text_font_size="9pt",
+                text_align="center", text_baseline="middle")
+        grect = fg.rect("i", "j", 1, 1, source=gsrc, fill_color="colour", line_color=None)
+        fg.select_one(HoverTool).renderers = [grect]
+        gbar = ColorBar(color_mapper=gmap, width=8, title="WᵀW", visible=False)
+        fg.add_layout(gbar, "right")
         bsrc = ColumnDataSource({"feature": [], "b": []})
         fb = figure(title="bias b_i", width=230, height=230, tools="hover,reset",
-                    visible=False, name=f"fig_bias{k}", x_axis_label="feature",
+                    x_axis_label="feature",
                     tooltips=[("feature", "@feature"), ("b", "@b{0.0000}")])
         fb.vbar("feature", top="b", width=0.8, source=bsrc, color="#0072B2")
         nsrc = ColumnDataSource({"feature": [], "norm": [], "colour": [], "sup": []})
         fn = figure(title="‖W_i‖, colour: superposition", width=260, height=230,
-                    tools="hover,reset", visible=False, name=f"fig_norm{k}", x_axis_label="feature",
+                    tools="hover,reset", x_axis_label="feature",
                     tooltips=[("feature", "@feature"), ("‖W_i‖", "@norm{0.000}"),
                               ("superposition", "@sup{0.000}")])
         fn.vbar("feature", top="norm", width=0.8, source=nsrc, color="colour")
         fn.add_layout(ColorBar(color_mapper=LinearColorMapper(palette=Viridis256, low=0,
                                                                high=1),
                                title="√superposition", width=8), "right")
-        targets.update({f"text{k}": text, f"arrows{k}": asrc, f"gram{k}": gsrc,
-                        f"gram_map{k}": gmap, f"bias{k}": bsrc, f"norm{k}": nsrc})
-        targets.update({f"fig_arrows{k}": fa, f"fig_gram{k}": fg, f"fig_bias{k}": fb,
-                        f"fig_norm{k}": fn})
-        rows.append(row(text, fa, fg, fb, fn))
+        targets.update({f"text{k}": text, f"arrows{k}": asrc, f"circle{k}": csrc,
+                        f"gram{k}": gsrc, f"gram_map{k}": gmap, f"bias{k}": bsrc,
+                        f"norm{k}": nsrc, f"geom_y{k}": fg.y_range, f"geom_title{k}": fg.title,
+                        f"gram_bar{k}": gbar})
+        rows.append(row(text, fg, fb, fn))
     curve.legend.location = "top_right"
     curve.legend.label_text_font_size = "8pt"
 
@@ -558,8 +562,10 @@ def build(ex: Explorer, x: str | None = None, y: str | None = None, *,
         f"<div style='color:#555'>{html.escape(str(ex.path))} · {ex.ds.sizes['seed']} seeds "
         f"per cell · {'live from the store' if served else 'static export'}</div>"),
         width=1000)
-    root = column(intro, counts, row(*controls), row(*plots), legend, row(header),
-                  row(curve), *rows, name="root")
+    details = column(row(curve), *rows, visible=False, name="details")  # shown on a click
+    targets["details"] = details
+    root = column(intro, counts, row(*controls), row(*plots), legend, row(header), details,
+                  name="root")
     page = Page(root=root, src=src, targets=targets, quantity=quantity, refresh=refresh,
                 counts=counts, explorer=ex, axes=(ax, ay), mappers=mappers)
     if payloads is not None:
