@@ -224,7 +224,9 @@ class Explorer:
             "n_usable": agg["n_usable"].values.ravel(), "n_features": n_real.ravel(),
             "phase": ph_extra.ravel(), "loss": agg["loss"].values.ravel(),
             "dstar": agg["dims_per_feature"].values.ravel(),
-            "disagree": agg["seeds_disagree"].values.ravel(),
+            # as the phase diagram: the seeds' disagreement on the feature the map shows
+            "disagree": np.take_along_axis(agg["seeds_disagree_feature"].values,
+                                           extra[..., None], -1)[..., 0].ravel(),
             **{k: v.ravel() for k, v in counts.items()},
         })
         return pd.DataFrame(out)

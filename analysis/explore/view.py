@@ -241,6 +241,15 @@ def _phase_span(name: str) -> str:
             f"{html.escape(name)}</span>")
 
 
+MAX_LISTED = 8  # features whose values the seed's text lists; more: see the bar charts
+
+
+def _values(v: np.ndarray) -> str:
+    if len(v) > MAX_LISTED:
+        return f"({len(v)} values: hover the bars)"
+    return " ".join(_fmt(x) for x in v)
+
+
 def payload(det: CellDetail, n_seeds: int) -> dict:
     """What the page shows for one cell: source data, Div HTML, and model properties.
 
@@ -269,16 +278,21 @@ def payload(det: CellDetail, n_seeds: int) -> dict:
         ok = s.status == "finished"
         n = det.n
         feats = np.arange(1, n + 1)
-        ph = " ".join(f"{i + 1}:{_phase_span(p)}" for i, p in enumerate(s.phases)) if ok else "–"
+        if not ok:
+            ph = "–"
+        elif n <= MAX_LISTED:
+            ph = " ".join(f"{i + 1}:{_phase_span(p)}" for i, p in enumerate(s.phases))
+        else:  # many features: counts here, each feature in the bar charts' hover
+            ph = ", ".join(f"{s.phases.count(v)} {_phase_span(v)}" for v in PHASE_NAMES.values()
+                           if v in s.phases)
         out["divs"][f"text{k}"] = (
             f'<div class="seed" data-seed="{s.seed}" style="width:250px">'
             f'<b>seed {s.seed}</b> <span class="seed-status">{s.status}</span><br>'
             f'loss <span class="seed-loss">{_fmt(s.loss)}</span><br>'
             f"phases {ph}<br>"
             f'<span class="seed-role"><i>{html.escape(s.role)}</i></span><br>'
-            f'b <span class="seed-b">{" ".join(_fmt(v) for v in s.b) if ok else "–"}</span><br>'
-            f'‖W_i‖ <span class="seed-norms">'
-            f'{" ".join(_fmt(v) for v in s.norms) if ok else "–"}</span></div>'
+            f'b <span class="seed-b">{_values(s.b) if ok else "–"}</span><br>'
+            f'‖W_i‖ <span class="seed-norms">{_values(s.norms) if ok else "–"}</span></div>'
         )
         arrows = det.m <= 2
         out["props"][f"geom_y{k}"] = {"flipped": not arrows}
@@ -432,7 +446,7 @@ def build(ex: Explorer, x: str | None = None, y: str | None = None, *,
     title = (f"{ex.name}: {'2 → 1' if ex.kind == '2to1' else '3 → 2'} phase diagram "
              f"(phase of feature {2 if ex.kind == '2to1' else 3})" if ex.kind
              else f"{ex.name}: one cell per grid point; click a cell")
-    kw = dict(width=560, height=470, tools="tap,hover,pan,wheel_zoom,reset,save",
+    kw = dict(width=560, height=470, tools="pan,wheel_zoom,reset,save",
               x_axis_type="log" if ax.log else "linear",
               y_axis_type="log" if ay.log else "linear", toolbar_location="above",
               x_range=Range1d(float(ax.lo.min()), float(ax.hi.max())),
@@ -444,12 +458,12 @@ def build(ex: Explorer, x: str | None = None, y: str | None = None, *,
                       line_color="white", line_width=0.5, hatch_pattern="hatch",
                       hatch_color="#555555", hatch_alpha=0.6, hatch_scale=8,
                       selection_line_color="black", selection_line_width=3,
-                      nonselection_fill_alpha=0.75, name="cellmap")
+                      nonselection_fill_alpha=1.0, name="cellmap")
     hover_dims = [(axis_label(d), f"@lab_{d}") for d in ex.cell_dims]
-    fmap.select_one(HoverTool).update(renderers=[cells], tooltips=hover_dims + [
+    # tools made here, not found with select_one (which walks every model: ~1 s per call)
+    fmap.add_tools(HoverTool(renderers=[cells], tooltips=hover_dims + [
         ("status", "@status"), ("phase (last feature)", "@phase_name"), ("loss", "@loss_text"),
-        ("superposed features", "@n_sup_text")])
-    fmap.select_one(TapTool).update(renderers=[cells])
+        ("superposed features", "@n_sup_text")]), TapTool(renderers=[cells]))
     ax.style(fmap.xaxis[0])
     ay.style(fmap.yaxis[0])
     fmap.grid.visible = False
@@ -501,7 +515,7 @@ def build(ex: Explorer, x: str | None = None, y: str | None = None, *,
     header = Div(text="<i>Click a cell of the map to see its models, seed by seed.</i>",
                  width=1000, name="header")
     targets["header"] = header
-    curve = figure(title="training loss per seed", width=420, height=230, y_axis_type="log",
+    curve = figure(title="training loss per seed", width=520, height=240, y_axis_type="log",
                    x_axis_label="step", y_axis_label="loss", tools="pan,wheel_zoom,reset,save")
     rows = []
     for k, seed in enumerate(ex.seeds):
@@ -517,8 +531,8 @@ def build(ex: Explorer, x: str | None = None, y: str | None = None, *,
         gmap = LinearColorMapper(palette=RdBu[11], low=-1, high=1)
         # one figure for W's geometry: arrows when m <= 2, else WᵀW (features down the rows)
         fg = figure(title="columns of W", width=270, height=230, match_aspect=True,
-                    tools="pan,wheel_zoom,reset,hover", y_range=DataRange1d(),
-                    tooltips=[("features", "@i, @j"), ("WᵀW", "@v{0.000}")])
+                    tools="pan,wheel_zoom,reset", y_range=DataRange1d(),
+                    toolbar_location=None)
         fg.line("x", "y", source=csrc, color="#BBBBBB")
         fg.add_layout(Arrow(end=VeeHead(size=8, fill_color=colour, line_color=colour),
                             x_start="x0", y_start="y0", x_end="x1", y_end="y1", source=asrc,
@@ -526,17 +540,18 @@ def build(ex: Explorer, x: str | None = None, y: str | None = None, *,
         fg.text("lx", "ly", text="label", source=asrc, text_font_size="9pt",
                 text_align="center", text_baseline="middle")
         grect = fg.rect("i", "j", 1, 1, source=gsrc, fill_color="colour", line_color=None)
-        fg.select_one(HoverTool).renderers = [grect]
+        fg.add_tools(HoverTool(renderers=[grect],
+                               tooltips=[("features", "@i, @j"), ("WᵀW", "@v{0.000}")]))
         gbar = ColorBar(color_mapper=gmap, width=8, title="WᵀW", visible=False)
         fg.add_layout(gbar, "right")
         bsrc = ColumnDataSource({"feature": [], "b": []})
         fb = figure(title="bias b_i", width=230, height=230, tools="hover,reset",
-                    x_axis_label="feature",
+                    x_axis_label="feature", toolbar_location=None,
                     tooltips=[("feature", "@feature"), ("b", "@b{0.0000}")])
         fb.vbar("feature", top="b", width=0.8, source=bsrc, color="#0072B2")
         nsrc = ColumnDataSource({"feature": [], "norm": [], "colour": [], "sup": []})
         fn = figure(title="‖W_i‖, colour: superposition", width=260, height=230,
-                    tools="hover,reset", x_axis_label="feature",
+                    tools="hover,reset", x_axis_label="feature", toolbar_location=None,
                     tooltips=[("feature", "@feature"), ("‖W_i‖", "@norm{0.000}"),
                               ("superposition", "@sup{0.000}")])
         fn.vbar("feature", top="norm", width=0.8, source=nsrc, color="colour")
@@ -548,8 +563,8 @@ def build(ex: Explorer, x: str | None = None, y: str | None = None, *,
                         f"norm{k}": nsrc, f"geom_y{k}": fg.y_range, f"geom_title{k}": fg.title,
                         f"gram_bar{k}": gbar})
         rows.append(row(text, fg, fb, fn))
-    curve.legend.location = "top_right"
     curve.legend.label_text_font_size = "8pt"
+    curve.add_layout(curve.legend[0], "right")  # beside the curves, never over them
 
     counts = Div(text=counts_text(ex, table if keep is None else table[keep]), width=560)
     controls = [quantity, *selects]
