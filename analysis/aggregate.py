@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,42 +26,9 @@ import xarray as xr
 
 from analysis import metrics
 from analysis.metrics import ABSENT
+from analysis.settings import RULES, Settings  # Settings: also its old import path
 
-RULES = ("drop_worst", "lowest_loss")
 SEED = "seed"
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Analysis settings, from the `analysis:` section of a store's config (defaults if absent)."""
-
-    norm_threshold: float = 0.5
-    superposition_threshold: float = 0.5
-    aggregate: str = "drop_worst"
-
-    @classmethod
-    def from_config(cls, cfg: dict) -> Settings:
-        section = (cfg or {}).get("analysis") or {}
-        known = {
-            k: section[k]
-            for k in ("norm_threshold", "superposition_threshold", "aggregate")
-            if section.get(k) is not None
-        }
-        s = cls(**known)
-        s.check()
-        return s
-
-    def check(self) -> None:
-        for key in ("norm_threshold", "superposition_threshold"):
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 10:
-                raise ValueError(
-                    f"analysis.{key}={v!r} is out of range: expected a number in (0, 10)"
-                )
-        if self.aggregate not in RULES:
-            raise ValueError(
-                f"analysis.aggregate={self.aggregate!r}: expected one of {', '.join(RULES)}"
-            )
 
 
 def model_metrics(ds: xr.Dataset, settings: Settings) -> xr.Dataset:
@@ -201,7 +167,7 @@ def analyse_store(ds: xr.Dataset, settings: Settings) -> xr.Dataset:
     n_models = int(ds["finished"].size)
     agg.attrs.update(
         {
-            **{k: v for k, v in asdict(settings).items()},
+            **settings.rule_settings(),
             "n_models": n_models,
             "n_unfinished": int((~ds["finished"]).sum()),
             "n_diverged": int((ds["finished"] & ds["diverged"]).sum()),

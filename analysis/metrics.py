@@ -121,3 +121,38 @@ def nearest_sticky(D: np.ndarray | float, tol: float = 0.05) -> np.ndarray:
     best = np.argmin(np.nan_to_num(dist, nan=np.inf), axis=-1)
     within = np.take_along_axis(dist, best[..., None], axis=-1)[..., 0] <= tol
     return np.where(within, best, -1).astype(np.int64)
+
+
+# A neuron whose weight row is shorter than this is dead and has no monosemanticity.
+DEAD_NEURON = 0.1
+
+
+def monosemanticity(W: np.ndarray) -> np.ndarray:
+    """Per neuron (hidden row), the share of its squared weights on its largest feature:
+    1 = monosemantic. W: (..., neuron, feature); NaN for dead neurons (row norm < DEAD_NEURON)
+    and padding rows. Meaningful where the hidden basis is privileged (a ReLU on the hidden
+    layer); elsewhere any rotation of W is as good, and the number says nothing.
+    """
+    W2 = np.nan_to_num(np.asarray(W, float)) ** 2
+    total = W2.sum(-1)
+    share = W2.max(-1) / np.where(total > 0, total, 1.0)
+    return np.where(np.sqrt(total) >= DEAD_NEURON, share, np.nan)
+
+
+def set_cosines(W: np.ndarray, set_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean cosine between features of the same set, and of different sets.
+
+    W: (..., hidden, feature), features in consecutive sets of set_size; returns two arrays of
+    shape (...). Zero-norm features count as cosine 0; NaN where W is all NaN.
+    """
+    W0, present = _split(W)
+    norms = np.linalg.norm(W0, axis=-2)  # (..., feat)
+    unit = W0 / np.where(norms > _ZERO_NORM, norms, np.inf)[..., None, :]
+    cos = np.swapaxes(unit, -1, -2) @ unit  # (..., feat, feat)
+    sets = np.arange(W0.shape[-1]) // set_size
+    same = (sets[:, None] == sets[None, :]) & ~np.eye(len(sets), dtype=bool)
+    other = sets[:, None] != sets[None, :]
+    anything = present.any(-1)
+    within = np.where(anything, cos[..., same].mean(-1) if same.any() else np.nan, np.nan)
+    across = np.where(anything, cos[..., other].mean(-1) if other.any() else np.nan, np.nan)
+    return within, across

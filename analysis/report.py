@@ -1,25 +1,35 @@
 """The analysis of one store: check it, compute the analysis dataset, draw the figures.
 
-`analyse(store)` is what `python -m analysis <store>` and the end of a sweep call. Figures are
-chosen by grid name through `FIGURES`; a grid without an entry gets the phase-diagram figures
-when its config is a 2→1 or 3→2 phase grid, else the generic panels (`DEFAULT`).
+`analyse(store, settings=...)` is what `python -m analysis <store>` and the end-of-sweep Hydra
+callback (analysis.callback) call. In order:
+
+1. open and check the store (sweep.store), read its config and analysis settings; the caller's
+   settings override the store's;
+2. per-model metrics and one value per cell (analysis.aggregate), then the analysis steps
+   (analysis.steps: theory, geometry, neurons, feature sets);
+3. draw the figure families the settings, the store's config or the fallback name
+   (analysis.registry), in memory;
+4. only then write: the analysis dataset beside the store, the figures into `<store>/figures/`.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import xarray as xr
 import yaml
+from matplotlib.figure import Figure
 
-from analysis import aggregate, correlated_absval, experiments, figures
+from analysis import aggregate, registry, steps
+from analysis.context import Context
+from analysis.figs.style import save, theme
+from analysis.settings import Settings, SettingsError
 from sweep.store import StoreError, config_of, open_store
 
-CONF_GRIDS = Path(__file__).resolve().parent.parent / "conf" / "grid"
-DEFAULT = "default"  # FIGURES key used for known grids with no entry of their own
 REQUIRED_VARS = (
     "W",
     "b",
@@ -36,52 +46,7 @@ class AnalysisError(RuntimeError):
     """A store this analysis cannot use; str() is a one-line message."""
 
 
-@dataclass
-class Context:
-    """What a figure function gets: the (loaded) store, its analysis and config."""
-
-    path: Path
-    store: xr.Dataset
-    analysis: xr.Dataset
-    config: dict
-    kind: str | None  # "2to1", "3to2" or None
-
-
-FigureSet = Callable[[Context], dict]  # returns {stem: Figure}
-
-
-def phase_figures(ctx: Context) -> dict:
-    """Phase diagram of the extra feature, per-feature panels, loss curves."""
-    out = {}
-    if ctx.kind is not None:
-        out[f"phase_diagram_{ctx.kind}"] = figures.phase_diagram(ctx.analysis, ctx.kind)
-    return {**out, **generic_figures(ctx)}
-
-
-def generic_figures(ctx: Context) -> dict:
-    """Norms and superposition per feature and cell, and the loss curves: for every store."""
-    return {
-        "feature_panels": figures.feature_overview(ctx.analysis),
-        "loss_curves": figures.loss_curves(ctx.store, ctx.analysis["usable_seed"]),
-    }
-
-
-# Grid name -> figures. Add an entry for an experiment's own figures; DEFAULT serves the rest.
-FIGURES: dict[str, FigureSet] = {
-    "phase": phase_figures,
-    "phase3": phase_figures,
-    DEFAULT: generic_figures,
-}
-FIGURES.update(experiments.FIGURES)  # the paper's experiments (analysis/experiments.py)
-FIGURES.update(correlated_absval.FIGURES)  # correlated sets, |x| (analysis/correlated_absval.py)
-
-
-def known_grids() -> set[str]:
-    """Grid names this analysis accepts: the grid files, FIGURES entries and the bare default."""
-    return {p.stem for p in CONF_GRIDS.glob("*.yaml")} | set(FIGURES) | {"default"}
-
-
-def phase_kind(cfg: dict, ds: xr.Dataset) -> str | None:
+def phase_kind(cfg: Mapping[str, Any], ds: xr.Dataset) -> str | None:
     """'2to1' or '3to2' when a store is a phase grid the closed forms describe, else None.
 
     That is: ReLU model, n → m = 2 → 1 or 3 → 2, all importances 1 but the last feature's,
@@ -99,14 +64,15 @@ def phase_kind(cfg: dict, ds: xr.Dataset) -> str | None:
         or float(imp.get("value", 1.0)) != 1.0
     ):
         return None
-    shape = (model.get("n_features"), model.get("n_hidden"))
-    kind = {(2, 1): "2to1", (3, 2): "3to2"}.get(shape)
-    if kind is None or list(data.get("relative_importance_features") or []) != [shape[0] - 1]:
+    n, m = model.get("n_features"), model.get("n_hidden")
+    kinds: dict[tuple[Any, Any], str] = {(2, 1): "2to1", (3, 2): "3to2"}
+    kind = kinds.get((n, m))
+    if kind is None or list(data.get("relative_importance_features") or []) != [int(n or 0) - 1]:
         return None
     return kind
 
 
-def load(store_path: Path | str) -> tuple[Path, xr.Dataset, dict, aggregate.Settings]:
+def load(store_path: Path | str) -> tuple[Path, xr.Dataset, dict[str, Any], Settings]:
     """Open and check a store; raise StoreError / AnalysisError with a one-line message."""
     path = Path(store_path).expanduser().absolute()
     if path.is_file():
@@ -125,63 +91,78 @@ def load(store_path: Path | str) -> tuple[Path, xr.Dataset, dict, aggregate.Sett
         ) from None
     if not isinstance(cfg, dict):
         raise AnalysisError(f"{path}: config_yaml attr is not a mapping")
-    name = str(ds.attrs.get("grid_name", ""))
-    if name not in known_grids() and phase_kind(cfg, ds) is None:
-        raise AnalysisError(
-            f"{path}: written by grid {name!r}, which this analysis does not know (known: "
-            f"{', '.join(sorted(known_grids()))}); add conf/grid/{name}.yaml or an entry to "
-            "analysis.report.FIGURES"
-        )
     try:
-        settings = aggregate.Settings.from_config(cfg)
-    except (TypeError, ValueError) as e:
+        settings = Settings.from_config(cfg)
+    except SettingsError as e:
         raise AnalysisError(f"{path}: {e} (in the store's config)") from None
     return path, ds, cfg, settings
 
 
+def figure_names(path: Path, ds: xr.Dataset, cfg: dict, settings: Settings) -> tuple[str, ...]:
+    """The families to draw: the settings' (caller's, else the store's config), else the
+    registry's fallback for the store's grid."""
+    if settings.figures is not None:
+        return registry.check_figures(settings.figures)
+    grid_name = str(ds.attrs.get("grid_name", ""))
+    return registry.fallback_figures(cfg, grid_name, phase_kind(cfg, ds))
+
+
 def analyse(
-    store_path: Path | str, figures_dir: Path | str | None = None, verbose: bool = True
-) -> dict:
+    store_path: Path | str,
+    figures_dir: Path | str | None = None,
+    verbose: bool = True,
+    settings: Mapping[str, Any] | Settings | None = None,
+) -> dict[str, Any]:
     """Analyse a store: write `<store>.analysis.zarr` beside it and figures (PNG and SVG) into
     figures_dir (default `<store>/figures/`); return a summary dict.
 
-    All checks run before anything is written, so a refused store is left as it was.
+    settings (norm_threshold, superposition_threshold, aggregate, figures) override the store's
+    `analysis:` config. All checks run before anything is written, so a refused store is left
+    as it was; bad settings raise SettingsError, a bad store StoreError or AnalysisError.
     """
-    path, ds, cfg, settings = load(store_path)
+    overrides = asdict(settings) if isinstance(settings, Settings) else settings
+    early = Settings().updated(overrides)  # the caller's settings first: not the store's fault
+    if early.figures is not None:
+        registry.check_figures(early.figures)
+    path, ds, cfg, stored = load(store_path)
+    chosen = stored.updated(overrides)
+    names = figure_names(path, ds, cfg, chosen)
     kind = phase_kind(cfg, ds)
-    agg = aggregate.analyse_store(ds, settings)
-    if kind is not None:
-        agg = aggregate.compare_with_theory(agg, kind)
+    agg = aggregate.analyse_store(ds, chosen)
+    ctx = Context(path, ds, agg, cfg, chosen, kind)
+    steps.run_steps(ctx)
+    drawn: dict[str, Figure] = {}
+    skipped = []
+    with theme():
+        for name in names:
+            try:
+                figs = registry.FIGURES[name](ctx)
+            except (KeyError, ValueError) as e:  # a family asked of a store it does not fit
+                raise AnalysisError(
+                    f"{path}: figure family {name!r} cannot draw this store ({type(e).__name__}: "
+                    f"{e})"
+                ) from None
+            drawn.update(figs)
+            if not figs:
+                skipped.append(name)
+    ana_path = aggregate.write_atomic(ctx.analysis, aggregate.analysis_path(path))
     out_dir = Path(figures_dir) if figures_dir is not None else path / "figures"
-    ana_path = aggregate.write_atomic(agg, aggregate.analysis_path(path))
-    ctx = Context(path, ds, agg, cfg, kind)
-    name = str(ds.attrs.get("grid_name", ""))
-    figure_set = FIGURES.get(name) or (phase_figures if kind else FIGURES[DEFAULT])
-    paths = []
-    for stem, fig in figure_set(ctx).items():
-        paths += figures.save(fig, out_dir, stem)
-    a = agg.attrs
+    paths = [p for stem, fig in drawn.items() for p in save(fig, out_dir, stem)]
+    a = ctx.analysis.attrs
+    counts = ("n_models", "n_unfinished", "n_diverged", "n_cells", "n_missing_cells")
     summary = {
         "store": str(path),
         "analysis": str(ana_path),
-        "grid_name": name,
+        "grid_name": str(ds.attrs.get("grid_name", "")),
         "kind": kind,
-        "aggregate": settings.aggregate,
+        "aggregate": chosen.aggregate,
+        "figure_families": list(names),
+        "skipped": skipped,
         "agreement": a.get("agreement"),
         "n_compared": a.get("n_compared"),
         "n_agree": a.get("n_agree"),
         "n_near_boundary": a.get("n_near_boundary"),
-        **{
-            k: a[k]
-            for k in (
-                "n_models",
-                "n_unfinished",
-                "n_diverged",
-                "n_cells",
-                "n_missing_cells",
-                "n_disagreeing_cells",
-            )
-        },
+        **{k: a[k] for k in (*counts, "n_disagreeing_cells")},
         "figures": [str(p) for p in paths],
     }
     if verbose:
@@ -196,7 +177,7 @@ def analyse(
     return summary
 
 
-def summary_lines(s: dict) -> str:
+def summary_lines(s: dict[str, Any]) -> str:
     """The agreement line (phase grids), counts, and one line per figure."""
     lines = []
     if s["kind"] is not None:
@@ -211,4 +192,5 @@ def summary_lines(s: dict) -> str:
         f"whose seeds disagree; analysis {s['analysis']}"
     )
     lines += [f"figure: {p}" for p in s["figures"]]
+    lines += [f"figure family {n}: nothing to draw for this store" for n in s["skipped"]]
     return "\n".join(lines)

@@ -46,6 +46,10 @@ def check_composes(argv: list[str]) -> None:
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             compose(config_name="config", overrides=overrides)
     except (HydraException, OmegaConfBaseException) as e:
+        typed = schema_error(e, overrides)
+        if typed:  # a value the schema refuses: say which key, which value, what is allowed
+            print(f"error: {typed}", file=sys.stderr)
+            sys.exit(2)
         detail = " ".join(str(e).split())
         if isinstance(e, OverrideParseException):  # name the override Hydra could not parse
             parser = OverridesParser.create()
@@ -59,6 +63,35 @@ def check_composes(argv: list[str]) -> None:
         sys.exit(2)
     finally:
         GlobalHydra.instance().clear()
+
+
+def schema_error(e: BaseException, overrides: list[str]) -> str | None:
+    """`key=value is not allowed: expected …` for a type or choice error of the schema."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf.errors import ValidationError
+
+    from sweep.config import expected
+
+    err: BaseException | None = e
+    while err is not None and not isinstance(err, ValidationError):
+        err = err.__cause__ or err.__context__
+    if err is None or not getattr(err, "full_key", None):
+        return None
+    key = str(err.full_key)
+    key = key.split("[")[0]  # a list element: name the list
+    value = getattr(err, "value", None)
+    parser = OverridesParser.create()
+    for arg in overrides:  # the user's own spelling of the value, when it came from them
+        try:
+            o = parser.parse_override(arg)
+        except Exception:  # noqa: BLE001 - unparsable ones are reported by Hydra itself
+            continue
+        if o.key_or_group == key:
+            value = o.value()
+    value = list(value) if isinstance(value, (list, tuple)) else value
+    where = "from the command line" if any(a.lstrip("+~").startswith(key + "=")
+                                           for a in overrides) else "in the config files"
+    return f"{key}={value!r} is not allowed: expected {expected(key)} ({where})"
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")

@@ -204,10 +204,8 @@ def finish(sweep: Sweep, failures: list[str]) -> int:
         print(f"error: {plan.n_cells - finished} cells unfinished; rerun the same command to "
               "train only those", file=sys.stderr)
         return 1
-    if sweep.cfg.analysis.run:
-        from analysis.report import analyse
-
-        analyse(path)
+    # The analysis runs after this, as a Hydra callback (conf/config.yaml: hydra.callbacks;
+    # analysis/callback.py): the engine never imports analysis/.
     return 0
 
 

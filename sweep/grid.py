@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from sweep.validate import CORRELATIONS, MODEL_KINDS, ConfigError, check_config
+from sweep import kinds
+from sweep.blocks import BlockJob
+from sweep.validate import CORRELATIONS, MAX_AXIS, MAX_CELLS, ConfigError, check_config
 
 # Axes that give separate jobs: they change tensor shapes, or (correlation) the data sampler.
 SHAPE_AXES = ("model", "n_features", "n_hidden", "correlation")
@@ -30,6 +32,10 @@ VECTOR_AXES = ("density", "relative_importance")
 # whatever its size plus its weights and AdamW state (measured peak RSS ≤ 2.2 B per element
 # for 2→1 at 2,000-100,000, 20→5 at 1,000, 200→20 at 200 instances); 4 B leaves a margin.
 BYTES_PER_ELEMENT = {"autograd": 12 * 4, "fused": 4}
+# Floor of one job's working memory whatever its chunking, per (seed, batch row, feature): the
+# sampled uniforms, their feature-major copy and the step's buffers for one cell (a chunk holds
+# at least one whole cell), about 12 dtype-sized tensors of that shape.
+FLOOR_BYTES_PER_ELEMENT = 12 * 4
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,8 @@ def axis_values(spec: Any, key: str) -> list:
             raise ConfigError(key, list(spec), f"[{kind}, start, stop, num] with numbers and "
                               "an integer num >= 1")
         start, stop, num = args
+        if num > MAX_AXIS:
+            raise ConfigError(key, list(spec), f"at most {MAX_AXIS} values on one axis")
         if kind == "log":
             if start <= 0 or stop <= 0:
                 raise ConfigError(key, list(spec), "[log, start, stop, num] with start, stop > 0")
@@ -143,6 +151,13 @@ class GridPlan:
                 raise ConfigError("data.set_size", cfg.data.set_size,
                                   f"a divisor of n_features={s.n_features} (features come in "
                                   "sets of this size)")
+            why = kinds.get(s.model).check(s)
+            if why:
+                key = "model.kind" if "model" not in self.axes else "grid.axes.model"
+                raise ConfigError(key, s.model, f"{why}, not correlation={s.correlation}")
+        if self.n_cells > MAX_CELLS:
+            raise ConfigError("grid", f"{self.n_cells} cells", f"at most {MAX_CELLS:,} models "
+                              "in one store (split the sweep into several stores)")
         self.max_features = max(s.n_features for s in self.shapes)
         self.max_hidden = max(s.n_hidden for s in self.shapes)
         self.chunks = self._chunk_sizes()
@@ -154,9 +169,18 @@ class GridPlan:
 
     def _instances_cap(self) -> int:
         """Most instances one job may hold under the memory budget (and the optional cap)."""
-        per_elem = BYTES_PER_ELEMENT[self.cfg.train.get("backend", "fused")]
-        per_inst = int(self.cfg.train.batch_size) * self.max_features * per_elem
-        cap = int(float(self.cfg.chunk.memory_mb) * 2**20 // per_inst)
+        per_elem = BYTES_PER_ELEMENT[str(self.cfg.train.backend)]
+        batch = int(self.cfg.train.batch_size)
+        per_inst = batch * self.max_features * per_elem
+        budget = float(self.cfg.chunk.memory_mb) * 2**20
+        floor = len(self.seeds) * batch * self.max_features * FLOOR_BYTES_PER_ELEMENT
+        if floor > budget:
+            raise ConfigError("train.batch_size", batch,
+                              f"a batch whose working memory fits chunk.memory_mb="
+                              f"{self.cfg.chunk.memory_mb} MiB (batch {batch} × "
+                              f"{self.max_features} features × {len(self.seeds)} seeds needs "
+                              f"about {floor / 2**20:,.0f} MiB)")
+        cap = int(budget // per_inst)
         if cap < 1:
             raise ConfigError("chunk.memory_mb", self.cfg.chunk.memory_mb,
                               f"at least {per_inst / 2**20:.1f} MiB, the working memory of one "
@@ -217,18 +241,36 @@ class GridPlan:
         dens[list(feats)] = density
         return dens
 
+    def cell_settings(self, cell: dict[str, Any]) -> tuple[Shape, np.ndarray, np.ndarray]:
+        """(shape, density, importance) of one cell given its coords (seed not needed): the one
+        place where a cell's per-feature settings are derived (plan and store template)."""
+        shape = next(s for s in self.shapes if all(
+            str(getattr(s, d)) == str(cell[d]) for d in SHAPE_AXES if d in cell))
+        dens = self.density(shape, cell.get("density", float(self.cfg.data.density)))
+        return shape, dens, self.importance(shape, cell.get("relative_importance", 1.0))
+
     def instances(self, block: Block) -> Instances:
         """Per-instance seed, density and importance of a block (C order over its dims)."""
         sub = {d: self.coords[d][block.slices[d]] for d in self.cell_dims}
-        base_density = float(self.cfg.data.density)
         seeds, dens, imps = [], [], []
         for cell in itertools.product(*sub.values()):
             c = dict(zip(self.cell_dims, cell, strict=False))
             seeds.append(c["seed"])
-            dens.append(self.density(block.shape, c.get("density", base_density)))
-            imps.append(self.importance(block.shape, c.get("relative_importance", 1.0)))
+            _, d, i = self.cell_settings(c)
+            dens.append(d)
+            imps.append(i)
         return Instances(np.array(seeds), np.array(dens), np.array(imps),
                          tuple(len(v) for v in sub.values()))
+
+    def job(self, block: Block) -> BlockJob:
+        """The typed job of one block: what `sweep.train.train_block` trains."""
+        inst = self.instances(block)
+        train = self.cfg.train
+        if OmegaConf.is_config(train) and OmegaConf.get_type(train) is not dict:
+            train = OmegaConf.to_object(train)  # the schema's TrainConfig
+        return BlockJob(block.key(), block.shape.model, block.shape.n_hidden, inst.seed,
+                        inst.density, inst.importance, train, block.shape.correlation,
+                        int(self.cfg.data.set_size))
 
 
 def check_axes(axes: dict[str, list]) -> None:
@@ -240,12 +282,16 @@ def check_axes(axes: dict[str, list]) -> None:
                               f"an axis among {', '.join(SHAPE_AXES + VECTOR_AXES)}")
         if len(vals) == 0:
             raise ConfigError(key, "[]", "a non-empty list of values")
-        if len(set(map(str, vals))) != len(vals):
+        if len(vals) > MAX_AXIS:
+            raise ConfigError(key, f"{len(vals)} values", f"at most {MAX_AXIS} values")
+        # 1 and 1.0 are the same coordinate: compare numbers as numbers, anything else as text
+        seen = {float(v) if _is_number(v) else str(v) for v in vals}
+        if len(seen) != len(vals):
             raise ConfigError(key, list(vals), "distinct values (no duplicates)")
         for v in vals:
             if name == "model":
-                if v not in MODEL_KINDS:
-                    raise ConfigError(key, v, f"one of {', '.join(MODEL_KINDS)}")
+                if v not in kinds.KINDS:
+                    raise ConfigError(key, v, f"one of {', '.join(kinds.KINDS)}")
             elif name == "correlation":
                 if v not in CORRELATIONS:
                     raise ConfigError(key, v, f"one of {', '.join(CORRELATIONS)}")

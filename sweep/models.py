@@ -11,6 +11,8 @@ import hashlib
 import numpy as np
 import torch
 
+from sweep import kinds
+
 
 def stream_seed(seed: int, purpose: str, *shape: int) -> int:
     """A 63-bit seed for one random stream, from the instance seed, a purpose and a shape.
@@ -33,36 +35,29 @@ def init_weights(seeds: np.ndarray, n: int, m: int, purpose: str = "init") -> to
 
 
 class ToyModels(torch.nn.Module):
-    """Many toy autoencoders evaluated at once.
+    """Many toy models of one kind evaluated at once; the kind's maths is in `sweep.kinds`.
 
-    kinds: relu x' = ReLU(WᵀWx + b); linear x' = WᵀWx + b;
-    privileged h = ReLU(Wx), x' = ReLU(Wᵀh + b);
-    absval (computation in superposition): h = ReLU(W x), y' = ReLU(W_out h + b), target |x|,
-    with an untied W_out (inst, feat, hidden).
+    W: (inst, hidden, feat), b: (inst, feat); W_out: (inst, feat, hidden) for kinds with untied
+    output weights (absval).
     """
 
     def __init__(self, kind: str, W: torch.Tensor, b: torch.Tensor,
                  W_out: torch.Tensor | None = None):
         super().__init__()
-        self.kind = kind
+        self.kind, self.spec = str(kind), kinds.get(kind)
         self.W = torch.nn.Parameter(W)  # (inst, hidden, feat)
         self.b = torch.nn.Parameter(b)  # (inst, feat)
-        if kind == "absval":
-            assert W_out is not None, "absval needs its untied output weights"
+        if self.spec.untied:
+            assert W_out is not None, f"{kind} needs its untied output weights"
             self.W_out = torch.nn.Parameter(W_out)  # (inst, feat, hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (inst, batch, feat)
-        h = torch.bmm(x, self.W.transpose(1, 2))  # (inst, batch, hidden)
-        if self.kind in ("privileged", "absval"):
-            h = torch.relu(h)
-        out_w = self.W_out.transpose(1, 2) if self.kind == "absval" else self.W
-        out = torch.baddbmm(self.b.unsqueeze(1), h, out_w)  # (inst, batch, feat)
-        return out if self.kind == "linear" else torch.relu(out)
+        # x: (inst, batch, feat) -> (inst, batch, feat)
+        return self.spec.forward(self.W, self.b, x, getattr(self, "W_out", None))
 
     def target(self, x: torch.Tensor) -> torch.Tensor:
-        """What the model must output: x itself, or |x| for the absolute-value model."""
-        return x.abs() if self.kind == "absval" else x
+        """What the model must output (x itself, or e.g. |x| for absval)."""
+        return self.spec.target(x)
 
 
 def instance_losses(out: torch.Tensor, x: torch.Tensor, importance: torch.Tensor) -> torch.Tensor:

@@ -28,8 +28,9 @@ import xarray as xr
 import yaml
 from omegaconf import OmegaConf
 
-from sweep.grid import SHAPE_AXES, Block, GridPlan
-from sweep.train import TrainResult, curve_steps
+from sweep import kinds
+from sweep.blocks import TrainResult, curve_steps
+from sweep.grid import Block, GridPlan
 
 SCHEMA_VERSION = 1
 # Config sections that decide the numbers in a store; two configs with the same sections (and
@@ -98,7 +99,8 @@ def template(plan: GridPlan, cfg: Any) -> xr.Dataset:
     sizes = [len(plan.coords[d]) for d in dims]
     chunks = [plan.chunks[d] for d in dims]
     nh, nf = plan.max_hidden, plan.max_features
-    points = len(curve_steps(int(cfg.train.steps), int(cfg.train.curve_points)))
+    record = curve_steps(int(cfg.train.steps), int(cfg.train.curve_points))
+    points = len(record)
 
     def lazy(extra_dims: tuple, extra_sizes: tuple, dtype: Any, fill: Any):
         arr = da.full(sizes + list(extra_sizes), fill, dtype=dtype,
@@ -110,10 +112,9 @@ def template(plan: GridPlan, cfg: Any) -> xr.Dataset:
     imp, dens = [], []
     for cell in np.ndindex(*[len(plan.coords[d]) for d in cell_dims]):
         c = {d: plan.coords[d][i] for d, i in zip(cell_dims, cell, strict=False)}
-        shape = next(s for s in plan.shapes if all(
-            getattr(s, d) == c[d] for d in SHAPE_AXES if d in c))
-        imp.append(plan.importance(shape, c.get("relative_importance", 1.0)))
-        dens.append(plan.density(shape, c.get("density", float(cfg.data.density))))
+        _, d_cell, i_cell = plan.cell_settings(c)
+        imp.append(i_cell)
+        dens.append(d_cell)
     cell_shape = [len(plan.coords[d]) for d in cell_dims]
     ds = xr.Dataset(
         {
@@ -129,9 +130,9 @@ def template(plan: GridPlan, cfg: Any) -> xr.Dataset:
         },
         coords={**{d: plan.coords[d] for d in dims}, "hidden": np.arange(nh),
                 "feature": np.arange(nf),
-                "curve_step": curve_steps(int(cfg.train.steps), int(cfg.train.curve_points)) + 1},
+                "curve_step": record + 1},
     )
-    if any(s.model == "absval" for s in plan.shapes):
+    if any(kinds.get(s.model).untied for s in plan.shapes):
         dims_, arr = lazy(("hidden", "feature"), (nh, nf), np.float32, np.nan)
         ds["W_out"] = (dims_, arr)
         ds["W_out"].attrs["description"] = ("absval output weights W_out (feature, hidden), "

@@ -7,7 +7,6 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from sweep import kinds
+from sweep.blocks import BlockJob, TrainResult, curve_steps  # noqa: F401 - old import path
 from sweep.data import FeatureSampler
 from sweep.fused import FusedTrainer, should_compile
 from sweep.groups import make_sampler
@@ -23,27 +24,10 @@ from sweep.models import ToyModels, init_weights, instance_losses
 EVAL_BATCHES = 8  # the final loss is measured on 8 fresh batches (8192 samples by default)
 
 
-@dataclass
-class TrainResult:
-    W: np.ndarray  # (inst, hidden, feat)
-    b: np.ndarray  # (inst, feat)
-    loss: np.ndarray  # (inst,) expected loss on fresh samples after training
-    curve: np.ndarray  # (inst, curve_points) training loss at curve_steps
-    diverged: np.ndarray  # (inst,) bool: non-finite weights or loss
-    seconds: float
-    resumed_from: int  # step the run resumed from (0 for a fresh start)
-    W_out: np.ndarray | None = None  # (inst, feat, hidden): absval's untied output weights
-
-
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def curve_steps(steps: int, points: int) -> np.ndarray:
-    """Steps (0-based) at which the loss curve is recorded: evenly spaced, last step included."""
-    return np.unique(np.linspace(0, steps - 1, min(points, steps)).round().astype(int))
 
 
 def lr_lambda(tcfg: Any):
@@ -112,50 +96,62 @@ def make_trainer(kind: str, seeds: np.ndarray, density: np.ndarray, importance: 
     The absolute-value model and correlated feature sets always train on the autograd path
     (the fused kernels cover the three tied models on independent features).
     """
-    device = resolve_device(tcfg.device)
-    dtype = getattr(torch, tcfg.dtype)
+    spec = kinds.get(kind)
+    device = resolve_device(str(tcfg.device))
+    dtype = getattr(torch, str(tcfg.dtype))
     inst, n = density.shape
     W0 = init_weights(seeds, n, n_hidden).to(device=device, dtype=dtype)  # (inst, hidden, feat)
     b0 = torch.zeros((inst, n), device=device, dtype=dtype)
     imp = torch.as_tensor(importance, device=device, dtype=dtype).unsqueeze(1)  # (inst, 1, feat)
     sampler = make_sampler(seeds, density, int(tcfg.batch_size), "data", device, dtype,
-                           correlation, set_size, signed=kind == "absval")
-    if kind == "absval":
+                           correlation, set_size, signed=spec.signed)
+    if spec.untied:
         W_out0 = init_weights(seeds, n_hidden, n, "init-out").to(device=device, dtype=dtype)
         return AutogradTrainer(kind, W0, b0, imp, sampler, tcfg, W_out0)  # W_out: (inst, n, m)
-    if tcfg.get("backend", "fused") == "autograd" or correlation != "none":
+    if str(tcfg.backend) == "autograd" or correlation != "none" or spec.fused is None:
         return AutogradTrainer(kind, W0, b0, imp, sampler, tcfg)
     work = float(inst) * n * int(tcfg.batch_size) * int(tcfg.steps)
-    compile = should_compile(tcfg.get("compile", "auto"), device, work)
-    return FusedTrainer(kind, W0, b0, imp, sampler, float(tcfg.lr), float(tcfg.weight_decay),
+    compile = should_compile(tcfg.compile, device, work)
+    return FusedTrainer(spec.fused, W0, b0, imp, sampler, float(tcfg.lr), float(tcfg.weight_decay),
                         lr_lambda(tcfg), compile)
 
 
-def train_block(kind: str, seeds: np.ndarray, density: np.ndarray, importance: np.ndarray,
-                n_hidden: int, tcfg: Any, checkpoint: Path | None = None,
-                progress: bool = True, desc: str = "train",
-                stop_at: int | None = None, correlation: str = "none",
-                set_size: int = 1) -> TrainResult | None:
-    """Train one model per row of (seeds, density, importance), all in one tensor.
+def train_block(job: BlockJob | str, *legacy: Any, checkpoint: Path | None = None,
+                progress: bool = True, desc: str | None = None, stop_at: int | None = None,
+                correlation: str = "none", set_size: int = 1,
+                identity: dict | None = None) -> TrainResult | None:
+    """Train one model per row of the job's (seeds, density, importance), all in one tensor.
 
     With a checkpoint path, the training state is saved every `checkpoint_seconds` and a run
-    resumes from it. `stop_at` ends the run after that step with the state saved (as a
-    preempted job would) and returns None.
+    resumes from it; `identity` (the store's run identity) is saved with it, and a checkpoint
+    of another identity or block shape is not loaded. `stop_at` ends the run after that step
+    with the state saved (as a preempted job would) and returns None.
+    The older call, train_block(kind, seeds, density, importance, n_hidden, tcfg, ...), still
+    works.
     """
+    if not isinstance(job, BlockJob):  # legacy loose arguments
+        seeds_, density_, importance_, n_hidden_, tcfg_ = legacy
+        job = BlockJob(desc or "train", str(job), int(n_hidden_), seeds_, density_,
+                       importance_, tcfg_, correlation, set_size)
+    kind, seeds, density, importance = job.kind, job.seeds, job.density, job.importance
+    n_hidden, tcfg, correlation, set_size = job.n_hidden, job.train, job.correlation, job.set_size
+    desc = desc or job.key
     inst = len(seeds)
-    steps = int(tcfg.steps)
-    if int(tcfg.get("threads", 1)) > 0:
+    steps = job.steps
+    if int(tcfg.threads) > 0:
         # One thread per job by default: with two or more, the compiled kernels wait for each
         # other whenever one thread is descheduled (measured 10× slower on a busy 2-core
         # machine); run several jobs for parallelism instead.
-        torch.set_num_threads(int(tcfg.get("threads", 1)))
+        torch.set_num_threads(int(tcfg.threads))
     trainer = make_trainer(kind, seeds, density, importance, n_hidden, tcfg, correlation, set_size)
     device, dtype = trainer.W.device, trainer.W.dtype
-    record = curve_steps(steps, int(tcfg.curve_points))
+    record = job.curve_steps
     curve = torch.full((inst, len(record)), float("nan"), device=device, dtype=dtype)
     start = 0
+    stamp = _stamp(job, identity)
     if checkpoint is not None and checkpoint.exists():
-        start = _load(checkpoint, trainer, curve)
+        start = _load(checkpoint, trainer, curve, stamp)
+    if start:
         logging.getLogger(__name__).info(f"{desc}: resumed from step {start} ({checkpoint})")
     slot = {int(s): k for k, s in enumerate(record)}
 
@@ -174,16 +170,16 @@ def train_block(kind: str, seeds: np.ndarray, density: np.ndarray, importance: n
             bar.set_postfix(models_per_s=f"{done / max(time.perf_counter() - t0, 1e-9):.3g}",
                             refresh=False)
         if checkpoint is not None and time.perf_counter() - last_save > tcfg.checkpoint_seconds:
-            _save(checkpoint, step + 1, trainer, curve)
+            _save(checkpoint, step + 1, trainer, curve, stamp)
             last_save = time.perf_counter()
         if stop_at is not None and step + 1 == stop_at and checkpoint is not None:
-            _save(checkpoint, step + 1, trainer, curve)
+            _save(checkpoint, step + 1, trainer, curve, stamp)
             bar.close()
             return None
     bar.close()
 
     evaluator = make_sampler(seeds, density, int(tcfg.batch_size), "eval", device, dtype,
-                             correlation, set_size, signed=kind == "absval")
+                             correlation, set_size, signed=kinds.get(kind).signed)
     final = torch.zeros(inst, device=device, dtype=dtype)
     for _ in range(EVAL_BATCHES):
         final += trainer.losses(evaluator) / EVAL_BATCHES
@@ -192,28 +188,42 @@ def train_block(kind: str, seeds: np.ndarray, density: np.ndarray, importance: n
     loss = final.cpu().numpy()
     diverged = ~(np.isfinite(W).all((1, 2)) & np.isfinite(b).all(1) & np.isfinite(loss))
     W_out = None
-    if kind == "absval":
+    if kinds.get(kind).untied:
         W_out = trainer.model.W_out.detach().cpu().numpy()  # (inst, feat, hidden)
         diverged |= ~np.isfinite(W_out).all((1, 2))
     return TrainResult(W, b, loss, curve.cpu().numpy(), diverged,
                        time.perf_counter() - t0, start, W_out)
 
 
-def _save(path: Path, step: int, trainer, curve) -> None:
+def _stamp(job: BlockJob, identity: dict | None) -> dict:
+    """What a checkpoint must match to be resumed: the store's run identity and the block."""
+    return {**(identity or {}), "block": job.key, "kind": job.kind, "inst": len(job.seeds),
+            "n_features": job.n_features, "n_hidden": job.n_hidden,
+            "seeds": [int(s) for s in job.seeds]}
+
+
+def _save(path: Path, step: int, trainer, curve, stamp: dict) -> None:
     # Written to a temporary file then renamed, so a kill mid-write leaves the old checkpoint.
     tmp = path.with_suffix(".tmp")
     torch.save({"step": step, "backend": trainer.backend, **trainer.state_dict(),
-                "rng": trainer.sampler.state(), "curve": curve}, tmp)
+                "rng": trainer.sampler.state(), "curve": curve, "stamp": stamp}, tmp)
     os.replace(tmp, path)
 
 
-def _load(path: Path, trainer, curve) -> int:
+def _load(path: Path, trainer, curve, stamp: dict) -> int:
+    """Resume from a checkpoint of this very block and run; returns its step (0: not used)."""
     # weights_only: a checkpoint holds tensors and plain containers, nothing is unpickled.
     state = torch.load(path, map_location=curve.device, weights_only=True)
     if state.get("backend", "autograd") != trainer.backend:
         raise ValueError(f"checkpoint {path} was written by train.backend="
                          f"{state.get('backend', 'autograd')}, not {trainer.backend}; delete it "
                          "or resume with the same train.backend")
+    if state.get("stamp") != stamp:
+        # Another run's, another block's or another shape's state: never broadcast it into
+        # this block (copy_ would); train from scratch instead.
+        logging.getLogger(__name__).warning(
+            f"checkpoint {path} belongs to another run or block shape; not resumed from it")
+        return 0
     trainer.load_state_dict(state)
     trainer.sampler.set_state([s.cpu() for s in state["rng"]])
     curve.copy_(state["curve"])

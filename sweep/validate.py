@@ -1,18 +1,31 @@
-"""Checks on a composed config, run before any work starts. Every failure is one line that names
-the config key, the bad value and what is allowed."""
+"""Checks on a composed config, run before anything is created.
+
+Types and choices (model kinds, schedules, modes, unknown keys) are checked by OmegaConf against
+the schema in `sweep.config` as the config is composed. Here: the ranges the schema declares
+beside each field, and the rules that tie several settings together. Every failure is one line
+naming the key, the bad value and what is allowed.
+"""
 
 from __future__ import annotations
 
 import math
+import shutil
 from collections.abc import Sequence
 from typing import Any
 
-MODEL_KINDS = ("relu", "linear", "privileged", "absval")
-SCHEDULES = ("constant", "geometric", "linear", "exponential")
-LR_SCHEDULES = ("constant", "linear", "cosine")
-STORE_MODES = ("resume", "overwrite")
-DTYPES = ("float32", "float64")
-CORRELATIONS = ("none", "correlated", "anticorrelated")
+from omegaconf import OmegaConf
+
+from sweep.config import Correlation, range_words, ranged_keys
+from sweep.kinds import KINDS
+
+# Kept for callers of the old names.
+MODEL_KINDS = KINDS
+CORRELATIONS = tuple(c.value for c in Correlation)
+# Size guards: beyond these the driver's own bookkeeping (the store template's per-cell flags
+# and settings, built cell by cell in Python) needs minutes and gigabytes before any training.
+# Split such a sweep into several stores.
+MAX_CELLS = 10_000_000
+MAX_AXIS = 100_000  # values on one axis (or seeds)
 
 
 class ConfigError(ValueError):
@@ -36,80 +49,110 @@ def require(cond: bool, key: str, value: Any, allowed: str) -> None:
         raise ConfigError(key, value, allowed)
 
 
+def _plain(v: Any) -> Any:
+    """A config value as plain Python (lists, dicts, enum values as strings)."""
+    if OmegaConf.is_config(v):
+        return OmegaConf.to_container(v, resolve=True, enum_to_str=True)
+    return v.value if hasattr(v, "value") and not isinstance(v, (int, float, str)) else v
+
+
+def _in_range(v: Any, lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> bool:
+    if lo is not None and (v < lo or (lo_open and v == lo)):
+        return False
+    return not (hi is not None and (v > hi or (hi_open and v == hi)))
+
+
+def _range_text(integer: bool, lo: Any, hi: Any, lo_open: bool, hi_open: bool) -> str:
+    what = "an integer" if integer else "a finite number"
+    if lo is not None and hi is not None:
+        return f"{what} in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+    if lo is not None:
+        return f"{what} {'>' if lo_open else '>='} {lo}"
+    return f"{what} {'<' if hi_open else '<='} {hi}"
+
+
+def check_ranges(cfg: Any) -> None:
+    """Every setting with a range declared in the schema (analysis.* included)."""
+    for key in ranged_keys():
+        v = OmegaConf.select(cfg, key, default=None)
+        if v is None:
+            continue
+        lo, hi, lo_open, hi_open = range_words(key) or (None, None, False, False)
+        require(_number(v) and _in_range(v, lo, hi, lo_open, hi_open), key, v,
+                _range_text(_integer(v), lo, hi, lo_open, hi_open))
+
+
+def check_analysis(cfg: Any) -> None:
+    """The analysis settings alone (the analysis callback calls this too, before training)."""
+    for key in ("analysis.norm_threshold", "analysis.superposition_threshold"):
+        v = OmegaConf.select(cfg, key, default=None)
+        lo, hi, lo_open, hi_open = range_words(key) or (None, None, False, False)
+        require(_number(v) and _in_range(v, lo, hi, lo_open, hi_open), key, v,
+                _range_text(False, lo, hi, lo_open, hi_open))
+    figs = OmegaConf.select(cfg, "analysis.figures", default=None)
+    if figs is not None:
+        figs = list(figs)
+        require(len(figs) == len(set(figs)), "analysis.figures", figs, "distinct names")
+
+
 def check_config(cfg: Any) -> None:
-    """Validate every scalar setting of a sweep config (axes are checked by the grid plan)."""
+    """Validate a sweep config: ranges, then the rules tying settings together."""
+    check_ranges(cfg)
+    check_analysis(cfg)
     m, d, t = cfg.model, cfg.data, cfg.train
-    require(m.kind in MODEL_KINDS, "model.kind", m.kind, f"one of {', '.join(MODEL_KINDS)}")
-    for key in ("n_features", "n_hidden"):
-        v = m[key]
-        require(_integer(v) and v >= 1, f"model.{key}", v, "an integer >= 1")
-    require(_number(d.density) and 0 < d.density <= 1, "data.density", d.density,
-            "a density in (0, 1]")
-    require(d.correlation in CORRELATIONS, "data.correlation", d.correlation,
-            f"one of {', '.join(CORRELATIONS)}")
-    require(_integer(d.set_size) and d.set_size >= 1, "data.set_size", d.set_size,
-            "an integer >= 1")
     imp = d.importance
-    require(imp.schedule in SCHEDULES, "data.importance.schedule", imp.schedule,
-            f"one of {', '.join(SCHEDULES)}")
-    needed = {"constant": ("value",), "geometric": ("ratio",), "linear": ("start", "end"),
-              "exponential": ("start", "end")}[imp.schedule]
-    for key in needed:
-        v = imp.get(key)
-        require(_number(v) and v >= 0, f"data.importance.{key}", v, "a number >= 0")
-    if imp.schedule == "exponential":
-        for key in needed:
+    if str(imp.schedule) == "exponential":
+        for key in ("start", "end"):
             require(imp[key] > 0, f"data.importance.{key}", imp[key],
                     "a number > 0 (exponential spacing)")
     n_min = min([m.n_features, *_ints((cfg.grid.get("axes") or {}).get("n_features"))])
     for key in ("relative_importance_features", "density_features"):
         feats = d[key]
-        if feats is None and key == "density_features":
+        if feats is None:
+            require(key == "density_features", f"data.{key}", None, "a list of feature indices")
             continue
-        require(isinstance(feats, (list, tuple)) or hasattr(feats, "__len__"), f"data.{key}",
-                feats, "a list of feature indices")
+        feats = list(feats)
         for f in feats:
-            require(_integer(f) and 0 <= f < n_min, f"data.{key}", list(feats),
+            require(_integer(f) and 0 <= f < n_min, f"data.{key}", feats,
                     f"feature indices in [0, {n_min - 1}] (n_features={n_min})")
-    require(_integer(t.steps) and t.steps >= 1, "train.steps", t.steps, "an integer >= 1")
-    require(_integer(t.batch_size) and t.batch_size >= 1, "train.batch_size", t.batch_size,
-            "an integer >= 1")
-    require(_number(t.lr) and t.lr > 0, "train.lr", t.lr, "a number > 0")
-    require(_number(t.weight_decay) and t.weight_decay >= 0, "train.weight_decay",
-            t.weight_decay, "a number >= 0")
-    require(t.lr_schedule in LR_SCHEDULES, "train.lr_schedule", t.lr_schedule,
-            f"one of {', '.join(LR_SCHEDULES)}")
-    require(_integer(t.warmup_steps) and 0 <= t.warmup_steps < t.steps, "train.warmup_steps",
-            t.warmup_steps, f"an integer in [0, train.steps={t.steps})")
-    require(_integer(t.curve_points) and t.curve_points >= 1, "train.curve_points",
-            t.curve_points, "an integer >= 1")
-    require(t.device == "auto" or str(t.device).split(":")[0] in ("cpu", "cuda"), "train.device",
-            t.device, "auto, cpu, cuda or cuda:N")
-    threads = t.get("threads", 1)
-    require(_integer(threads) and threads >= 0, "train.threads", threads,
-            "an integer >= 0 (0: torch's default, all cores)")
-    require(t.dtype in DTYPES, "train.dtype", t.dtype, f"one of {', '.join(DTYPES)}")
-    require(_number(t.checkpoint_seconds) and t.checkpoint_seconds > 0,
-            "train.checkpoint_seconds", t.checkpoint_seconds, "a number > 0")
-    require(t.backend in ("fused", "autograd"), "train.backend", t.backend, "fused or autograd")
-    require(t.compile in ("auto", True, False), "train.compile", t.compile, "auto, true or false")
-    seeds = cfg.grid.seeds
+        # A repeated index would scale (or set) that feature twice: r² instead of r.
+        require(len(set(feats)) == len(feats), f"data.{key}", feats,
+                "distinct feature indices (no duplicates)")
+    require(t.warmup_steps < t.steps, "train.warmup_steps", t.warmup_steps,
+            f"an integer in [0, train.steps={t.steps})")
+    dev = str(t.device)
+    head, _, tail = dev.partition(":")
+    require(dev == "auto" or dev == "cpu" or (head == "cuda" and (tail == "" or tail.isdigit())),
+            "train.device", dev, "auto, cpu, cuda or cuda:N")
+    require(t.compile in ("auto", True, False), "train.compile", _plain(t.compile),
+            "auto, true or false")
+    seeds = _plain(cfg.grid.seeds)
     if _integer(seeds):
-        require(seeds >= 1, "grid.seeds", seeds, "an integer >= 1 or a list of seeds")
+        require(1 <= seeds <= MAX_AXIS, "grid.seeds", seeds,
+                f"an integer in [1, {MAX_AXIS}] or a list of seeds")
     else:
-        require(hasattr(seeds, "__len__") and len(seeds) > 0
+        require(isinstance(seeds, list) and 0 < len(seeds) <= MAX_AXIS
                 and all(_integer(s) and s >= 0 for s in seeds), "grid.seeds", seeds,
                 "an integer >= 1 or a non-empty list of integers >= 0")
-        require(len(set(seeds)) == len(seeds), "grid.seeds", list(seeds), "distinct seeds")
-    require(_number(cfg.chunk.memory_mb) and cfg.chunk.memory_mb > 0, "chunk.memory_mb",
-            cfg.chunk.memory_mb, "a number of MiB > 0")
-    mi = cfg.chunk.get("max_instances")
-    require(mi is None or (_integer(mi) and mi >= 1), "chunk.max_instances", mi,
-            "null or an integer >= 1")
-    require(cfg.store.mode in STORE_MODES, "store.mode", cfg.store.mode,
-            f"one of {', '.join(STORE_MODES)}")
-    require(_integer(cfg.retries) and cfg.retries >= 0, "retries", cfg.retries,
-            "an integer >= 0")
+        require(len(set(seeds)) == len(seeds), "grid.seeds", seeds, "distinct seeds")
+
+
+def check_machine(cfg: Any) -> None:
+    """What this machine must offer: the device asked for, the launcher's commands."""
+    dev = str(cfg.train.device)
+    if dev.startswith("cuda"):
+        import torch
+
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(dev.partition(":")[2] or 0)
+        require(index < n, "train.device", dev,
+                f"auto or cpu (this machine has {n} CUDA device{'s' if n != 1 else ''})")
+    target = str(OmegaConf.select(cfg, "hydra.launcher._target_", default="") or "")
+    if "SlurmLauncher" in target:
+        missing = [c for c in ("sbatch", "sacct") if shutil.which(c) is None]
+        require(not missing, "launcher", "slurm",
+                f"a machine with SLURM's commands on PATH ({', '.join(missing)} not found); "
+                "use launcher=local or launcher=submitit_local here")
 
 
 def _ints(v: Any) -> list:

@@ -11,12 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+import yaml
 import zarr
 
-from analysis import aggregate, figures, theory
+from analysis import aggregate, theory
 from analysis.__main__ import main as analysis_main
+from analysis.figs import features, phase, style
 from analysis.metrics import ABSENT, DEDICATED, IGNORED, SUPERPOSED
 from analysis.report import AnalysisError, analyse, phase_kind
+from analysis.settings import SettingsError
 from sweep import driver
 from sweep.store import StoreError, config_of
 from tests.conftest import make_config, run_cli
@@ -115,17 +118,24 @@ def test_settings_from_config():
         {"analysis": {"aggregate": "lowest_loss", "norm_threshold": 0.3}}
     )
     assert s.aggregate == "lowest_loss" and s.norm_threshold == 0.3
-    with pytest.raises(ValueError, match="analysis.aggregate='best'"):
+    with pytest.raises(ValueError) as e:
         aggregate.Settings.from_config({"analysis": {"aggregate": "best"}})
-    with pytest.raises(ValueError, match="analysis.norm_threshold=-1"):
+    assert str(e.value) == (
+        "analysis.aggregate=best is not allowed: expected one of drop_worst, lowest_loss"
+    )
+    with pytest.raises(ValueError, match=r"analysis.norm_threshold=-1 is not allowed: expected a"):
         aggregate.Settings.from_config({"analysis": {"norm_threshold": -1}})
+    # the caller's settings win over the store's, None leaves the store's value
+    s = aggregate.Settings.from_config({"analysis": {"aggregate": "lowest_loss"}})
+    t = s.updated({"norm_threshold": 0.9, "aggregate": None, "figures": "a, b"})
+    assert (t.aggregate, t.norm_threshold, t.figures) == ("lowest_loss", 0.9, ("a", "b"))
 
 
 def analytic_store(kind: str = "2to1", n: int = 8) -> xr.Dataset:
     """Analysis of a fake 2->1 store whose every seed sits at the closed-form optimum."""
     r, p = np.geomspace(0.1, 10, n), np.geomspace(0.01, 1, n)
-    phase = theory.analytic_phase_map(kind, r, p).values
-    W = np.array([W_OF[c] for c in phase.ravel()]).reshape(n, n, 1, 1, 2).repeat(3, 2)
+    phases = theory.analytic_phase_map(kind, r, p).values
+    W = np.array([W_OF[c] for c in phases.ravel()]).reshape(n, n, 1, 1, 2).repeat(3, 2)
     ds = fake_store(W, np.random.default_rng(0).random((n, n, 3)))
     return aggregate.analyse_store(ds, aggregate.Settings())
 
@@ -156,7 +166,7 @@ def test_phase_diagram_figure():
     a["missing"][0, 0] = True
     a["phase"][0, 0, :] = ABSENT
     a["seeds_disagree_feature"][1, 1, 1] = True
-    fig = figures.phase_diagram(a, "2to1")
+    fig = phase.phase_diagram(a, "2to1")
     ax = fig.axes[0]
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
     assert ax.get_xlabel() == "relative importance r of feature 2"
@@ -170,11 +180,11 @@ def test_phase_diagram_figure():
     lo, hi = ax.get_xlim()
     np.testing.assert_allclose(np.log(0.1) - np.log(lo), np.log(hi) - np.log(10), rtol=1e-9)
     hatches = {p.get_hatch() for p in ax.patches}
-    assert {figures.MISSING_HATCH, figures.DISAGREE_HATCH} <= hatches
+    assert {style.MISSING_HATCH, style.DISAGREE_HATCH} <= hatches
 
 
 def test_feature_heatmaps_figure():
-    fig = figures.feature_heatmaps(analytic_store())
+    fig = features.feature_heatmaps(analytic_store())
     axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
     assert len(axes) == 4  # (norm, superposition) x 2 features
     for ax in axes:
@@ -184,9 +194,9 @@ def test_feature_heatmaps_figure():
 
 
 def test_cell_edges_are_log_midpoints():
-    e = figures.cell_edges(np.array([0.01, 0.1, 1.0]), log=True)
+    e = style.cell_edges(np.array([0.01, 0.1, 1.0]), log=True)
     np.testing.assert_allclose(e, [10**-2.5, 10**-1.5, 10**-0.5, 10**0.5])
-    assert figures.is_log_axis([0.01, 1]) and not figures.is_log_axis([1, 2, 3])
+    assert style.is_log_axis([0.01, 1]) and not style.is_log_axis([1, 2, 3])
 
 
 # ---------------------------------------------------------------- real stores and the CLI
@@ -286,7 +296,7 @@ def test_generic_store_gets_panels(tmp_path):
         "loss_curves.svg",
     ]
     ana = xr.open_zarr(aggregate.analysis_path(store))
-    fig = figures.feature_overview(ana)
+    fig = features.feature_overview(ana)
     assert fig.axes[1].get_xscale() == "log" and "density" in fig.axes[1].get_xlabel()
 
 
@@ -306,14 +316,17 @@ def test_unfinished_cells_warn_and_show_missing(phase_store, tmp_path, capsys):
     assert (store / "figures" / "phase_diagram_2to1.png").stat().st_size > 1000
 
 
-def _bad_schema(src: Path, dst: Path) -> Path:
-    store = copy_store(src, dst)
+def _set_attr(store: Path, key: str, value) -> Path:
     group = zarr.open_group(str(store), mode="r+", zarr_format=2, use_consolidated=False)
-    group.attrs["schema_version"] = 99
+    group.attrs[key] = value
     with warnings.catch_warnings():  # the listing meets .jobs/, which is ours
         warnings.simplefilter("ignore")
         zarr.consolidate_metadata(str(store))
     return store
+
+
+def _bad_schema(src: Path, dst: Path) -> Path:
+    return _set_attr(copy_store(src, dst), "schema_version", 99)
 
 
 def _foreign_zarr(dst: Path) -> Path:
@@ -329,7 +342,8 @@ def _foreign_zarr(dst: Path) -> Path:
         ("empty", "an empty directory, not a store"),
         ("foreign", "not a toysweep results store"),
         ("schema", "schema_version=99 but this toysweep reads schema_version=1"),
-        ("unknown_grid", "written by grid 'mystery', which this analysis does not know"),
+        ("not_a_mapping", "config_yaml attr is not a mapping"),
+        ("bad_settings", "analysis.aggregate=median is not allowed: expected one of drop_worst"),
     ],
 )
 def test_bad_input_one_line_and_untouched(
@@ -344,8 +358,12 @@ def test_bad_input_one_line_and_untouched(
         _foreign_zarr(path)
     elif case == "schema":
         _bad_schema(phase_store, path)
-    elif case == "unknown_grid":
-        copy_store(other_store, path)
+    elif case == "not_a_mapping":
+        _set_attr(copy_store(other_store, path), "config_yaml", "[1, 2]")
+    elif case == "bad_settings":
+        cfg = config_of(xr.open_zarr(other_store))
+        cfg["analysis"]["aggregate"] = "median"
+        _set_attr(copy_store(other_store, path), "config_yaml", yaml.safe_dump(cfg))
     before = tree_state(path) if path.is_dir() else None
     assert analysis_main([str(path)]) == 2
     err = capsys.readouterr().err
@@ -366,7 +384,9 @@ def test_errors_are_typed(tmp_path, other_store):
     with pytest.raises(StoreError):
         analyse(tmp_path / "nope")
     with pytest.raises(AnalysisError):
-        analyse(other_store)
+        analyse(_set_attr(copy_store(other_store, tmp_path / "s"), "config_yaml", "[1]"))
+    with pytest.raises(SettingsError):
+        analyse(other_store, settings={"figures": ["nope"]})
 
 
 def test_phase_kind_detection(phase_store, other_store):
@@ -406,12 +426,12 @@ def test_3to2_phase_diagram_and_kind():
     }
     n = 6
     r, p = np.geomspace(0.1, 10, n), np.geomspace(0.01, 1, n)
-    phase = theory.analytic_phase_map("3to2", r, p).values
-    W = np.array([W3[c] for c in phase.ravel()], float).reshape(n, n, 1, 2, 3).repeat(2, 2)
+    phases = theory.analytic_phase_map("3to2", r, p).values
+    W = np.array([W3[c] for c in phases.ravel()], float).reshape(n, n, 1, 2, 3).repeat(2, 2)
     ds = fake_store(W, np.random.default_rng(1).random((n, n, 2)))
     a = aggregate.compare_with_theory(aggregate.analyse_store(ds, aggregate.Settings()), "3to2")
     assert a.attrs["agreement"] == 1.0
-    fig = figures.phase_diagram(a, "3to2")
+    fig = phase.phase_diagram(a, "3to2")
     assert fig.axes[0].get_xlabel() == "relative importance r of feature 3"
     assert fig.axes[0].get_xscale() == "log" and fig.axes[0].get_yscale() == "log"
     cfg = {

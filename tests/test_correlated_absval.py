@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from analysis.correlated_absval import neuron_weights, set_cosines
+from analysis.figs.neurons import neuron_weights
+from analysis.metrics import set_cosines
 from analysis.report import analyse
 from sweep import driver
 from tests.conftest import make_config
@@ -19,8 +20,10 @@ def best(ds: xr.Dataset, **sel) -> np.ndarray:
 
 @pytest.mark.slow
 def test_correlated_orthogonal_anticorrelated_antipodal(tmp_path):
-    cfg = make_config(["+grid=correlated", "train.steps=2000", "grid.seeds=3",
-                       "grid.axes.density=[0.1,0.3]"], store=tmp_path / "c")
+    cfg = make_config(
+        ["+grid=correlated", "train.steps=2000", "grid.seeds=3", "grid.axes.density=[0.1,0.3]"],
+        store=tmp_path / "c",
+    )
     assert driver.run(cfg) == 0
     ds = xr.open_zarr(tmp_path / "c").load()
     within, _ = set_cosines(best(ds, correlation="correlated", density=0.1), 2)
@@ -30,8 +33,16 @@ def test_correlated_orthogonal_anticorrelated_antipodal(tmp_path):
 
 
 def test_absval_store_and_figures(tmp_path):
-    cfg = make_config(["+grid=absval", "model.n_features=3", "model.n_hidden=6",
-                       "train.steps=200", "grid.axes.density=[1.0,0.1]"], store=tmp_path / "a")
+    cfg = make_config(
+        [
+            "+grid=absval",
+            "model.n_features=3",
+            "model.n_hidden=6",
+            "train.steps=200",
+            "grid.axes.density=[1.0,0.1]",
+        ],
+        store=tmp_path / "a",
+    )
     assert driver.run(cfg) == 0
     ds = xr.open_zarr(tmp_path / "a")
     assert ds.W_out.shape == ds.W.shape == (2, 1, 6, 3)

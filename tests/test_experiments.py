@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from analysis import aggregate, experiments, metrics, report
+from analysis import aggregate, metrics, registry, report, steps
 from sweep import driver
 from sweep.grid import axis_values
 from tests.conftest import CONF, make_config
@@ -48,8 +48,10 @@ def test_every_grid_runs_and_draws_its_figures(name, tmp_path):
     assert paths and all(p.stat().st_size > 1000 for p in paths), paths
     assert {p.suffix for p in paths} == {".png", ".svg"}
     assert set(xr.open_zarr(store).data_vars) == before  # the results store is never modified
-    if name in experiments.FIGURES:  # an experiment of its own draws more than the loss curves
-        assert len({p.stem for p in paths} - {"loss_curves"}) >= 1, paths
+    # every family the grid names drew something (phase_diagram only on a phase grid)
+    assert summary["figure_families"] == registry.grid_files()[name]["analysis"]["figures"]
+    assert summary["skipped"] == [], summary
+    assert len({p.stem for p in paths} - {"loss_curves"}) >= 1, paths
     if name == "geometry":
         ana = xr.open_zarr(aggregate.analysis_path(store))
         assert {"sticky_label", "sticky_count", "dimensionality_best"} <= set(ana.data_vars)
@@ -67,7 +69,7 @@ def test_sticky_labels_of_known_frames():
         {"W": (("density", "seed", "hidden", "feature"), W)},
         coords={"density": [0.05, 0.5], "seed": [0]},
     ).isel(seed=0)
-    sticky = experiments.sticky_dataset(ds)
+    sticky = steps.sticky_dataset(ds)
     names = list(sticky["sticky"].values)
     codes = sticky["sticky_label"].values
     assert [names[c] for c in codes[0]] == ["pentagon"] * 5
@@ -77,7 +79,7 @@ def test_sticky_labels_of_known_frames():
 
 def test_monosemanticity():
     W = np.array([[1.0, 0.0, 0.0], [0.6, 0.8, 0.0], [0.0, 0.0, 0.01]])  # (neuron, feature)
-    np.testing.assert_allclose(experiments.monosemanticity(W), [1.0, 0.64, np.nan])
+    np.testing.assert_allclose(metrics.monosemanticity(W), [1.0, 0.64, np.nan])
 
 
 # ---------------------------------------------------------------- science (trained models)
@@ -127,7 +129,7 @@ def test_privileged_model_is_monosemantic_when_dense(tmp_path):
     )
     assert driver.run(cfg) == 0
     W = best_seed(xr.open_zarr(tmp_path / "s").load()).W.values[0]  # (neuron, feature)
-    share = experiments.monosemanticity(W)
+    share = metrics.monosemanticity(W)
     assert np.all(share > 0.9), share  # each neuron's weights sit on one feature
     # and the 5 neurons hold the 5 most important features, one each
     assert sorted(np.abs(W).argmax(-1).tolist()) == [0, 1, 2, 3, 4]

@@ -23,6 +23,8 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+import sweep.config  # noqa: F401 - registers the config schema (toysweep_schema) with Hydra
+
 log = logging.getLogger(__name__)
 
 

@@ -6,16 +6,17 @@ signed weights, Okabe–Ito for categories.
 
 from __future__ import annotations
 
-import matplotlib
+from typing import Any
 
-matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.colors import LogNorm, Normalize
+from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import LogNorm, Normalize  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import analysis.figs.style  # noqa: F401  (selects the Agg backend before any figure)
 
-OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#E69F00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 DIVERGING = "RdBu_r"  # red positive, blue negative, white 0
 ORDERED = "viridis"
 NONE_COLOUR = "#BBBBBB"
@@ -31,7 +32,7 @@ def value_norm(values: np.ndarray) -> Normalize:
     return Normalize(lo, hi if hi > lo else lo + 1e-9)
 
 
-def arrows(ax, W: np.ndarray, colours, limit: float, labels: bool = True) -> None:
+def arrows(ax: Axes, W: np.ndarray, colours: Any, limit: float, labels: bool = True) -> None:
     """Columns of a 2 × n W as arrows from the origin, on equal axes with the unit circle."""
     W = np.nan_to_num(np.asarray(W, float))
     if W.shape[0] == 1:  # a 1-D model: draw its line
@@ -73,7 +74,7 @@ def arrows(ax, W: np.ndarray, colours, limit: float, labels: bool = True) -> Non
     ax.tick_params(labelsize=7)
 
 
-def gram(ax, W: np.ndarray, vmax: float):
+def gram(ax: Axes, W: np.ndarray, vmax: float) -> AxesImage:
     """WᵀW (feature × feature) of one model as a heatmap centred on 0; returns the image."""
     W = np.nan_to_num(np.asarray(W, float))
     G = W.T @ W
@@ -91,7 +92,7 @@ def gram(ax, W: np.ndarray, vmax: float):
     return im
 
 
-def _feature_ticks(ax, n: int, which: str) -> None:
+def _feature_ticks(ax: Axes, n: int, which: str) -> None:
     """Ticks at features 1, 5, 10, ... (1-based, as in the paper's figures)."""
     step = 1 if n <= 10 else 5 if n <= 20 else 10 if n <= 40 else 20 if n <= 100 else 50
     ticks = sorted({1, *range(step, n + 1, step)})
@@ -99,7 +100,7 @@ def _feature_ticks(ax, n: int, which: str) -> None:
     ax.tick_params(labelsize=7)
 
 
-def feature_barh(ax, values: np.ndarray, colours, xlim: tuple[float, float]) -> None:
+def feature_barh(ax: Axes, values: np.ndarray, colours: Any, xlim: tuple[float, float]) -> None:
     """Horizontal bars, feature 1 on top (aligned with the rows of a WᵀW panel)."""
     v = np.nan_to_num(np.asarray(values, float))
     n = len(v)
@@ -110,7 +111,7 @@ def feature_barh(ax, values: np.ndarray, colours, xlim: tuple[float, float]) -> 
     _feature_ticks(ax, n, "y")
 
 
-def superposition_colours(sup: np.ndarray):
+def superposition_colours(sup: np.ndarray) -> np.ndarray:
     """The notebook's bar colour: √superposition clipped to [0, 1], on viridis."""
     s = np.clip(np.sqrt(np.clip(np.nan_to_num(np.asarray(sup, float)), 0, None)), 0, 1)
     return plt.get_cmap(ORDERED)(s)
@@ -137,7 +138,7 @@ def message_figure(title: str, message: str) -> Figure:
 
 
 def grid_of_axes(
-    n: int, ncols: int, size: float, height: float = 1.0, **kw
+    n: int, ncols: int, size: float, height: float = 1.0, **kw: Any
 ) -> tuple[Figure, np.ndarray]:
     """n panels in rows of ncols (height: row height / panel width); unused axes hidden.
 

@@ -1,0 +1,1 @@
+"""Figure families, one module each; registered by name in analysis.registry."""

@@ -1,0 +1,245 @@
+"""The typed schema of a sweep's config, registered in Hydra's ConfigStore as `toysweep_schema`.
+
+conf/config.yaml names it first in its defaults list, so every value given in a YAML file or on
+the command line is type- and choice-checked by OmegaConf as it is merged (an unknown model
+kind, a string where a number goes, a misspelt key). Ranges are declared here too, beside the
+field (`_f(..., lo=1)`), and checked by `sweep.validate`, which otherwise keeps only the rules
+that tie several settings together. Importing this module imports no torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from enum import Enum
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+
+from sweep.kinds import KINDS
+
+
+class Choice(str, Enum):
+    """A string enum whose str() is its value (for messages, paths and YAML)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+# Model kinds come from the registry (sweep/kinds/): a new kind is a choice here at once.
+ModelKind = Choice("ModelKind", {k: k for k in KINDS})  # type: ignore[misc]
+
+
+class Schedule(Choice):
+    constant = "constant"
+    geometric = "geometric"
+    linear = "linear"
+    exponential = "exponential"
+
+
+class Correlation(Choice):
+    none = "none"
+    correlated = "correlated"
+    anticorrelated = "anticorrelated"
+
+
+class LrSchedule(Choice):
+    constant = "constant"
+    linear = "linear"
+    cosine = "cosine"
+
+
+class DType(Choice):
+    float32 = "float32"
+    float64 = "float64"
+
+
+class Backend(Choice):
+    fused = "fused"
+    autograd = "autograd"
+
+
+class StoreMode(Choice):
+    resume = "resume"
+    overwrite = "overwrite"
+
+
+class Aggregate(Choice):
+    drop_worst = "drop_worst"
+    lowest_loss = "lowest_loss"
+
+
+def _f(default: Any, help: str, lo: float | None = None, hi: float | None = None,
+       lo_open: bool = False, hi_open: bool = False) -> Any:
+    """A field with its one-line help and its allowed range ([lo, hi], ends open if asked)."""
+    meta = {"help": help, "lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ModelConfig:
+    kind: ModelKind = _f(ModelKind("relu"), "model kind, one of sweep.kinds.KINDS")
+    n_features: int = _f(2, "n: features (grid.axes.n_features sweeps it)", lo=1)
+    n_hidden: int = _f(1, "m: hidden dimensions (grid.axes.n_hidden sweeps it)", lo=1)
+
+
+@dataclass
+class ImportanceConfig:
+    schedule: Schedule = _f(Schedule.constant, "importance of feature i across features")
+    value: float = _f(1.0, "constant: every feature's importance", lo=0)
+    ratio: float = _f(0.7, "geometric: importance ratio^i", lo=0)
+    start: float = _f(1.0, "linear/exponential: first feature's importance", lo=0)
+    end: float = _f(0.1, "linear/exponential: last feature's importance", lo=0)
+
+
+@dataclass
+class DataConfig:
+    density: float = _f(1.0, "p = 1 - S, probability a feature is nonzero", lo=0, hi=1,
+                        lo_open=True)
+    density_features: list[int] | None = _f(None, "features the density axis sets (null=all)")
+    importance: ImportanceConfig = field(default_factory=ImportanceConfig)
+    relative_importance_features: list[int] = _f(
+        [1], "features whose importance the relative_importance axis scales")
+    correlation: Correlation = _f(Correlation.none, "feature sets: none/correlated/anticorr.")
+    set_size: int = _f(2, "features per correlated/anticorrelated set", lo=1)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = _f(10000, "training steps", lo=1)
+    batch_size: int = _f(1024, "samples per step", lo=1)
+    lr: float = _f(1.0e-3, "AdamW learning rate", lo=0, lo_open=True)
+    weight_decay: float = _f(0.01, "AdamW weight decay", lo=0)
+    lr_schedule: LrSchedule = _f(LrSchedule.constant, "lr after warm-up")
+    warmup_steps: int = _f(0, "linear warm-up steps (< steps)", lo=0)
+    curve_points: int = _f(100, "loss-curve samples kept per model", lo=1)
+    device: str = _f("auto", "auto | cpu | cuda | cuda:N")
+    dtype: DType = _f(DType.float32, "float32 | float64")
+    checkpoint_seconds: float = _f(60.0, "seconds between training checkpoints", lo=0,
+                                   lo_open=True)
+    backend: Backend = _f(Backend.fused, "fused (fast) | autograd (reference)")
+    compile: Any = _f("auto", "torch.compile the fused step: auto | true | false")
+    threads: int = _f(1, "torch threads per job (0: all cores)", lo=0)
+
+
+@dataclass
+class GridConfig:
+    seeds: Any = _f(5, "N (seeds 0..N-1) or a list of seeds")
+    axes: dict[str, Any] = _f({}, "axis name -> values, or [log|lin, start, stop, num]")
+
+
+@dataclass
+class ChunkConfig:
+    memory_mb: float = _f(2048, "working-memory budget of one job, MiB", lo=0, lo_open=True)
+    max_instances: int | None = _f(None, "optional cap on models per job", lo=1)
+
+
+@dataclass
+class StoreConfig:
+    path: str = _f("results/${name}", "the zarr store of this sweep")
+    mode: StoreMode = _f(StoreMode.resume, "resume | overwrite")
+    verify: bool = _f(False, "read every chunk of every variable; retrain damaged blocks")
+    # Set by the driver for its jobs (never by hand): the creation id of the store the jobs
+    # belong to; a job whose id differs from the store's writes nothing.
+    run_id: str | None = _f(None, "creation id of the store (set by the driver)")
+
+
+@dataclass
+class AnalysisConfig:
+    run: bool = _f(True, "draw the figures at the end of the sweep")
+    norm_threshold: float = _f(0.5, "feature ignored when ||W_i|| < this", lo=0, lo_open=True)
+    superposition_threshold: float = _f(0.5, "superposed when interference >= this", lo=0,
+                                        hi=1, lo_open=True)
+    aggregate: Aggregate = _f(Aggregate.drop_worst, "seeds of a cell -> one value")
+    figures: list[str] | None = _f(None, "figures to draw (null: the analysis picks)")
+
+
+@dataclass
+class SweepConfig:
+    name: str = _f("default", "store name: results/<name>")
+    block: str | None = _f(None, "set per job by the sweeper: the block this job trains")
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    grid: GridConfig = field(default_factory=GridConfig)
+    chunk: ChunkConfig = field(default_factory=ChunkConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    retries: int = _f(2, "relaunch unfinished blocks this many times", lo=0)
+    progress: bool = _f(True, "progress bar over training")
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+
+
+ConfigStore.instance().store(name="toysweep_schema", node=SweepConfig)
+
+
+def schema_field(key: str) -> Any:
+    """The dataclass field of a dotted key (e.g. 'train.steps'), or None if not in the schema."""
+    node: Any = SweepConfig
+    found = None
+    for part in key.split("."):
+        if not (isinstance(node, type) and is_dataclass(node)):
+            return None
+        found = next((f for f in fields(node) if f.name == part), None)
+        if found is None:
+            return None
+        node = _resolve(found)
+    return found
+
+
+def _resolve(f: Any) -> Any:
+    """The class a field holds (dataclass fields are built by default_factory)."""
+    if f.default_factory is not MISSING:  # type: ignore[misc]
+        value = f.default_factory()
+        return type(value) if is_dataclass(value) else None
+    return None
+
+
+def expected(key: str) -> str:
+    """What a key allows, in words, from its schema type and range."""
+    f = schema_field(key)
+    if f is None:
+        return "a value of the right type"
+    t = f.type if not isinstance(f.type, str) else _TYPES.get(f.type, f.type)
+    desc = _TYPES_WORDS.get(str(t))
+    for enum in Choice.__subclasses__() + [ModelKind]:
+        if str(t).endswith(enum.__name__):
+            desc = "one of " + ", ".join(e.value for e in enum)
+    return desc or f"a value of type {t}"
+
+
+_TYPES: dict[str, Any] = {}
+_TYPES_WORDS = {
+    "int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
+    "int | None": "null or an integer", "str | None": "null or a string",
+    "list[int]": "a list of integers", "list[int] | None": "null or a list of integers",
+    "list[str] | None": "null or a list of names",
+}
+
+
+def range_words(key: str) -> tuple[float | None, float | None, bool, bool] | None:
+    """(lo, hi, lo_open, hi_open) declared for a key, or None."""
+    f = schema_field(key)
+    if f is None or (f.metadata.get("lo") is None and f.metadata.get("hi") is None):
+        return None
+    m = f.metadata
+    return m["lo"], m["hi"], m["lo_open"], m["hi_open"]
+
+
+def ranged_keys() -> list[str]:
+    """Every dotted key with a declared range, in schema order."""
+    out: list[str] = []
+
+    def walk(cls: Any, prefix: str) -> None:
+        for f in fields(cls):
+            sub = _resolve(f)
+            if sub is not None:
+                walk(sub, f"{prefix}{f.name}.")
+            elif f.metadata.get("lo") is not None or f.metadata.get("hi") is not None:
+                out.append(prefix + f.name)
+
+    walk(SweepConfig, "")
+    return out

@@ -1,0 +1,16 @@
+"""linear: x' = WᵀWx + b, the paper's baseline without superposition."""
+
+from __future__ import annotations
+
+from sweep.kinds.base import KindSpec
+
+
+def forward(W, b, x, W_out=None):
+    import torch
+
+    h = torch.bmm(x, W.transpose(1, 2))  # (inst, batch, hidden)
+    return torch.baddbmm(b.unsqueeze(1), h, W)  # (inst, batch, feat)
+
+
+# fused: sweep.fused.grads_gram / grads_bmm with kind "linear"
+KIND = KindSpec("linear", "WᵀWx + b", forward, fused="linear")

@@ -1,0 +1,250 @@
+"""Figures chosen by the grid file (analysis.registry), settings from the caller, the Hydra
+callback, and an analysis that never imports torch."""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import yaml
+import zarr
+from omegaconf import OmegaConf, open_dict
+
+from analysis import aggregate, registry
+from analysis.__main__ import main as analysis_main
+from analysis.callback import AnalysisCallback
+from analysis.figs.curves import loss_curves
+from analysis.metrics import IGNORED
+from analysis.report import analyse
+from sweep import driver
+from sweep.store import config_of
+from tests.conftest import CONF, make_config, run_cli
+
+GRIDS = sorted(p.stem for p in (CONF / "grid").glob("*.yaml"))
+TINY = ["train.steps=40", "grid.seeds=2", "train.compile=false", "train.curve_points=5"]
+
+
+def set_attr(store: Path, key: str, value) -> Path:
+    group = zarr.open_group(str(store), mode="r+", zarr_format=2, use_consolidated=False)
+    group.attrs[key] = value
+    with warnings.catch_warnings():  # the listing meets .jobs/, which is ours
+        warnings.simplefilter("ignore")
+        zarr.consolidate_metadata(str(store))
+    return store
+
+
+def without_figures(store: Path, grid_name: str) -> Path:
+    """The store as written before grids named their figures (no analysis.figures), renamed."""
+    cfg = config_of(xr.open_zarr(store))
+    cfg["analysis"].pop("figures", None)
+    set_attr(store, "config_yaml", yaml.safe_dump(cfg))
+    return set_attr(store, "grid_name", grid_name)
+
+
+@pytest.fixture(scope="module")
+def phase_store(tmp_path_factory) -> Path:
+    """A tiny trained 2->1 phase store (3 x 3 cells, 2 seeds)."""
+    store = tmp_path_factory.mktemp("reg") / "phase"
+    axes = ["grid.axes.density=[log,0.01,1.0,3]", "grid.axes.relative_importance=[log,0.1,10,3]"]
+    assert driver.run(make_config(["+grid=phase", *TINY, *axes], store=store)) == 0
+    return store
+
+
+def copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("figures"))
+    return dst
+
+
+def stems(summary: dict) -> list[str]:
+    return sorted({Path(p).stem for p in summary["figures"]})
+
+
+# ---------------------------------------------------------------- the registry and grid files
+
+
+def test_grid_files_name_registered_families_and_every_family_is_used():
+    named = {n: registry.grid_files()[n]["analysis"]["figures"] for n in GRIDS}
+    for name, families in named.items():
+        assert registry.check_figures(families) == tuple(families), name
+    assert set().union(*named.values()) == set(registry.FIGURES)
+
+
+@pytest.mark.parametrize("name", GRIDS)
+def test_a_renamed_grid_without_figures_falls_back_to_its_grid_file(name):
+    """`+grid=<name> name=other` of a store written before grids named figures: its config
+    (not its name) picks the grid file's families."""
+    cfg = OmegaConf.to_container(make_config([f"+grid={name}", "name=other"]), resolve=True)
+    assert isinstance(cfg, dict)
+    cfg["analysis"]["figures"] = None
+    want = tuple(registry.grid_files()[name]["analysis"]["figures"])
+    assert registry.fallback_figures(cfg, "other", None) == want
+    assert registry.fallback_figures(cfg, name, None) == want  # by name: older stores
+
+
+def test_old_and_renamed_stores_are_analysed(phase_store, tmp_path):
+    store = without_figures(copy(phase_store, tmp_path / "p"), "my-phase")
+    s = analyse(store, verbose=False)
+    assert s["figure_families"] == list(registry.PHASE_FIGURES) and s["skipped"] == []
+    assert "phase_diagram_2to1" in stems(s)
+    # a store no grid file describes gets the generic panels, never a refusal
+    cfg = config_of(xr.open_zarr(store))
+    cfg["grid"]["axes"] = {"density": [0.01, 0.1, 1.0]}
+    assert registry.fallback_figures(cfg, "mystery", None) == registry.GENERIC_FIGURES
+
+
+def test_model_axis_on_a_phase_grid_draws_the_generic_figures(tmp_path):
+    """The bug: a `model` axis made loss_curves stack cells into a dim named `model`."""
+    store = tmp_path / "s"
+    axes = [
+        "+grid.axes.model=[linear,relu]",
+        "grid.axes.density=[0.1,1.0]",
+        "grid.axes.relative_importance=[0.5,2.0]",
+    ]
+    assert driver.run(make_config(["+grid=phase", *TINY, *axes], store=store)) == 0
+    s = analyse(store, verbose=False)
+    assert s["kind"] is None and s["skipped"] == ["phase_diagram"]
+    assert stems(s) == ["feature_panels", "loss_curves"]
+
+
+def test_loss_curves_median_over_models_with_a_model_axis():
+    steps = np.array([1, 10, 100])
+    rng = np.random.default_rng(0)
+    curve = rng.uniform(0.1, 1.0, (2, 3, 4, 3))  # (model, density, seed, curve_step)
+    dims = ("model", "density", "seed")
+    store = xr.Dataset(
+        {
+            "loss_curve": ((*dims, "curve_step"), curve),
+            "loss": (dims, curve[..., -1]),
+        },
+        coords={"model": ["linear", "relu"], "density": [0.01, 0.1, 1.0], "curve_step": steps},
+    )
+    usable = xr.DataArray(np.ones((2, 3, 4), bool), dims=dims, coords=store["loss"].coords)
+    fig = loss_curves(store, usable)
+    ax_raw, ax_rel = fig.axes[:2]
+    sparsest = [ln for ln in ax_raw.get_lines() if len(ln.get_xdata()) == 3][0]
+    np.testing.assert_allclose(sparsest.get_ydata(), np.median(curve[:, 0].reshape(8, 3), 0))
+    rel = [ln for ln in ax_rel.get_lines() if len(ln.get_xdata()) == 3][0]
+    ratio = (curve / curve[..., -1:]).reshape(-1, 3)
+    np.testing.assert_allclose(rel.get_ydata(), np.median(ratio, 0))
+    assert ax_raw.get_xscale() == "log" and ax_raw.get_yscale() == "log"
+
+
+# ---------------------------------------------------------------- settings from the caller
+
+
+def test_command_line_settings_win_and_steps_run_without_their_figures(phase_store, tmp_path):
+    store = copy(phase_store, tmp_path / "p")
+    args = [str(store), "--aggregate", "lowest_loss", "--norm-threshold", "0.9"]
+    assert analysis_main([*args, "--figures", "loss_curves"]) == 0
+    assert sorted(p.name for p in (store / "figures").iterdir()) == [
+        "loss_curves.png",
+        "loss_curves.svg",
+    ]
+    ana = xr.open_zarr(aggregate.analysis_path(store)).load()
+    assert ana.attrs["aggregate"] == "lowest_loss" and ana.attrs["norm_threshold"] == 0.9
+    # the threshold is the one applied: a usable model's feature is ignored iff its norm < 0.9
+    usable = ana["usable_seed"].values[..., None]
+    ignored = ana["phase_seed"].values == IGNORED
+    assert ((ignored == (ana["norm_seed"].values < 0.9)) | ~usable).all()
+    # analysis steps ran although only the loss curves were drawn
+    for var in ("analytic_phase", "dimensionality_best", "sticky_count", "monosemanticity_best"):
+        assert var in ana, var
+
+
+@pytest.mark.parametrize(
+    "args, line",
+    [
+        (
+            ["--figures", "bogus,loss_curves"],
+            "error: analysis.figures=bogus is not allowed: expected names from phase_diagram, "
+            "feature_panels, loss_curves, ",
+        ),
+        (
+            ["--aggregate", "median"],
+            "error: analysis.aggregate=median is not allowed: expected one of drop_worst, "
+            "lowest_loss",
+        ),
+        (
+            ["--norm-threshold", "abc"],
+            "error: analysis.norm_threshold=abc is not allowed: expected a number in (0, 10)",
+        ),
+        (
+            ["--superposition-threshold", "0"],
+            "error: analysis.superposition_threshold=0.0 is not allowed: expected a number in "
+            "(0, 10)",
+        ),
+    ],
+)
+def test_bad_settings_one_line_nothing_written(phase_store, tmp_path, capsys, args, line):
+    store = copy(phase_store, tmp_path / "p")
+    assert analysis_main([str(store), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(line) and err.count("\n") == 1, err
+    assert not (store / "figures").exists() and not aggregate.analysis_path(store).exists()
+
+
+# ---------------------------------------------------------------- the Hydra callback
+
+
+CALLBACK = "++hydra.callbacks.analysis._target_=analysis.callback.AnalysisCallback"
+
+
+@pytest.mark.parametrize(
+    "setting, line",
+    [
+        (
+            "analysis.aggregate=bogus",
+            "error: analysis.aggregate=bogus is not allowed: expected one of drop_worst, "
+            "lowest_loss",
+        ),
+        ("analysis.figures=[nope]", "error: analysis.figures=nope is not allowed: expected names"),
+        ("analysis.norm_threshold=-1", "error: analysis.norm_threshold=-1 is not allowed"),
+    ],
+)
+def test_callback_refuses_bad_settings_before_the_sweep(tmp_path, setting, line):
+    store = tmp_path / "s"
+    r = run_cli(["-m", "sweep", "+grid=phase", setting, CALLBACK, f"store.path={store}"], tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith(line) and r.stderr.count("\n") == 1, r.stderr
+    assert not store.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_callback_analyses_a_finished_store_with_the_runs_settings(phase_store, tmp_path):
+    store = copy(phase_store, tmp_path / "p")
+    cfg = make_config(["+grid=phase", "analysis.figures=[loss_curves]"], store=store)
+    callback = AnalysisCallback()
+    callback.on_multirun_end(cfg)  # analysis.run is false in make_config: nothing
+    assert not (store / "figures").exists()
+    with open_dict(cfg):
+        cfg.analysis.run = True
+        cfg.analysis.aggregate = "lowest_loss"
+    callback.on_multirun_end(cfg)
+    assert sorted(p.stem for p in (store / "figures").iterdir()) == ["loss_curves"] * 2
+    assert xr.open_zarr(aggregate.analysis_path(store)).attrs["aggregate"] == "lowest_loss"
+    # an unfinished store is left to the rerun that trains it
+    unfinished = copy(phase_store, tmp_path / "u")
+    group = zarr.open_group(str(unfinished), mode="r+", zarr_format=2)
+    group["finished"][0, 0, 0] = False
+    with open_dict(cfg):
+        cfg.store.path = str(unfinished)
+    callback.on_multirun_end(cfg)
+    assert not (unfinished / "figures").exists()
+
+
+# ---------------------------------------------------------------- no torch
+
+
+@pytest.mark.xfail(reason="needs engine's torch-free store", strict=False)
+def test_analysing_a_store_imports_no_torch(phase_store, tmp_path):
+    store = copy(phase_store, tmp_path / "p")
+    code = (
+        "import sys; from analysis.__main__ import main; rc = main([sys.argv[1]]); "
+        "print('torch' in sys.modules, rc)"
+    )
+    r = run_cli(["-c", code, str(store)], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "False 0", r.stdout[-500:]
