@@ -112,7 +112,7 @@ def test_bad_input_one_line_exit_2(store, tmp_path, capsys):
     damaged = _copy(store, tmp_path)
     (damaged / ".zmetadata").write_text("{ not json")
     assert main([str(damaged)]) == 2
-    assert "damaged store" in _error_line(capsys)
+    assert "cannot be opened as a zarr store" in _error_line(capsys)
     assert main([str(store), "--x", "seed"]) == 2
     assert "--x=seed is not allowed" in _error_line(capsys)
     assert main([str(store), "--export", str(tmp_path / "out.html"), "--select", "density=7"]) == 2

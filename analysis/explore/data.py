@@ -18,11 +18,8 @@ import xarray as xr
 import yaml
 
 from analysis import aggregate, metrics
+from sweep import store
 
-# The schema this explorer reads; sweep.store.SCHEMA_VERSION. Not imported from there: importing
-# sweep.store imports torch (via sweep.train), which costs ~6 s and ~270 MB RSS here, and
-# opening a store must not need torch. The checks below mirror sweep.store.open_store.
-SCHEMA_VERSION = 1
 REQUIRED = ("W", "b", "loss", "loss_curve", "finished", "diverged", "importance")
 SLAB_BYTES = 32 * 2**20  # working memory of one slab's metrics (W, overlaps), bytes
 PHASES = {metrics.IGNORED: "ignored", metrics.DEDICATED: "dedicated",
@@ -34,27 +31,14 @@ class ExploreError(RuntimeError):
 
 
 def open_lazy(path: Path | str) -> xr.Dataset:
-    """Open a sweep store lazily (dask), refusing what is not one; ExploreError otherwise."""
+    """Open a sweep store lazily (dask) with the engine's checks; ExploreError otherwise."""
     path = Path(path).expanduser().absolute()
-    if not path.exists():
-        raise ExploreError(f"{path}: no such store")
     if path.is_file():
         raise ExploreError(f"{path}: is a file, not a store (a store is a directory)")
-    if not (path / ".zmetadata").exists() and not (path / ".zgroup").exists():
-        raise ExploreError(f"{path}: not a zarr store (no .zgroup/.zmetadata)")
     try:
-        ds = xr.open_zarr(path, consolidated=True)
-    except Exception as e:  # zarr raises many kinds for damaged metadata
-        first = str(e).splitlines()[0] if str(e) else ""
-        raise ExploreError(f"{path}: a damaged store, cannot be opened as zarr "
-                           f"({type(e).__name__}: {first})") from None
-    version = ds.attrs.get("schema_version")
-    if version is None or "fingerprint" not in ds.attrs:
-        raise ExploreError(f"{path}: a zarr store but not a toysweep results store "
-                           "(no schema_version/fingerprint attrs)")
-    if version != SCHEMA_VERSION:
-        raise ExploreError(f"{path}: schema_version={version} but the explorer reads "
-                           f"schema_version={SCHEMA_VERSION}")
+        ds = store.open_store(path)
+    except store.StoreError as e:
+        raise ExploreError(str(e)) from None
     missing = [v for v in REQUIRED if v not in ds]
     if missing:
         raise ExploreError(f"{path}: a damaged store, it lacks variables {', '.join(missing)}")
@@ -62,9 +46,9 @@ def open_lazy(path: Path | str) -> xr.Dataset:
 
 
 def config_of(ds: xr.Dataset) -> dict:
-    """The store's resolved config (sweep.store.config_of, without importing torch)."""
+    """The store's resolved config (sweep.store.config_of), checked to be a mapping."""
     try:
-        cfg = yaml.safe_load(ds.attrs["config_yaml"])
+        cfg = store.config_of(ds)
     except (KeyError, yaml.YAMLError) as e:
         raise ExploreError(f"store has no readable config_yaml attr ({type(e).__name__})") from None
     if not isinstance(cfg, dict):
