@@ -12,6 +12,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 from analysis.explore.data import ExploreError, label
 
@@ -22,7 +23,7 @@ def _fail(msg: str) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse's usage block -> our one line
+    def error(self, message: str) -> NoReturn:  # argparse's usage block -> our one line
         print(f"error: {message} (see python -m analysis.explore --help)", file=sys.stderr)
         sys.exit(2)
 
@@ -41,15 +42,27 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     ap = _Parser(prog="python -m analysis.explore", description=__doc__.split("\n")[0])
     ap.add_argument("store", help="a sweep's store, e.g. results/phase")
-    ap.add_argument("--host", default="127.0.0.1",
-                    help="address to listen on (default 127.0.0.1: this machine only)")
+    ap.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1: this machine only)",
+    )
     ap.add_argument("--port", type=int, default=0, help="port (default 0: a free one)")
     ap.add_argument("--x", default=None, help="grid axis along the map's x (default: auto)")
     ap.add_argument("--y", default=None, help="grid axis along the map's y (default: auto)")
-    ap.add_argument("--export", default=None, metavar="OUT.html",
-                    help="write a self-contained HTML file instead of serving")
-    ap.add_argument("--select", action="append", default=[], metavar="AXIS=V1[,V2...]",
-                    help="with --export: only these values of an axis (repeatable)")
+    ap.add_argument(
+        "--export",
+        default=None,
+        metavar="OUT.html",
+        help="write a self-contained HTML file instead of serving",
+    )
+    ap.add_argument(
+        "--select",
+        action="append",
+        default=[],
+        metavar="AXIS=V1[,V2...]",
+        help="with --export: only these values of an axis (repeatable)",
+    )
     args = ap.parse_args(argv)
     if not 0 <= args.port <= 65535:
         return _fail(f"--port={args.port} is not allowed: expected 0 (a free port) to 65535")
@@ -57,8 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.export is not None:
         out = Path(args.export).expanduser().absolute()
         if out.is_dir() or not out.parent.is_dir():
-            return _fail(f"--export={args.export} is not allowed: expected a file path in an "
-                         "existing directory")
+            return _fail(
+                f"--export={args.export} is not allowed: expected a file path in an "
+                "existing directory"
+            )
     try:
         select = parse_select(args.select)
         from analysis.explore.data import Explorer
@@ -66,28 +81,36 @@ def main(argv: list[str] | None = None) -> int:
         ex = Explorer(args.store)
         for key, val in (("--x", args.x), ("--y", args.y), *((f"--select {d}", d) for d in select)):
             if val is not None and val not in ex.cell_dims:
-                raise ExploreError(f"{key}={val} is not allowed: expected a grid axis of the "
-                                   f"store, one of {', '.join(ex.cell_dims) or '(none)'}")
+                raise ExploreError(
+                    f"{key}={val} is not allowed: expected a grid axis of the "
+                    f"store, one of {', '.join(ex.cell_dims) or '(none)'}"
+                )
         if args.x is not None and args.x == args.y:
             raise ExploreError(f"--y={args.y} is not allowed: expected an axis other than --x")
         for d, values in select.items():
             known = [label(v) for v in ex.coords[d]]
             bad = [v for v in values if v not in known]
             if bad:
-                raise ExploreError(f"--select {d}={bad[0]} is not allowed: expected one of "
-                                   f"{', '.join(known)}")
+                raise ExploreError(
+                    f"--select {d}={bad[0]} is not allowed: expected one of {', '.join(known)}"
+                )
         ex.summary()  # per-cell numbers, slab by slab
         if out is not None:
             from analysis.explore.app import export
 
             path, n = export(ex, out, args.x, args.y, select)
-            print(f"wrote {path} ({n} cells, {path.stat().st_size / 2**20:.1f} MB, "
-                  f"{time.perf_counter() - t0:.1f} s); open it in a browser, no server needed")
+            print(
+                f"wrote {path} ({n} cells, {path.stat().st_size / 2**20:.1f} MB, "
+                f"{time.perf_counter() - t0:.1f} s); open it in a browser, no server needed"
+            )
             return 0
         from analysis.explore.app import serve
 
-        print(f"read {ex.path}: {len(ex.summary())} cells × {len(ex.seeds)} seeds in "
-              f"{time.perf_counter() - t0:.1f} s", flush=True)
+        print(
+            f"read {ex.path}: {len(ex.summary())} cells × {len(ex.seeds)} seeds in "
+            f"{time.perf_counter() - t0:.1f} s",
+            flush=True,
+        )
         serve(ex, args.host, args.port, args.x, args.y)
     except ExploreError as e:
         return _fail(str(e))

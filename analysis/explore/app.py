@@ -78,11 +78,18 @@ def serve(ex: Explorer, host: str, port: int, x: str | None, y: str | None) -> N
     app = Application(FunctionHandler(make_document(ex, x, y, threading.Lock())))
     try:
         port = port or free_port(host)
-        server = Server({"/": app}, address=host, port=port, num_procs=1,
-                        allow_websocket_origin=origins(host, port))
+        server = Server(
+            {"/": app},
+            address=host,
+            port=port,
+            num_procs=1,
+            allow_websocket_origin=origins(host, port),
+        )
     except OSError as e:  # in use, or an address this machine does not have
-        raise ExploreError(f"--port={asked} is not allowed on --host={host}: "
-                           f"{e.strerror or e}; expected a free port (0 picks one)") from None
+        raise ExploreError(
+            f"--port={asked} is not allowed on --host={host}: "
+            f"{e.strerror or e}; expected a free port (0 picks one)"
+        ) from None
     server.start()
     shown = "localhost" if host in ("127.0.0.1", "localhost") else host
     print(f"explorer of {ex.path} at http://{shown}:{server.port}/ (Ctrl-C to stop)", flush=True)
@@ -105,8 +112,9 @@ def subset(ex: Explorer, select: dict[str, list[str]]) -> np.ndarray:
     return keep
 
 
-def export(ex: Explorer, out: Path, x: str | None, y: str | None,
-           select: dict[str, list[str]]) -> tuple[Path, int]:
+def export(
+    ex: Explorer, out: Path, x: str | None, y: str | None, select: dict[str, list[str]]
+) -> tuple[Path, int]:
     """Write one self-contained HTML file (Bokeh's JS inlined) of the chosen cells."""
     from bokeh.embed import file_html
     from bokeh.resources import INLINE
@@ -120,7 +128,8 @@ def export(ex: Explorer, out: Path, x: str | None, y: str | None,
         raise ExploreError(
             f"--export of {len(table)} cells would be about {len(table) * per_cell / 2**20:.0f} "
             f"MB (limit {EXPORT_LIMIT_BYTES // 2**20} MB): choose a subset with "
-            f"--select AXIS=VALUE[,VALUE...] over {', '.join(dims)}")
+            f"--select AXIS=VALUE[,VALUE...] over {', '.join(dims)}"
+        )
     payloads = {}
     for idx in table[[f"i_{d}" for d in dims]].itertuples(index=False):
         key = ",".join(str(int(v)) for v in idx)

@@ -22,8 +22,12 @@ from sweep import store
 
 REQUIRED = ("W", "b", "loss", "loss_curve", "finished", "diverged", "importance")
 SLAB_BYTES = 32 * 2**20  # working memory of one slab's metrics (W, overlaps), bytes
-PHASES = {metrics.IGNORED: "ignored", metrics.DEDICATED: "dedicated",
-          metrics.SUPERPOSED: "superposed", metrics.ABSENT: "missing"}
+PHASES = {
+    metrics.IGNORED: "ignored",
+    metrics.DEDICATED: "dedicated",
+    metrics.SUPERPOSED: "superposed",
+    metrics.ABSENT: "missing",
+}
 
 
 class ExploreError(RuntimeError):
@@ -67,10 +71,13 @@ def phase_kind(cfg: dict, cell_dims: list[str]) -> str | None:
     imp = data.get("importance") or {}
     if set(cell_dims) != {"relative_importance", "density"} or model.get("kind") != "relu":
         return None
-    if (data.get("density_features") is not None or imp.get("schedule") != "constant"
-            or float(imp.get("value", 1.0)) != 1.0):
+    if (
+        data.get("density_features") is not None
+        or imp.get("schedule") != "constant"
+        or float(imp.get("value", 1.0)) != 1.0
+    ):
         return None
-    shape = (model.get("n_features"), model.get("n_hidden"))
+    shape = (int(model.get("n_features") or 0), int(model.get("n_hidden") or 0))
     kind = {(2, 1): "2to1", (3, 2): "3to2"}.get(shape)
     if kind is None or list(data.get("relative_importance_features") or []) != [shape[0] - 1]:
         return None
@@ -87,21 +94,21 @@ def label(value: object) -> str:
 @dataclasses.dataclass
 class SeedDetail:
     seed: int
-    status: str            # finished | unfinished | diverged
+    status: str  # finished | unfinished | diverged
     loss: float
-    W: np.ndarray          # (m, n), NaN when not usable
-    b: np.ndarray          # (n,)
-    norms: np.ndarray      # (n,)
+    W: np.ndarray  # (m, n), NaN when not usable
+    b: np.ndarray  # (n,)
+    norms: np.ndarray  # (n,)
     superposition: np.ndarray  # (n,)
-    phases: list[str]      # per feature
+    phases: list[str]  # per feature
     curve_step: np.ndarray
     curve: np.ndarray
-    role: str              # what the aggregation did with this seed, and why
+    role: str  # what the aggregation did with this seed, and why
 
 
 @dataclasses.dataclass
 class CellDetail:
-    coords: dict           # axis -> value
+    coords: dict  # axis -> value
     m: int
     n: int
     status: str
@@ -124,7 +131,7 @@ class Explorer:
             self.settings = aggregate.Settings.from_config(self.cfg)
         except (TypeError, ValueError) as e:
             raise ExploreError(f"{self.path}: {e} (in the store's config)") from None
-        self.cell_dims = [d for d in self.ds["loss"].dims if d != "seed"]
+        self.cell_dims = [str(d) for d in self.ds["loss"].dims if d != "seed"]
         self.kind = phase_kind(self.cfg, self.cell_dims)
         self.coords = {d: self.ds[d].values for d in self.cell_dims}
         self.shape = tuple(len(self.coords[d]) for d in self.cell_dims)
@@ -160,7 +167,8 @@ class Explorer:
         redone = 0
         for k, sl in enumerate(self._slabs):
             part = fin[sl] if self.cell_dims else fin
-            if self._done[k] is not None and np.array_equal(self._done[k], part):
+            seen = self._done[k]
+            if seen is not None and np.array_equal(seen, part):
                 continue
             self._parts[k] = self._summarise(self._slab(sl).load(), sl)
             self._done[k] = part.copy()
@@ -191,28 +199,40 @@ class Explorer:
         status = np.where(n_fin == 0, "unfinished", "finished").astype(object)
         part = (n_fin > 0) & (n_fin < n_seed)
         status[part] = [f"partly finished ({k}/{n_seed} seeds)" for k in n_fin[part]]
-        status[(n_div > 0) & ~missing] = [f"{k}/{n_seed} seeds diverged"
-                                          for k in n_div[(n_div > 0) & ~missing]]
+        status[(n_div > 0) & ~missing] = [
+            f"{k}/{n_seed} seeds diverged" for k in n_div[(n_div > 0) & ~missing]
+        ]
         status[missing & (n_fin > 0)] = "diverged (all finished seeds)"
-        counts = {name: np.where(missing, np.nan, (phase == code).sum(-1))
-                  for code, name in ((metrics.IGNORED, "n_ignored"),
-                                     (metrics.DEDICATED, "n_dedicated"),
-                                     (metrics.SUPERPOSED, "n_superposed"))}
+        counts = {
+            name: np.where(missing, np.nan, (phase == code).sum(-1))
+            for code, name in (
+                (metrics.IGNORED, "n_ignored"),
+                (metrics.DEDICATED, "n_dedicated"),
+                (metrics.SUPERPOSED, "n_superposed"),
+            )
+        }
         index = np.indices(fin.shape[:-1]).reshape(len(dims), -1)  # (dim, cell)
         if dims:
             index[0] += sl.start or 0
         out = {f"i_{d}": index[k] for k, d in enumerate(dims)}
-        out.update({
-            "status": status.ravel(), "missing": missing.ravel(),
-            "n_finished": n_fin.ravel(), "n_diverged": n_div.ravel(),
-            "n_usable": agg["n_usable"].values.ravel(), "n_features": n_real.ravel(),
-            "phase": ph_extra.ravel(), "loss": agg["loss"].values.ravel(),
-            "dstar": agg["dims_per_feature"].values.ravel(),
-            # as the phase diagram: the seeds' disagreement on the feature the map shows
-            "disagree": np.take_along_axis(agg["seeds_disagree_feature"].values,
-                                           extra[..., None], -1)[..., 0].ravel(),
-            **{k: v.ravel() for k, v in counts.items()},
-        })
+        out.update(
+            {
+                "status": status.ravel(),
+                "missing": missing.ravel(),
+                "n_finished": n_fin.ravel(),
+                "n_diverged": n_div.ravel(),
+                "n_usable": agg["n_usable"].values.ravel(),
+                "n_features": n_real.ravel(),
+                "phase": ph_extra.ravel(),
+                "loss": agg["loss"].values.ravel(),
+                "dstar": agg["dims_per_feature"].values.ravel(),
+                # as the phase diagram: the seeds' disagreement on the feature the map shows
+                "disagree": np.take_along_axis(
+                    agg["seeds_disagree_feature"].values, extra[..., None], -1
+                )[..., 0].ravel(),
+                **{k: v.ravel() for k, v in counts.items()},
+            }
+        )
         return pd.DataFrame(out)
 
     # ---------------------------------------------------------------- one cell
@@ -243,25 +263,47 @@ class Explorer:
             assert sum(r.startswith("kept") for r in roles) == int(agg["n_pooled"])
         cell_ph = agg["phase"].values[:n]
         n_fin = int(fin.sum())
-        status = ("unfinished" if n_fin == 0 else
-                  f"partly finished ({n_fin}/{len(fin)} seeds)" if n_fin < len(fin) else
-                  "diverged (every seed)" if not usable.any() else
-                  f"finished, {int(div.sum())} of {len(fin)} seeds diverged" if div.any() else
-                  "finished")
+        status = (
+            "unfinished"
+            if n_fin == 0
+            else f"partly finished ({n_fin}/{len(fin)} seeds)"
+            if n_fin < len(fin)
+            else "diverged (every seed)"
+            if not usable.any()
+            else f"finished, {int(div.sum())} of {len(fin)} seeds diverged"
+            if div.any()
+            else "finished"
+        )
         seeds = []
         for k, seed in enumerate(self.seeds):
             st = "unfinished" if not fin[k] else "diverged" if div[k] else "finished"
-            seeds.append(SeedDetail(
-                seed=int(seed), status=st, loss=float(loss[k]), W=W[k], b=b[k],
-                norms=metrics.feature_norms(W[k]), superposition=metrics.superposition(W[k]),
-                phases=[PHASES[int(c)] for c in phases[k]],
-                curve_step=one["curve_step"].values,
-                curve=one["loss_curve"].values[k].astype(float), role=roles[k]))
+            seeds.append(
+                SeedDetail(
+                    seed=int(seed),
+                    status=st,
+                    loss=float(loss[k]),
+                    W=W[k],
+                    b=b[k],
+                    norms=metrics.feature_norms(W[k]),
+                    superposition=metrics.superposition(W[k]),
+                    phases=[PHASES[int(c)] for c in phases[k]],
+                    curve_step=one["curve_step"].values,
+                    curve=one["loss_curve"].values[k].astype(float),
+                    role=roles[k],
+                )
+            )
         return CellDetail(
-            coords=coords, m=m, n=n, status=status, rule=s.aggregate,
+            coords=coords,
+            m=m,
+            n=n,
+            status=status,
+            rule=s.aggregate,
             rule_text=str(agg.attrs.get("aggregate_rule", s.aggregate)),
-            cell_phases=[PHASES[int(c)] for c in cell_ph], cell_loss=float(agg["loss"]),
-            disagree=bool(agg["seeds_disagree"]), seeds=seeds)
+            cell_phases=[PHASES[int(c)] for c in cell_ph],
+            cell_loss=float(agg["loss"]),
+            disagree=bool(agg["seeds_disagree"]),
+            seeds=seeds,
+        )
 
 
 def seed_roles(
@@ -282,12 +324,16 @@ def seed_roles(
         elif n_use == 1:
             roles.append("kept: the only usable seed, it stands for the cell")
         elif rule == "lowest_loss":
-            roles.append("kept: lowest loss of the usable seeds, it stands for the cell"
-                         if rank[k] == 0 else
-                         f"not picked: loss rank {rank[k] + 1} of {n_use} usable seeds")
+            roles.append(
+                "kept: lowest loss of the usable seeds, it stands for the cell"
+                if rank[k] == 0
+                else f"not picked: loss rank {rank[k] + 1} of {n_use} usable seeds"
+            )
         elif rank[k] == n_use - 1:
             roles.append(f"dropped: highest loss of the {n_use} usable seeds (drop_worst)")
         else:
-            roles.append(f"kept: loss rank {rank[k] + 1} of {n_use}; the cell's phase is the "
-                         "mode of the kept seeds")
+            roles.append(
+                f"kept: loss rank {rank[k] + 1} of {n_use}; the cell's phase is the "
+                "mode of the kept seeds"
+            )
     return roles

@@ -14,30 +14,30 @@ from __future__ import annotations
 import html
 import json
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 from bokeh.layouts import column, row
+from bokeh.model import Model
 from bokeh.models import (
-    Arrow,
     BasicTicker,
-    Button,
     CDSView,
-    ColorBar,
     ColumnDataSource,
     CustomJS,
     DataRange1d,
-    Div,
+    Filter,
     FixedTicker,
     GroupFilter,
     HoverTool,
     LinearColorMapper,
     LogColorMapper,
     Range1d,
-    Select,
     TapTool,
-    VeeHead,
 )
+from bokeh.models.annotations import Arrow, ColorBar, VeeHead
+from bokeh.models.glyphs import Quad
+from bokeh.models.widgets import Button, Div, Select
 from bokeh.palettes import RdBu, Viridis256
 from bokeh.plotting import figure
 
@@ -49,8 +49,16 @@ from analysis.metrics import DEDICATED, IGNORED, SUPERPOSED
 PHASE_COLOURS = {IGNORED: "#E69F00", DEDICATED: "#56B4E9", SUPERPOSED: "#009E73"}
 PHASE_NAMES = {IGNORED: "ignored", DEDICATED: "dedicated", SUPERPOSED: "superposed"}
 MISSING = "#CCCCCC"
-SEED_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000",
-                "#F0E442")
+SEED_COLOURS = (
+    "#0072B2",
+    "#D55E00",
+    "#009E73",
+    "#CC79A7",
+    "#E69F00",
+    "#56B4E9",
+    "#000000",
+    "#F0E442",
+)
 AXIS_LABELS = {
     "density": "density p = 1 − S",
     "relative_importance": "relative importance r",
@@ -188,8 +196,14 @@ def _mapper(q: str, values: np.ndarray):
     return LinearColorMapper(palette=Viridis256, low=lo, high=hi if hi > lo else lo + 1)
 
 
-def map_data(ex: Explorer, table: pd.DataFrame, ax: Axis, ay: Axis,
-             mappers: dict, keep: np.ndarray | None = None) -> dict:
+def map_data(
+    ex: Explorer,
+    table: pd.DataFrame,
+    ax: Axis,
+    ay: Axis,
+    mappers: dict,
+    keep: np.ndarray | None = None,
+) -> dict:
     """Columns of the map's source: geometry, labels for the selectors, colours, hover text."""
     t = table if keep is None else table[keep]
     ix = t[f"i_{ax.dim}"].to_numpy() if ax.dim else np.zeros(len(t), int)
@@ -197,8 +211,12 @@ def map_data(ex: Explorer, table: pd.DataFrame, ax: Axis, ay: Axis,
     idx = np.stack([t[f"i_{d}"].to_numpy() for d in ex.cell_dims], -1)
     data = {
         "key": [",".join(map(str, r)) for r in idx],
-        "x": ax.centre(ix), "left": ax.lo[ix], "right": ax.hi[ix],
-        "y": ay.centre(iy), "bottom": ay.lo[iy], "top": ay.hi[iy],
+        "x": ax.centre(ix),
+        "left": ax.lo[ix],
+        "right": ax.hi[ix],
+        "y": ay.centre(iy),
+        "bottom": ay.lo[iy],
+        "top": ay.hi[iy],
         "status": t["status"].to_list(),
         "phase_name": [PHASE_NAMES.get(int(c), "missing") for c in t["phase"]],
         "loss_text": [f"{v:.4g}" for v in t["loss"]],
@@ -237,8 +255,10 @@ def _fmt(v: float) -> str:
 
 def _phase_span(name: str) -> str:
     colour = {v: PHASE_COLOURS[k] for k, v in PHASE_NAMES.items()}.get(name, MISSING)
-    return (f'<span style="background:{colour};padding:0 4px;border-radius:3px">'
-            f"{html.escape(name)}</span>")
+    return (
+        f'<span style="background:{colour};padding:0 4px;border-radius:3px">'
+        f"{html.escape(name)}</span>"
+    )
 
 
 MAX_LISTED = 8  # features whose values the seed's text lists; more: see the bar charts
@@ -261,8 +281,10 @@ def payload(det: CellDetail, n_seeds: int) -> dict:
     phases = " ".join(f"{i + 1}:{_phase_span(p)}" for i, p in enumerate(det.cell_phases))
     warn = ""
     if det.status != "finished":
-        warn = (f'<div class="cell-warning" style="color:#D55E00;font-weight:bold">'
-                f"This cell is {html.escape(det.status)}.</div>")
+        warn = (
+            f'<div class="cell-warning" style="color:#D55E00;font-weight:bold">'
+            f"This cell is {html.escape(det.status)}.</div>"
+        )
     header = (
         f'<div class="cell-header"><h3 style="margin:4px 0">Cell: {html.escape(coords)}</h3>'
         f"{warn}<div>model {det.n} features → {det.m} hidden; status: "
@@ -283,8 +305,11 @@ def payload(det: CellDetail, n_seeds: int) -> dict:
         elif n <= MAX_LISTED:
             ph = " ".join(f"{i + 1}:{_phase_span(p)}" for i, p in enumerate(s.phases))
         else:  # many features: counts here, each feature in the bar charts' hover
-            ph = ", ".join(f"{s.phases.count(v)} {_phase_span(v)}" for v in PHASE_NAMES.values()
-                           if v in s.phases)
+            ph = ", ".join(
+                f"{s.phases.count(v)} {_phase_span(v)}"
+                for v in PHASE_NAMES.values()
+                if v in s.phases
+            )
         out["divs"][f"text{k}"] = (
             f'<div class="seed" data-seed="{s.seed}" style="width:250px">'
             f'<b>seed {s.seed}</b> <span class="seed-status">{s.status}</span><br>'
@@ -302,37 +327,64 @@ def payload(det: CellDetail, n_seeds: int) -> dict:
         W2 = np.vstack([W, np.zeros_like(W)])[:2] if arrows else W[:2]
         r = np.hypot(W2[0], W2[1])
         scale = np.where(r > 1e-9, 1 + 0.15 / np.maximum(r, 1e-9), 1)
-        out["sources"][f"arrows{k}"] = {
-            "x0": [0.0] * n, "y0": [0.0] * n, "x1": W2[0].tolist(), "y1": W2[1].tolist(),
-            "lx": (W2[0] * scale).tolist(), "ly": (W2[1] * scale).tolist(),
-            "label": [str(i) for i in feats]} if ok and arrows else _empty_arrows()
+        out["sources"][f"arrows{k}"] = (
+            {
+                "x0": [0.0] * n,
+                "y0": [0.0] * n,
+                "x1": W2[0].tolist(),
+                "y1": W2[1].tolist(),
+                "lx": (W2[0] * scale).tolist(),
+                "ly": (W2[1] * scale).tolist(),
+                "label": [str(i) for i in feats],
+            }
+            if ok and arrows
+            else _empty_arrows()
+        )
         t_ = np.linspace(0, 2 * np.pi, 60)
-        out["sources"][f"circle{k}"] = ({"x": np.cos(t_).tolist(), "y": np.sin(t_).tolist()}
-                                        if ok and arrows else {"x": [], "y": []})
+        out["sources"][f"circle{k}"] = (
+            {"x": np.cos(t_).tolist(), "y": np.sin(t_).tolist()}
+            if ok and arrows
+            else {"x": [], "y": []}
+        )
         G = W.T @ W  # (n, n)
         vmax = float(max(np.abs(G).max(initial=0), 1e-6))
         gi, gj = np.meshgrid(feats, feats, indexing="ij")
         # rects coloured here rather than an image glyph: an image's 2-D array does not
         # survive the export's JSON, plain columns do
-        out["sources"][f"gram{k}"] = {
-            "i": gi.ravel().tolist(), "j": gj.ravel().tolist(), "v": G.ravel().tolist(),
-            "colour": _colours(G.ravel(), LinearColorMapper(palette=RdBu[11], low=-vmax,
-                                                            high=vmax))
-        } if ok and not arrows else _empty_gram()
+        out["sources"][f"gram{k}"] = (
+            {
+                "i": gi.ravel().tolist(),
+                "j": gj.ravel().tolist(),
+                "v": G.ravel().tolist(),
+                "colour": _colours(
+                    G.ravel(), LinearColorMapper(palette=RdBu[11], low=-vmax, high=vmax)
+                ),
+            }
+            if ok and not arrows
+            else _empty_gram()
+        )
         out["props"][f"gram_map{k}"] = {"low": -vmax, "high": vmax}
         some = feats if ok else feats[:0]  # no bars for an unusable seed
-        out["sources"][f"bias{k}"] = {"feature": some.tolist(),
-                                      "b": np.nan_to_num(s.b)[: len(some)].tolist()}
+        out["sources"][f"bias{k}"] = {
+            "feature": some.tolist(),
+            "b": np.nan_to_num(s.b)[: len(some)].tolist(),
+        }
         sup = np.nan_to_num(s.superposition)[: len(some)]
         out["sources"][f"norm{k}"] = {
-            "feature": some.tolist(), "norm": np.nan_to_num(s.norms)[: len(some)].tolist(),
+            "feature": some.tolist(),
+            "norm": np.nan_to_num(s.norms)[: len(some)].tolist(),
             # the notebook's bar colour: sqrt(superposition) clipped to [0, 1] on viridis
-            "colour": _colours(np.clip(np.sqrt(np.clip(sup, 0, None)), 0, 1),
-                               LinearColorMapper(palette=Viridis256, low=0, high=1)),
-            "sup": sup.tolist()}
+            "colour": _colours(
+                np.clip(np.sqrt(np.clip(sup, 0, None)), 0, 1),
+                LinearColorMapper(palette=Viridis256, low=0, high=1),
+            ),
+            "sup": sup.tolist(),
+        }
         finite = np.isfinite(s.curve) & (s.curve > 0)
-        out["sources"][f"curve{k}"] = {"step": s.curve_step[finite].astype(float).tolist(),
-                                       "loss": s.curve[finite].tolist()}
+        out["sources"][f"curve{k}"] = {
+            "step": s.curve_step[finite].astype(float).tolist(),
+            "loss": s.curve[finite].tolist(),
+        }
     return out
 
 
@@ -351,23 +403,23 @@ def _empty_arrows() -> dict:
 class Page:
     """The page's root layout and the models that a click fills."""
 
-    root: object
+    root: Model
     src: ColumnDataSource
     targets: dict
     quantity: Select | None = None
     refresh: Button | None = None
     counts: Div | None = None
     explorer: Explorer | None = None
-    axes: tuple = ()
+    axes: tuple[Axis, Axis] | None = None
     mappers: dict = field(default_factory=dict)
 
     def redraw(self, table: pd.DataFrame) -> None:
         """Recolour the map from a new summary (the served app's refresh)."""
-        assert self.explorer is not None and self.quantity is not None
+        assert self.explorer is not None and self.quantity is not None and self.axes
         for q, m in self.mappers.items():
             new = _mapper(q, table[q].to_numpy())
             m.update(low=new.low, high=new.high)
-        data = map_data(self.explorer, table, *self.axes, self.mappers)
+        data = map_data(self.explorer, table, self.axes[0], self.axes[1], self.mappers)
         data["fill"] = data[f"col_{self.quantity.value}"]
         self.src.data = data
         if self.counts is not None:
@@ -384,10 +436,15 @@ class Page:
 
 
 def _swatch(colour: str, text: str, pattern: str = "") -> str:
-    bg = (f"repeating-linear-gradient(45deg,{colour},{colour} 3px,#555 3px,#555 4px)"
-          if pattern else colour)
-    return (f'<span style="display:inline-block;width:14px;height:14px;background:{bg};'
-            f'border:1px solid #888;vertical-align:middle;margin:0 4px 0 12px"></span>{text}')
+    bg = (
+        f"repeating-linear-gradient(45deg,{colour},{colour} 3px,#555 3px,#555 4px)"
+        if pattern
+        else colour
+    )
+    return (
+        f'<span style="display:inline-block;width:14px;height:14px;background:{bg};'
+        f'border:1px solid #888;vertical-align:middle;margin:0 4px 0 12px"></span>{text}'
+    )
 
 
 def legend_html(boundaries: bool) -> str:
@@ -396,9 +453,11 @@ def legend_html(boundaries: bool) -> str:
     parts.append(_swatch(MISSING, "missing: unfinished / diverged (crossed)", "x"))
     parts.append(_swatch("#FFFFFF", "seeds disagree (hatched)", "/"))
     if boundaries:
-        parts.append('<span style="display:inline-block;width:22px;border-top:2px solid black;'
-                     'vertical-align:middle;margin:0 4px 0 12px"></span>analytic boundary '
-                     "(closed form)")
+        parts.append(
+            '<span style="display:inline-block;width:22px;border-top:2px solid black;'
+            'vertical-align:middle;margin:0 4px 0 12px"></span>analytic boundary '
+            "(closed form)"
+        )
     return f'<div class="legend"><b>phase of the last feature:</b>{"".join(parts)}</div>'
 
 
@@ -408,13 +467,21 @@ def counts_text(ex: Explorer, table: pd.DataFrame) -> str:
     models = int(table["n_finished"].sum())
     div = int(table["n_diverged"].sum())
     total = n_cells * len(ex.seeds)
-    return (f'<div class="counts">{done}/{n_cells} cells finished, {models}/{total} models '
-            f"trained, {div} diverged; rule: {ex.settings.aggregate}</div>")
+    return (
+        f'<div class="counts">{done}/{n_cells} cells finished, {models}/{total} models '
+        f"trained, {div} diverged; rule: {ex.settings.aggregate}</div>"
+    )
 
 
-def build(ex: Explorer, x: str | None = None, y: str | None = None, *,
-          keep: np.ndarray | None = None, payloads: dict | None = None,
-          served: bool = True) -> Page:
+def build(
+    ex: Explorer,
+    x: str | None = None,
+    y: str | None = None,
+    *,
+    keep: np.ndarray | None = None,
+    payloads: dict | None = None,
+    served: bool = True,
+) -> Page:
     """The whole page. Static export: served=False and payloads = {key: payload}."""
     table = ex.summary()
     xd, yd = choose_axes(ex, x, y)
@@ -430,99 +497,193 @@ def build(ex: Explorer, x: str | None = None, y: str | None = None, *,
     for d in ex.cell_dims:
         if d in (xd, yd):
             continue
-        opts = [label(ex.coords[d][i]) for i in sorted(set(t[f"i_{d}"]))]
-        sel = Select(title=axis_label(d), options=opts, value=opts[0], width=170, name=f"sel_{d}")
-        f = GroupFilter(column_name=f"lab_{d}", group=opts[0])
-        sel.js_link("value", f, "group")
+        opts: list[str | tuple[Any, str]] = [
+            label(ex.coords[d][i]) for i in sorted(set(t[f"i_{d}"]))
+        ]
+        sel = Select(
+            title=axis_label(d), options=opts, value=str(opts[0]), width=170, name=f"sel_{d}"
+        )
+        gf = GroupFilter(column_name=f"lab_{d}", group=str(opts[0]))
+        sel.js_link("value", gf, "group")
         selects.append(sel)
-        filters.append(f)
+        filters.append(gf)
     view = CDSView()
     if filters:
-        flt = filters[0]
-        for f in filters[1:]:
-            flt = flt & f
+        flt: Filter = filters[0]
+        for gf in filters[1:]:
+            flt = flt & gf
         view = CDSView(filter=flt)
 
-    title = (f"{ex.name}: {'2 → 1' if ex.kind == '2to1' else '3 → 2'} phase diagram "
-             f"(phase of feature {2 if ex.kind == '2to1' else 3})" if ex.kind
-             else f"{ex.name}: one cell per grid point; click a cell")
-    kw = dict(width=560, height=470, tools="pan,wheel_zoom,reset,save",
-              x_axis_type="log" if ax.log else "linear",
-              y_axis_type="log" if ay.log else "linear", toolbar_location="above",
-              x_range=Range1d(float(ax.lo.min()), float(ax.hi.max())),
-              y_range=Range1d(float(ay.lo.min()), float(ay.hi.max())))
-    fmap = figure(title=title, **kw)
+    title = (
+        f"{ex.name}: {'2 → 1' if ex.kind == '2to1' else '3 → 2'} phase diagram "
+        f"(phase of feature {2 if ex.kind == '2to1' else 3})"
+        if ex.kind
+        else f"{ex.name}: one cell per grid point; click a cell"
+    )
+    x_type: Literal["log", "linear"] = "log" if ax.log else "linear"
+    y_type: Literal["log", "linear"] = "log" if ay.log else "linear"
+    fmap = figure(
+        title=title,
+        width=560,
+        height=470,
+        tools="pan,wheel_zoom,reset,save",
+        x_axis_type=x_type,
+        y_axis_type=y_type,
+        toolbar_location="above",
+        x_range=Range1d(start=float(ax.lo.min()), end=float(ax.hi.max())),
+        y_range=Range1d(start=float(ay.lo.min()), end=float(ay.hi.max())),
+    )
     # quads, not rects: a rect's width is symmetric in data units, wrong on a log axis
-    cells = fmap.quad(left="left", right="right", bottom="bottom", top="top", source=src,
-                      view=view, fill_color="fill",
-                      line_color="white", line_width=0.5, hatch_pattern="hatch",
-                      hatch_color="#555555", hatch_alpha=0.6, hatch_scale=8,
-                      selection_line_color="black", selection_line_width=3,
-                      nonselection_fill_alpha=1.0, name="cellmap")
+    cells = fmap.quad(
+        left="left",
+        right="right",
+        bottom="bottom",
+        top="top",
+        source=src,
+        view=view,
+        fill_color="fill",
+        line_color="white",
+        line_width=0.5,
+        hatch_pattern="hatch",
+        hatch_color="#555555",
+        hatch_alpha=0.6,
+        hatch_scale=8,
+        nonselection_fill_alpha=1.0,
+        name="cellmap",
+    )
+    cells.selection_glyph = Quad(  # the clicked cell: a thick black outline
+        fill_color="fill",
+        line_color="black",
+        line_width=3,
+        hatch_pattern="hatch",
+        hatch_color="#555555",
+        hatch_alpha=0.6,
+        hatch_scale=8,
+    )
     hover_dims = [(axis_label(d), f"@lab_{d}") for d in ex.cell_dims]
     # tools made here, not found with select_one (which walks every model: ~1 s per call)
-    fmap.add_tools(HoverTool(renderers=[cells], tooltips=hover_dims + [
-        ("status", "@status"), ("phase (last feature)", "@phase_name"), ("loss", "@loss_text"),
-        ("superposed features", "@n_sup_text")]), TapTool(renderers=[cells]))
+    fmap.add_tools(
+        HoverTool(
+            renderers=[cells],
+            tooltips=hover_dims
+            + [
+                ("status", "@status"),
+                ("phase (last feature)", "@phase_name"),
+                ("loss", "@loss_text"),
+                ("superposed features", "@n_sup_text"),
+            ],
+        ),
+        TapTool(renderers=[cells]),
+    )
     ax.style(fmap.xaxis[0])
     ay.style(fmap.yaxis[0])
     fmap.grid.visible = False
     plots = [fmap]
     theory_fig = None
     if ex.kind is not None and {xd, yd} == {"relative_importance", "density"}:
-        lines = boundary_lines(ex.kind, ax if xd == "relative_importance" else ay,
-                               ay if yd == "density" else ax)
+        lines = boundary_lines(
+            ex.kind, ax if xd == "relative_importance" else ay, ay if yd == "density" else ax
+        )
         # a closed-form map beside the trained one, on the same axes
-        theory_fig = figure(title="closed form (lowest-loss candidate)", width=470, height=470,
-                            x_range=fmap.x_range, y_range=fmap.y_range,
-                            tools="pan,wheel_zoom,reset,save", y_axis_label=axis_label(yd),
-                            x_axis_type=kw["x_axis_type"], y_axis_type=kw["y_axis_type"],
-                            toolbar_location="above")
+        theory_fig = figure(
+            title="closed form (lowest-loss candidate)",
+            width=470,
+            height=470,
+            x_range=fmap.x_range,
+            y_range=fmap.y_range,
+            tools="pan,wheel_zoom,reset,save",
+            y_axis_label=axis_label(yd or ""),
+            x_axis_type=x_type,
+            y_axis_type=y_type,
+            toolbar_location="above",
+        )
         r = np.asarray(ex.coords["relative_importance"], float)
         p = np.asarray(ex.coords["density"], float)
         an = theory.analytic_phase(ex.kind, r[:, None], p[None, :])  # (r, p)
         ir, ip = np.meshgrid(np.arange(len(r)), np.arange(len(p)), indexing="ij")
-        ix, iy = (ir, ip) if xd == "relative_importance" else (ip, ir)
-        ix, iy = ix.ravel(), iy.ravel()
-        tsrc = ColumnDataSource({"left": ax.lo[ix], "right": ax.hi[ix], "bottom": ay.lo[iy],
-                                 "top": ay.hi[iy],
-                                 "fill": [PHASE_COLOURS[int(c)] for c in an.ravel()]})
-        theory_fig.quad(left="left", right="right", bottom="bottom", top="top", source=tsrc,
-                        fill_color="fill", line_color="white", line_width=0.5)
+        jx, jy = (ir, ip) if xd == "relative_importance" else (ip, ir)
+        kx, ky = jx.ravel(), jy.ravel()
+        tsrc = ColumnDataSource(
+            {
+                "left": ax.lo[kx],
+                "right": ax.hi[kx],
+                "bottom": ay.lo[ky],
+                "top": ay.hi[ky],
+                "fill": [PHASE_COLOURS[int(c)] for c in an.ravel()],
+            }
+        )
+        theory_fig.quad(
+            left="left",
+            right="right",
+            bottom="bottom",
+            top="top",
+            source=tsrc,
+            fill_color="fill",
+            line_color="white",
+            line_width=0.5,
+        )
         ax.style(theory_fig.xaxis[0])
         ay.style(theory_fig.yaxis[0])
         theory_fig.grid.visible = False
-        for f in (fmap, theory_fig):
+        for fig in (fmap, theory_fig):
             for rr, pp in lines:
                 xs, ys = (rr, pp) if xd == "relative_importance" else (pp, rr)
-                f.line(xs, ys, color="black", line_width=2)
+                fig.line(xs, ys, color="black", line_width=2)
         plots.append(theory_fig)
-    legend = Div(text=legend_html(ex.kind is not None and theory_fig is not None), width=1000,
-                 name="legend")
+    legend = Div(
+        text=legend_html(ex.kind is not None and theory_fig is not None), width=1000, name="legend"
+    )
     bars = {}
     for q, m in mappers.items():
-        bar = ColorBar(color_mapper=m, title=QUANTITIES[q][1], visible=False,
-                       ticker=BasicTicker(desired_num_ticks=6), width=12)
+        bar = ColorBar(
+            color_mapper=m,
+            title=QUANTITIES[q][1],
+            visible=False,
+            ticker=BasicTicker(desired_num_ticks=6),
+            width=12,
+        )
         fmap.add_layout(bar, "right")
         bars[q] = bar
-    quantity = Select(title="colour cells by", value="phase", width=230, name="quantity",
-                      options=[(q, v[0]) for q, v in QUANTITIES.items()])
-    quantity.js_on_change("value", CustomJS(args=dict(src=src, bars=bars, legend=legend),
-                                            code=QUANTITY_JS))
+    quantity = Select(
+        title="colour cells by",
+        value="phase",
+        width=230,
+        name="quantity",
+        options=list[str | tuple[Any, str]]([(q, v[0]) for q, v in QUANTITIES.items()]),
+    )
+    quantity.js_on_change(
+        "value", CustomJS(args=dict(src=src, bars=bars, legend=legend), code=QUANTITY_JS)
+    )
 
     # Per-seed panels, filled on click.
     targets: dict = {}
-    header = Div(text="<i>Click a cell of the map to see its models, seed by seed.</i>",
-                 width=1000, name="header")
+    header = Div(
+        text="<i>Click a cell of the map to see its models, seed by seed.</i>",
+        width=1000,
+        name="header",
+    )
     targets["header"] = header
-    curve = figure(title="training loss per seed", width=520, height=240, y_axis_type="log",
-                   x_axis_label="step", y_axis_label="loss", tools="pan,wheel_zoom,reset,save")
+    curve = figure(
+        title="training loss per seed",
+        width=520,
+        height=240,
+        y_axis_type="log",
+        x_axis_label="step",
+        y_axis_label="loss",
+        tools="pan,wheel_zoom,reset,save",
+    )
     rows = []
     for k, seed in enumerate(ex.seeds):
         colour = SEED_COLOURS[k % len(SEED_COLOURS)]
         cs = ColumnDataSource({"step": [], "loss": []})
-        curve.line("step", "loss", source=cs, color=colour, line_width=1.5,
-                   legend_label=f"seed {int(seed)}")
+        curve.line(
+            "step",
+            "loss",
+            source=cs,
+            color=colour,
+            line_width=1.5,
+            legend_label=f"seed {int(seed)}",
+        )
         targets[f"curve{k}"] = cs
         text = Div(text="", width=260, name=f"text{k}")
         asrc = ColumnDataSource(_empty_arrows(), name=f"arrows{k}")
@@ -530,61 +691,131 @@ def build(ex: Explorer, x: str | None = None, y: str | None = None, *,
         gsrc = ColumnDataSource(_empty_gram())
         gmap = LinearColorMapper(palette=RdBu[11], low=-1, high=1)
         # one figure for W's geometry: arrows when m <= 2, else WᵀW (features down the rows)
-        fg = figure(title="columns of W", width=270, height=230, match_aspect=True,
-                    tools="pan,wheel_zoom,reset", y_range=DataRange1d(),
-                    toolbar_location=None)
+        fg = figure(
+            title="columns of W",
+            width=270,
+            height=230,
+            match_aspect=True,
+            tools="pan,wheel_zoom,reset",
+            y_range=DataRange1d(),
+            toolbar_location=None,
+        )
         fg.line("x", "y", source=csrc, color="#BBBBBB")
-        fg.add_layout(Arrow(end=VeeHead(size=8, fill_color=colour, line_color=colour),
-                            x_start="x0", y_start="y0", x_end="x1", y_end="y1", source=asrc,
-                            line_color=colour, line_width=2))
-        fg.text("lx", "ly", text="label", source=asrc, text_font_size="9pt",
-                text_align="center", text_baseline="middle")
+        fg.add_layout(
+            Arrow(  # type: ignore[call-arg]  # bokeh's stubs say body_line_*, the model line_*
+                end=VeeHead(size=8, fill_color=colour, line_color=colour),
+                x_start="x0",
+                y_start="y0",
+                x_end="x1",
+                y_end="y1",
+                source=asrc,
+                line_color=colour,
+                line_width=2,
+            )
+        )
+        fg.text(
+            "lx",
+            "ly",
+            text="label",
+            source=asrc,
+            text_font_size="9pt",
+            text_align="center",
+            text_baseline="middle",
+        )
         grect = fg.rect("i", "j", 1, 1, source=gsrc, fill_color="colour", line_color=None)
-        fg.add_tools(HoverTool(renderers=[grect],
-                               tooltips=[("features", "@i, @j"), ("WᵀW", "@v{0.000}")]))
+        fg.add_tools(
+            HoverTool(renderers=[grect], tooltips=[("features", "@i, @j"), ("WᵀW", "@v{0.000}")])
+        )
         gbar = ColorBar(color_mapper=gmap, width=8, title="WᵀW", visible=False)
         fg.add_layout(gbar, "right")
         bsrc = ColumnDataSource({"feature": [], "b": []})
-        fb = figure(title="bias b_i", width=230, height=230, tools="hover,reset",
-                    x_axis_label="feature", toolbar_location=None,
-                    tooltips=[("feature", "@feature"), ("b", "@b{0.0000}")])
+        fb = figure(
+            title="bias b_i",
+            width=230,
+            height=230,
+            tools="hover,reset",
+            x_axis_label="feature",
+            toolbar_location=None,
+            tooltips=[("feature", "@feature"), ("b", "@b{0.0000}")],
+        )
         fb.vbar("feature", top="b", width=0.8, source=bsrc, color="#0072B2")
         nsrc = ColumnDataSource({"feature": [], "norm": [], "colour": [], "sup": []})
-        fn = figure(title="‖W_i‖, colour: superposition", width=260, height=230,
-                    tools="hover,reset", x_axis_label="feature", toolbar_location=None,
-                    tooltips=[("feature", "@feature"), ("‖W_i‖", "@norm{0.000}"),
-                              ("superposition", "@sup{0.000}")])
+        fn = figure(
+            title="‖W_i‖, colour: superposition",
+            width=260,
+            height=230,
+            tools="hover,reset",
+            x_axis_label="feature",
+            toolbar_location=None,
+            tooltips=[
+                ("feature", "@feature"),
+                ("‖W_i‖", "@norm{0.000}"),
+                ("superposition", "@sup{0.000}"),
+            ],
+        )
         fn.vbar("feature", top="norm", width=0.8, source=nsrc, color="colour")
-        fn.add_layout(ColorBar(color_mapper=LinearColorMapper(palette=Viridis256, low=0,
-                                                               high=1),
-                               title="√superposition", width=8), "right")
-        targets.update({f"text{k}": text, f"arrows{k}": asrc, f"circle{k}": csrc,
-                        f"gram{k}": gsrc, f"gram_map{k}": gmap, f"bias{k}": bsrc,
-                        f"norm{k}": nsrc, f"geom_y{k}": fg.y_range, f"geom_title{k}": fg.title,
-                        f"gram_bar{k}": gbar})
+        fn.add_layout(
+            ColorBar(
+                color_mapper=LinearColorMapper(palette=Viridis256, low=0, high=1),
+                title="√superposition",
+                width=8,
+            ),
+            "right",
+        )
+        targets.update(
+            {
+                f"text{k}": text,
+                f"arrows{k}": asrc,
+                f"circle{k}": csrc,
+                f"gram{k}": gsrc,
+                f"gram_map{k}": gmap,
+                f"bias{k}": bsrc,
+                f"norm{k}": nsrc,
+                f"geom_y{k}": fg.y_range,
+                f"geom_title{k}": fg.title,
+                f"gram_bar{k}": gbar,
+            }
+        )
         rows.append(row(text, fg, fb, fn))
     curve.legend.label_text_font_size = "8pt"
     curve.add_layout(curve.legend[0], "right")  # beside the curves, never over them
 
     counts = Div(text=counts_text(ex, table if keep is None else table[keep]), width=560)
-    controls = [quantity, *selects]
+    controls: list[Model] = [quantity, *selects]
     refresh = None
     if served:
         refresh = Button(label="refresh (re-read finished cells)", width=230, name="refresh")
         controls.append(refresh)
-    intro = Div(text=(
-        f"<h2 style='margin:2px 0'>toysweep explorer: {html.escape(ex.name)}</h2>"
-        f"<div style='color:#555'>{html.escape(str(ex.path))} · {ex.ds.sizes['seed']} seeds "
-        f"per cell · {'live from the store' if served else 'static export'}</div>"),
-        width=1000)
+    intro = Div(
+        text=(
+            f"<h2 style='margin:2px 0'>toysweep explorer: {html.escape(ex.name)}</h2>"
+            f"<div style='color:#555'>{html.escape(str(ex.path))} · {ex.ds.sizes['seed']} seeds "
+            f"per cell · {'live from the store' if served else 'static export'}</div>"
+        ),
+        width=1000,
+    )
     details = column(row(curve), *rows, visible=False, name="details")  # shown on a click
     targets["details"] = details
-    root = column(intro, counts, row(*controls), row(*plots), legend, row(header), details,
-                  name="root")
-    page = Page(root=root, src=src, targets=targets, quantity=quantity, refresh=refresh,
-                counts=counts, explorer=ex, axes=(ax, ay), mappers=mappers)
+    root = column(
+        intro, counts, row(*controls), row(*plots), legend, row(header), details, name="root"
+    )
+    page = Page(
+        root=root,
+        src=src,
+        targets=targets,
+        quantity=quantity,
+        refresh=refresh,
+        counts=counts,
+        explorer=ex,
+        axes=(ax, ay),
+        mappers=mappers,
+    )
     if payloads is not None:
-        src.selected.js_on_change("indices", CustomJS(
-            args=dict(src=src, targets=targets, payloads=json.dumps(payloads, allow_nan=False)),
-            code=CLICK_JS))
+        src.selected.js_on_change(
+            "indices",
+            CustomJS(
+                args=dict(src=src, targets=targets, payloads=json.dumps(payloads, allow_nan=False)),
+                code=CLICK_JS,
+            ),
+        )
     return page
