@@ -71,6 +71,11 @@ def test_cell_detail_reads_the_cell_and_names_the_dropped_seed(store):
     worst = int(np.argmax(cell["loss"].values))
     assert det.seeds[worst].role.startswith("dropped: highest loss")
     assert det.seeds[1 - worst].role.startswith("kept")
+    # the export's path (a slab read once, cells taken from memory) gives the same cell
+    (again,) = ex.cell_details([(1, 2)])
+    for a, b in zip(det.seeds, again.seeds, strict=True):
+        np.testing.assert_array_equal(a.W, b.W)
+        assert (a.loss, a.role, a.phases) == (b.loss, b.role, b.phases)
     whole = aggregate.analyse_store(ds, aggregate.Settings())
     codes = whole["phase"].isel(relative_importance=1, density=2).values
     assert det.cell_phases == [explore_data.PHASES[int(c)] for c in codes]

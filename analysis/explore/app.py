@@ -130,10 +130,14 @@ def export(
             f"MB (limit {EXPORT_LIMIT_BYTES // 2**20} MB): choose a subset with "
             f"--select AXIS=VALUE[,VALUE...] over {', '.join(dims)}"
         )
-    payloads = {}
-    for idx in table[[f"i_{d}" for d in dims]].itertuples(index=False):
-        key = ",".join(str(int(v)) for v in idx)
-        payloads[key] = payload(ex.cell_detail(tuple(int(v) for v in idx)), len(ex.seeds))
+    cells = [
+        tuple(int(v) for v in idx)
+        for idx in table[[f"i_{d}" for d in dims]].itertuples(index=False)
+    ]
+    payloads = {
+        ",".join(map(str, ix)): payload(det, len(ex.seeds))
+        for ix, det in zip(cells, ex.cell_details(cells), strict=True)
+    }
     page = build(ex, x, y, keep=keep, payloads=payloads, served=False)
     text = file_html(page.root, resources=INLINE, title=f"toysweep explorer: {ex.name}")
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")

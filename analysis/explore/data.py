@@ -237,11 +237,30 @@ class Explorer:
 
     # ---------------------------------------------------------------- one cell
 
-    def cell_detail(self, index: tuple[int, ...]) -> CellDetail:
-        """Everything the explorer shows for one cell, read from the store for that cell only."""
+    DETAIL_VARS = ("W", "b", "loss", "loss_curve", "finished", "diverged", "importance")
+
+    def cell_details(self, indices: list[tuple[int, ...]]) -> list[CellDetail]:
+        """cell_detail of many cells, reading the store a slab at a time (the export)."""
+        out: dict[tuple[int, ...], CellDetail] = {}
+        for sl in self._slabs:
+            inside = [ix for ix in indices if not self.cell_dims or sl.start <= ix[0] < sl.stop]
+            if not inside:
+                continue
+            sub = self.ds[list(self.DETAIL_VARS)]
+            slab = (sub.isel({self.cell_dims[0]: sl}) if self.cell_dims else sub).load()
+            for ix in inside:
+                local = (ix[0] - sl.start, *ix[1:]) if self.cell_dims else ix
+                out[ix] = self.cell_detail(
+                    ix, slab.isel(dict(zip(self.cell_dims, local, strict=True)))
+                )
+        return [out[ix] for ix in indices]
+
+    def cell_detail(self, index: tuple[int, ...], one: xr.Dataset | None = None) -> CellDetail:
+        """Everything the explorer shows for one cell, read from the store for that cell only
+        (or taken from `one`, that cell's variables already in memory)."""
         sel = dict(zip(self.cell_dims, index, strict=True))
-        names = ["W", "b", "loss", "loss_curve", "finished", "diverged", "importance"]
-        one = self.ds[names].isel(sel).load()  # (seed, hidden, feature) etc.
+        if one is None:
+            one = self.ds[list(self.DETAIL_VARS)].isel(sel).load()  # (seed, hidden, feature)…
         one = one.transpose("seed", "hidden", "feature", "curve_step")
         coords = {d: self.coords[d][i] for d, i in sel.items()}
         n = int(np.isfinite(one["importance"].values).sum())

@@ -331,10 +331,10 @@ def payload(det: CellDetail, n_seeds: int) -> dict:
             {
                 "x0": [0.0] * n,
                 "y0": [0.0] * n,
-                "x1": W2[0].tolist(),
-                "y1": W2[1].tolist(),
-                "lx": (W2[0] * scale).tolist(),
-                "ly": (W2[1] * scale).tolist(),
+                "x1": _r(W2[0]),
+                "y1": _r(W2[1]),
+                "lx": _r(W2[0] * scale),
+                "ly": _r(W2[1] * scale),
                 "label": [str(i) for i in feats],
             }
             if ok and arrows
@@ -342,9 +342,7 @@ def payload(det: CellDetail, n_seeds: int) -> dict:
         )
         t_ = np.linspace(0, 2 * np.pi, 60)
         out["sources"][f"circle{k}"] = (
-            {"x": np.cos(t_).tolist(), "y": np.sin(t_).tolist()}
-            if ok and arrows
-            else {"x": [], "y": []}
+            {"x": _r(np.cos(t_)), "y": _r(np.sin(t_))} if ok and arrows else {"x": [], "y": []}
         )
         G = W.T @ W  # (n, n)
         vmax = float(max(np.abs(G).max(initial=0), 1e-6))
@@ -355,7 +353,7 @@ def payload(det: CellDetail, n_seeds: int) -> dict:
             {
                 "i": gi.ravel().tolist(),
                 "j": gj.ravel().tolist(),
-                "v": G.ravel().tolist(),
+                "v": _r(G.ravel()),
                 "colour": _colours(
                     G.ravel(), LinearColorMapper(palette=RdBu[11], low=-vmax, high=vmax)
                 ),
@@ -367,25 +365,30 @@ def payload(det: CellDetail, n_seeds: int) -> dict:
         some = feats if ok else feats[:0]  # no bars for an unusable seed
         out["sources"][f"bias{k}"] = {
             "feature": some.tolist(),
-            "b": np.nan_to_num(s.b)[: len(some)].tolist(),
+            "b": _r(np.nan_to_num(s.b)[: len(some)]),
         }
         sup = np.nan_to_num(s.superposition)[: len(some)]
         out["sources"][f"norm{k}"] = {
             "feature": some.tolist(),
-            "norm": np.nan_to_num(s.norms)[: len(some)].tolist(),
+            "norm": _r(np.nan_to_num(s.norms)[: len(some)]),
             # the notebook's bar colour: sqrt(superposition) clipped to [0, 1] on viridis
             "colour": _colours(
                 np.clip(np.sqrt(np.clip(sup, 0, None)), 0, 1),
                 LinearColorMapper(palette=Viridis256, low=0, high=1),
             ),
-            "sup": sup.tolist(),
+            "sup": _r(sup),
         }
         finite = np.isfinite(s.curve) & (s.curve > 0)
         out["sources"][f"curve{k}"] = {
             "step": s.curve_step[finite].astype(float).tolist(),
-            "loss": s.curve[finite].tolist(),
+            "loss": _r(s.curve[finite]),
         }
     return out
+
+
+def _r(v: np.ndarray) -> list[float]:
+    """Floats to 7 significant digits (float32's precision): a smaller export, same numbers."""
+    return [float(f"{x:.7g}") for x in np.asarray(v, float).ravel()]
 
 
 def _empty_gram() -> dict:
