@@ -523,6 +523,8 @@ def build(
         if ex.kind
         else f"{ex.name}: one cell per grid point; click a cell"
     )
+    # white cell outlines, unless the cells are too small for them (they would grey the map)
+    outline = "white" if max(len(ax.values), len(ay.values)) <= 40 else None
     x_type: Literal["log", "linear"] = "log" if ax.log else "linear"
     y_type: Literal["log", "linear"] = "log" if ay.log else "linear"
     fmap = figure(
@@ -545,7 +547,7 @@ def build(
         source=src,
         view=view,
         fill_color="fill",
-        line_color="white",
+        line_color=outline,
         line_width=0.5,
         hatch_pattern="hatch",
         hatch_color="#555555",
@@ -622,7 +624,7 @@ def build(
             top="top",
             source=tsrc,
             fill_color="fill",
-            line_color="white",
+            line_color=outline,
             line_width=0.5,
         )
         ax.style(theory_fig.xaxis[0])
