@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
@@ -86,6 +87,11 @@ def serve(ex: Explorer, host: str, port: int, x: str | None, y: str | None) -> N
             allow_websocket_origin=origins(host, port),
         )
     except OSError as e:  # in use, or an address this machine does not have
+        if isinstance(e, socket.gaierror) or e.errno == errno.EADDRNOTAVAIL:
+            raise ExploreError(
+                f"--host={host} is not allowed: {e.strerror or e}; expected an address of "
+                "this machine (127.0.0.1, or 0.0.0.0 for all)"
+            ) from None
         raise ExploreError(
             f"--port={asked} is not allowed on --host={host}: "
             f"{e.strerror or e}; expected a free port (0 picks one)"
