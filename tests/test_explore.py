@@ -21,22 +21,40 @@ from analysis import aggregate
 from analysis.explore import data as explore_data
 from analysis.explore.__main__ import main
 from analysis.explore.data import Explorer
-from analysis.explore.view import payload
-from tests.conftest import ROOT, run_cli
+from analysis.explore.view import build, choose_axes, payload
+from tests.conftest import ROOT, make_config, run_cli
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
     """A small trained 2→1 phase store: 3 × 3 cells × 2 seeds × 200 steps."""
     path = tmp_path_factory.mktemp("explore") / "phase"
-    r = run_cli(["-m", "sweep", "+grid=phase", "train.steps=200", "grid.seeds=2",
-                 "grid.axes.density=[log,0.03,1.0,3]",
-                 "grid.axes.relative_importance=[log,0.3,3.0,3]",
-                 "analysis.run=false", "progress=false", f"store.path={path}"], cwd=ROOT)
+    r = run_cli(
+        [
+            "-m",
+            "sweep",
+            "+grid=phase",
+            "train.steps=200",
+            "grid.seeds=2",
+            "grid.axes.density=[log,0.03,1.0,3]",
+            "grid.axes.relative_importance=[log,0.3,3.0,3]",
+            "analysis.run=false",
+            "progress=false",
+            f"store.path={path}",
+        ],
+        cwd=ROOT,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     return path
 
@@ -84,8 +102,8 @@ def test_cell_detail_reads_the_cell_and_names_the_dropped_seed(store):
 def test_unfinished_and_diverged_cells_say_so_and_refresh_sees_new_cells(store, tmp_path):
     path = _copy(store, tmp_path)
     group = zarr.open_group(str(path), mode="r+", zarr_format=2, use_consolidated=False)
-    group["finished"][0, 0, :] = False           # a cell not trained yet
-    group["diverged"][2, 2, :] = True            # a cell whose every seed blew up
+    group["finished"][0, 0, :] = False  # a cell not trained yet
+    group["diverged"][2, 2, :] = True  # a cell whose every seed blew up
     ex = Explorer(path)
     t = ex.summary().set_index(["i_relative_importance", "i_density"])
     assert t.loc[(0, 0), "status"] == "unfinished" and t.loc[(0, 0), "phase"] == -1
@@ -98,6 +116,47 @@ def test_unfinished_and_diverged_cells_say_so_and_refresh_sees_new_cells(store, 
     group["finished"][0, 0, :] = True
     assert ex.refresh() == 1
     assert ex.summary().loc[0, "status"] == "finished"
+
+
+@pytest.mark.parametrize("grid", sorted(p.stem for p in (ROOT / "conf" / "grid").glob("*.yaml")))
+def test_every_grid_store_maps_and_shows_a_cell(grid, tmp_path):
+    """Each grid's store (its template, with one cell filled by hand): the page builds, an
+    unfinished cell says so, and a finished one shows W's columns as arrows (m <= 2) or WᵀW."""
+    from sweep import store as sweep_store
+    from sweep.grid import GridPlan
+
+    cfg = make_config([f"+grid={grid}"], store=tmp_path / grid)
+    plan = GridPlan(cfg)
+    path = tmp_path / grid
+    sweep_store.create(path, plan, cfg)
+    ex = Explorer(path)
+    assert (ex.summary()["status"] == "unfinished").all()
+    build(ex)
+    x, y = choose_axes(ex, None, None)
+    assert x in ex.cell_dims and (y in ex.cell_dims or len(ex.cell_dims) == 1)
+    last = tuple(n - 1 for n in ex.shape)
+    header = payload(ex.cell_detail(last), len(ex.seeds))["divs"]["header"]
+    assert "This cell is unfinished" in header
+    # fill that cell as a job would: weights, loss, then its finished flags
+    det = ex.cell_detail(last)
+    m, n = det.m, det.n
+    rng = np.random.default_rng(0)
+    W = rng.normal(size=(len(ex.seeds), m, n)).astype(np.float32)
+    group = zarr.open_group(str(path), mode="r+", zarr_format=2, use_consolidated=False)
+    group["W"][(*last, slice(None), slice(0, m), slice(0, n))] = W
+    group["loss"][last] = np.arange(1, len(ex.seeds) + 1, dtype=np.float32)
+    group["finished"][last] = True
+    assert ex.refresh() == 1
+    p = payload(ex.cell_detail(last), len(ex.seeds))
+    if m <= 2:
+        x1 = np.array(p["sources"]["arrows0"]["x1"])
+        np.testing.assert_allclose(x1, W[0, 0], rtol=1e-6)
+        assert p["sources"]["gram0"]["v"] == []
+    else:
+        G = np.array(p["sources"]["gram0"]["v"]).reshape(n, n)
+        np.testing.assert_allclose(G, W[0].T.astype(float) @ W[0], rtol=1e-5, atol=1e-5)
+        assert p["sources"]["arrows0"]["x1"] == []
+    assert "finished" in p["divs"]["text0"]
 
 
 def _error_line(capsys) -> str:
@@ -157,9 +216,11 @@ CELL_XY_JS = """(key) => {
   const b = el.getBoundingClientRect();
   return [b.left + sx, b.top + sy];
 }"""
-READY_JS = ("() => window.Bokeh && Bokeh.documents.length > 0 && "
-            "Bokeh.documents[0].get_model_by_name('cellmap') !== null && "
-            "Bokeh.index.find_one(Bokeh.documents[0].get_model_by_name('cellmap')) != null")
+READY_JS = (
+    "() => window.Bokeh && Bokeh.documents.length > 0 && "
+    "Bokeh.documents[0].get_model_by_name('cellmap') !== null && "
+    "Bokeh.index.find_one(Bokeh.documents[0].get_model_by_name('cellmap')) != null"
+)
 
 
 def _floats(text: str) -> list[float]:
@@ -179,18 +240,25 @@ def _click_and_check(page, store: Path, key: str, shot: Path) -> None:
         box = page.locator(f'.seed[data-seed="{int(seed)}"]')
         W = cell["W"].values[k, 0, :2].astype(float)
         assert float(box.locator(".seed-loss").inner_text()) == pytest.approx(
-            float(cell["loss"].values[k]), rel=1e-5)
-        np.testing.assert_allclose(_floats(box.locator(".seed-b").inner_text()),
-                                   cell["b"].values[k, :2], rtol=1e-5, atol=1e-7)
-        np.testing.assert_allclose(_floats(box.locator(".seed-norms").inner_text()),
-                                   np.abs(W), rtol=1e-5, atol=1e-7)
+            float(cell["loss"].values[k]), rel=1e-5
+        )
+        np.testing.assert_allclose(
+            _floats(box.locator(".seed-b").inner_text()),
+            cell["b"].values[k, :2],
+            rtol=1e-5,
+            atol=1e-7,
+        )
+        np.testing.assert_allclose(
+            _floats(box.locator(".seed-norms").inner_text()), np.abs(W), rtol=1e-5, atol=1e-7
+        )
     worst = int(np.argmax(cell["loss"].values))
     role = page.locator(f'.seed[data-seed="{int(cell.seed[worst])}"] .seed-role').inner_text()
     assert role.startswith("dropped: highest loss")
     # the arrows drawn for each seed are its columns of W (m = 1: along x)
     for k in range(cell.sizes["seed"]):
-        x1 = page.evaluate(f"() => Array.from(Bokeh.documents[0].get_model_by_name("
-                           f"'arrows{k}').data.x1)")
+        x1 = page.evaluate(
+            f"() => Array.from(Bokeh.documents[0].get_model_by_name('arrows{k}').data.x1)"
+        )
         np.testing.assert_allclose(x1, cell["W"].values[k, 0, :2], rtol=1e-6, atol=1e-7)
     page.wait_for_timeout(300)
     page.screenshot(path=str(shot), full_page=True)
@@ -217,8 +285,13 @@ def browser():
 @pytest.mark.browser
 def test_browser_served_app_and_static_export(store, browser, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "analysis.explore", str(store), "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "analysis.explore", str(store), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         url = None
         for line in proc.stdout:  # "explorer of ... at http://localhost:PORT/ (Ctrl-C to stop)"
