@@ -112,10 +112,16 @@ def test_unfinished_and_diverged_cells_say_so_and_refresh_sees_new_cells(store, 
     assert "This cell is unfinished" in header
     det = ex.cell_detail((2, 2))
     assert all(s.role.startswith("left out: diverged") for s in det.seeds)
+    page = build(ex)
+    assert page.src.data["status"][0] == "unfinished"
+    assert page.src.data["fill"][0] == "#CCCCCC"  # missing: grey
     # a sweep finishes the cell: refresh recomputes only the slab that changed
     group["finished"][0, 0, :] = True
     assert ex.refresh() == 1
     assert ex.summary().loc[0, "status"] == "finished"
+    page.redraw(ex.summary())  # the served page's refresh button
+    assert page.src.data["status"][0] == "finished"
+    assert page.src.data["fill"][0] != "#CCCCCC"
 
 
 @pytest.mark.parametrize("grid", sorted(p.stem for p in (ROOT / "conf" / "grid").glob("*.yaml")))
