@@ -21,7 +21,8 @@ from analysis import aggregate
 from analysis.explore import data as explore_data
 from analysis.explore.__main__ import main
 from analysis.explore.data import Explorer
-from analysis.explore.view import build, choose_axes, payload
+from analysis.explore.payload import payload
+from analysis.explore.view import build, choose_axes
 from tests.conftest import ROOT, make_config, run_cli
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -4,7 +4,8 @@ A map of the store's cells (the phase diagram with its closed-form boundaries fo
 3→2 phase grids; a heatmap over two chosen axes for every other grid) and, on a click, each
 seed's models: columns of W, bias, norms and superposition, loss curve, phases, and what the
 aggregation rule did with the seed. Modules: `data` (lazy reads of the store), `view` (the
-page), `app` (the server and the static export).
+page), `payload` (one cell's numbers for the page), `style` (palette, labels), `app` (the
+server and the static export).
 
 Why Bokeh (3.x), and not Panel, hvPlot/HoloViews or Plotly Dash:
 - The static export must open offline with cell clicks working. Bokeh's `file_html` with

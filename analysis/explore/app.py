@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from analysis.explore.data import ExploreError, Explorer, label
-from analysis.explore.view import build, payload
+from analysis.explore.payload import payload
+from analysis.explore.view import build
 
 # An export embeds every chosen cell's models; past this, ask for a subset (--select).
 EXPORT_LIMIT_BYTES = 200 * 2**20

@@ -4,7 +4,7 @@ One function, `build`, makes the page for both uses. Clicking a cell selects a r
 map's ColumnDataSource; the served app answers in Python (`Page.show`, which reads that cell
 from the store), the static export in the browser (`CLICK_JS`, which copies the cell's
 precomputed payload into the same sources). Both fill the page from one *payload* per cell
-(`payload()`): new data per named source, HTML per named Div, visibility per named figure.
+(`payload.payload()`): new data per named source, HTML per named Div, model properties.
 Selectors for the axes that are not on the map are Bokeh `GroupFilter`s linked to `Select`
 widgets (`js_link`), so they work without a server too.
 """
@@ -42,31 +42,19 @@ from bokeh.palettes import RdBu, Viridis256
 from bokeh.plotting import figure
 
 from analysis import theory
-from analysis.explore.data import CellDetail, Explorer, label
+from analysis.explore.data import Explorer, label
+from analysis.explore.payload import empty_arrows, empty_gram
+from analysis.explore.style import (
+    MISSING,
+    PHASE_COLOURS,
+    PHASE_NAMES,
+    SEED_COLOURS,
+    axis_label,
+    colours,
+)
 from analysis.metrics import DEDICATED, IGNORED, SUPERPOSED
 
 # The project's figure palette (analysis/figures.py): Okabe–Ito phases, grey missing cells.
-PHASE_COLOURS = {IGNORED: "#E69F00", DEDICATED: "#56B4E9", SUPERPOSED: "#009E73"}
-PHASE_NAMES = {IGNORED: "ignored", DEDICATED: "dedicated", SUPERPOSED: "superposed"}
-MISSING = "#CCCCCC"
-SEED_COLOURS = (
-    "#0072B2",
-    "#D55E00",
-    "#009E73",
-    "#CC79A7",
-    "#E69F00",
-    "#56B4E9",
-    "#000000",
-    "#F0E442",
-)
-AXIS_LABELS = {
-    "density": "density p = 1 − S",
-    "relative_importance": "relative importance r",
-    "n_features": "features n",
-    "n_hidden": "hidden dimensions m",
-    "model": "model",
-    "correlation": "correlation",
-}
 QUANTITIES = {  # key -> (menu label, colour bar title)
     "phase": ("phase of the last feature", ""),
     "n_superposed": ("superposed features", "superposed features per cell"),
@@ -99,10 +87,6 @@ for (const [k, bar] of (bars instanceof Map ? bars.entries() : Object.entries(ba
 }
 legend.visible = (q === "phase");
 """
-
-
-def axis_label(dim: str) -> str:
-    return AXIS_LABELS.get(dim, dim)
 
 
 def is_log(values: np.ndarray) -> bool:
@@ -174,19 +158,6 @@ def choose_axes(ex: Explorer, x: str | None, y: str | None) -> tuple[str | None,
     return x, y
 
 
-def _colours(values: np.ndarray, mapper) -> list[str]:
-    """Hex colours of values under a Bokeh colour mapper (computed here, so the map needs no
-    per-quantity renderer); NaN is grey."""
-    pal = list(mapper.palette)
-    v = np.asarray(values, dtype=float)
-    lo, hi = float(mapper.low), float(mapper.high)
-    if isinstance(mapper, LogColorMapper):
-        v, lo, hi = np.log(np.where(v > 0, v, np.nan)), np.log(lo), np.log(hi)
-    t = np.clip((v - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
-    k = np.nan_to_num(t * (len(pal) - 1)).round().astype(int)
-    return [pal[j] if np.isfinite(x) else MISSING for j, x in zip(k, t, strict=True)]
-
-
 def _mapper(q: str, values: np.ndarray):
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
@@ -227,7 +198,7 @@ def map_data(
         data[f"lab_{d}"] = [label(ex.coords[d][i]) for i in t[f"i_{d}"]]
     data["col_phase"] = [PHASE_COLOURS.get(int(c), MISSING) for c in t["phase"]]
     for q, m in mappers.items():
-        data[f"col_{q}"] = _colours(t[q].to_numpy(), m)
+        data[f"col_{q}"] = colours(t[q].to_numpy(), m)
     return data
 
 
@@ -244,159 +215,6 @@ def boundary_lines(kind: str, ax: Axis, ay: Axis) -> list[tuple[np.ndarray, np.n
         jump = below != above
         lines.append((np.ones_like(pf), np.where(jump, pf, np.nan)))
     return lines
-
-
-# ---------------------------------------------------------------- per-cell payload
-
-
-def _fmt(v: float) -> str:
-    return "–" if not np.isfinite(v) else f"{v:.6g}"
-
-
-def _phase_span(name: str) -> str:
-    colour = {v: PHASE_COLOURS[k] for k, v in PHASE_NAMES.items()}.get(name, MISSING)
-    return (
-        f'<span style="background:{colour};padding:0 4px;border-radius:3px">'
-        f"{html.escape(name)}</span>"
-    )
-
-
-MAX_LISTED = 8  # features whose values the seed's text lists; more: see the bar charts
-
-
-def _values(v: np.ndarray) -> str:
-    if len(v) > MAX_LISTED:
-        return f"({len(v)} values: hover the bars)"
-    return " ".join(_fmt(x) for x in v)
-
-
-def payload(det: CellDetail, n_seeds: int) -> dict:
-    """What the page shows for one cell: source data, Div HTML, and model properties.
-
-    Figures are never hidden or shown per cell (each such change lays out the whole page
-    again, which took minutes with 10 seeds): an unusable seed's sources are emptied, and one
-    geometry figure per seed holds both the arrows (m <= 2) and the WᵀW heatmap.
-    """
-    coords = ", ".join(f"{axis_label(d)} = {label(v)}" for d, v in det.coords.items())
-    phases = " ".join(f"{i + 1}:{_phase_span(p)}" for i, p in enumerate(det.cell_phases))
-    warn = ""
-    if det.status != "finished":
-        warn = (
-            f'<div class="cell-warning" style="color:#D55E00;font-weight:bold">'
-            f"This cell is {html.escape(det.status)}.</div>"
-        )
-    header = (
-        f'<div class="cell-header"><h3 style="margin:4px 0">Cell: {html.escape(coords)}</h3>'
-        f"{warn}<div>model {det.n} features → {det.m} hidden; status: "
-        f'<span class="cell-status">{html.escape(det.status)}</span></div>'
-        f"<div>aggregation <b>{det.rule}</b>: {html.escape(det.rule_text)}</div>"
-        f"<div>cell phase per feature: {phases or '– (no usable seed)'}; cell loss "
-        f'<span class="cell-loss">{_fmt(det.cell_loss)}</span>'
-        f"{'; <b>seeds disagree</b>' if det.disagree else ''}</div></div>"
-    )
-    out: dict = {"sources": {}, "divs": {"header": header}, "props": {"details": {"visible": True}}}
-    for k in range(n_seeds):
-        s = det.seeds[k]
-        ok = s.status == "finished"
-        n = det.n
-        feats = np.arange(1, n + 1)
-        if not ok:
-            ph = "–"
-        elif n <= MAX_LISTED:
-            ph = " ".join(f"{i + 1}:{_phase_span(p)}" for i, p in enumerate(s.phases))
-        else:  # many features: counts here, each feature in the bar charts' hover
-            ph = ", ".join(
-                f"{s.phases.count(v)} {_phase_span(v)}"
-                for v in PHASE_NAMES.values()
-                if v in s.phases
-            )
-        out["divs"][f"text{k}"] = (
-            f'<div class="seed" data-seed="{s.seed}" style="width:250px">'
-            f'<b>seed {s.seed}</b> <span class="seed-status">{s.status}</span><br>'
-            f'loss <span class="seed-loss">{_fmt(s.loss)}</span><br>'
-            f"phases {ph}<br>"
-            f'<span class="seed-role"><i>{html.escape(s.role)}</i></span><br>'
-            f'b <span class="seed-b">{_values(s.b) if ok else "–"}</span><br>'
-            f'‖W_i‖ <span class="seed-norms">{_values(s.norms) if ok else "–"}</span></div>'
-        )
-        arrows = det.m <= 2
-        out["props"][f"geom_y{k}"] = {"flipped": not arrows}
-        out["props"][f"geom_title{k}"] = {"text": "columns of W" if arrows else "WᵀW"}
-        out["props"][f"gram_bar{k}"] = {"visible": ok and not arrows}
-        W = np.nan_to_num(s.W) if ok else np.zeros((det.m, n))
-        W2 = np.vstack([W, np.zeros_like(W)])[:2] if arrows else W[:2]
-        r = np.hypot(W2[0], W2[1])
-        scale = np.where(r > 1e-9, 1 + 0.15 / np.maximum(r, 1e-9), 1)
-        out["sources"][f"arrows{k}"] = (
-            {
-                "x0": [0.0] * n,
-                "y0": [0.0] * n,
-                "x1": _r(W2[0]),
-                "y1": _r(W2[1]),
-                "lx": _r(W2[0] * scale),
-                "ly": _r(W2[1] * scale),
-                "label": [str(i) for i in feats],
-            }
-            if ok and arrows
-            else _empty_arrows()
-        )
-        t_ = np.linspace(0, 2 * np.pi, 60)
-        out["sources"][f"circle{k}"] = (
-            {"x": _r(np.cos(t_)), "y": _r(np.sin(t_))} if ok and arrows else {"x": [], "y": []}
-        )
-        G = W.T @ W  # (n, n)
-        vmax = float(max(np.abs(G).max(initial=0), 1e-6))
-        gi, gj = np.meshgrid(feats, feats, indexing="ij")
-        # rects coloured here rather than an image glyph: an image's 2-D array does not
-        # survive the export's JSON, plain columns do
-        out["sources"][f"gram{k}"] = (
-            {
-                "i": gi.ravel().tolist(),
-                "j": gj.ravel().tolist(),
-                "v": _r(G.ravel()),
-                "colour": _colours(
-                    G.ravel(), LinearColorMapper(palette=RdBu[11], low=-vmax, high=vmax)
-                ),
-            }
-            if ok and not arrows
-            else _empty_gram()
-        )
-        out["props"][f"gram_map{k}"] = {"low": -vmax, "high": vmax}
-        some = feats if ok else feats[:0]  # no bars for an unusable seed
-        out["sources"][f"bias{k}"] = {
-            "feature": some.tolist(),
-            "b": _r(np.nan_to_num(s.b)[: len(some)]),
-        }
-        sup = np.nan_to_num(s.superposition)[: len(some)]
-        out["sources"][f"norm{k}"] = {
-            "feature": some.tolist(),
-            "norm": _r(np.nan_to_num(s.norms)[: len(some)]),
-            # the notebook's bar colour: sqrt(superposition) clipped to [0, 1] on viridis
-            "colour": _colours(
-                np.clip(np.sqrt(np.clip(sup, 0, None)), 0, 1),
-                LinearColorMapper(palette=Viridis256, low=0, high=1),
-            ),
-            "sup": _r(sup),
-        }
-        finite = np.isfinite(s.curve) & (s.curve > 0)
-        out["sources"][f"curve{k}"] = {
-            "step": s.curve_step[finite].astype(float).tolist(),
-            "loss": _r(s.curve[finite]),
-        }
-    return out
-
-
-def _r(v: np.ndarray) -> list[float]:
-    """Floats to 7 significant digits (float32's precision): a smaller export, same numbers."""
-    return [float(f"{x:.7g}") for x in np.asarray(v, float).ravel()]
-
-
-def _empty_gram() -> dict:
-    return {c: [] for c in ("i", "j", "v", "colour")}
-
-
-def _empty_arrows() -> dict:
-    return {c: [] for c in ("x0", "y0", "x1", "y1", "lx", "ly", "label")}
 
 
 # ---------------------------------------------------------------- the page
@@ -691,9 +509,9 @@ def build(
         )
         targets[f"curve{k}"] = cs
         text = Div(text="", width=260, name=f"text{k}")
-        asrc = ColumnDataSource(_empty_arrows(), name=f"arrows{k}")
+        asrc = ColumnDataSource(empty_arrows(), name=f"arrows{k}")
         csrc = ColumnDataSource({"x": [], "y": []})
-        gsrc = ColumnDataSource(_empty_gram())
+        gsrc = ColumnDataSource(empty_gram())
         gmap = LinearColorMapper(palette=RdBu[11], low=-1, high=1)
         # one figure for W's geometry: arrows when m <= 2, else WᵀW (features down the rows)
         fg = figure(
