@@ -35,7 +35,7 @@ def _section(config: DictConfig) -> dict[str, Any]:
     section = OmegaConf.select(config, "analysis", default=None)
     if section is None:
         return {}
-    out = OmegaConf.to_container(section, resolve=True)
+    out = OmegaConf.to_container(section, resolve=True, enum_to_str=True)  # typed config: Enums
     return {str(k): v for k, v in out.items()} if isinstance(out, dict) else {}
 
 

@@ -123,7 +123,9 @@ class TrainConfig:
                                    lo_open=True)
     backend: Backend = _f(Backend.fused, "fused (fast) | autograd (reference)")
     compile: Any = _f("auto", "torch.compile the fused step: auto | true | false")
-    threads: int = _f(1, "torch threads per job (0: all cores)", lo=0)
+    compile_cache: str | None = _f(None, "directory of the persistent compiled-kernel cache "
+                                   "(null: torch's default)")
+    threads: int = _f(0, "torch threads per job (0: this job's share of the idle cores)", lo=0)
 
 
 @dataclass
@@ -152,8 +154,10 @@ class StoreConfig:
 class AnalysisConfig:
     run: bool = _f(True, "draw the figures at the end of the sweep")
     norm_threshold: float = _f(0.5, "feature ignored when ||W_i|| < this", lo=0, lo_open=True)
+    # (0, 10) as analysis.settings: a pentagon's features have interference 3/2, so a
+    # threshold above 1 is meaningful for larger models.
     superposition_threshold: float = _f(0.5, "superposed when interference >= this", lo=0,
-                                        hi=1, lo_open=True)
+                                        hi=10, lo_open=True, hi_open=True)
     aggregate: Aggregate = _f(Aggregate.drop_worst, "seeds of a cell -> one value")
     figures: list[str] | None = _f(None, "figures to draw (null: the analysis picks)")
 
@@ -168,6 +172,7 @@ class SweepConfig:
     grid: GridConfig = field(default_factory=GridConfig)
     chunk: ChunkConfig = field(default_factory=ChunkConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    workers: Any = _f("auto", "blocks trained at once on this machine: auto (one per core) or N")
     retries: int = _f(2, "relaunch unfinished blocks this many times", lo=0)
     progress: bool = _f(True, "progress bar over training")
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)

@@ -10,7 +10,15 @@ step is a handful of fused loops instead of ~40 tensor-sized kernels:
 - otherwise ("bmm" form, and always for privileged): h = Wx, z = Wᵀh' + b; the backward is
   three bmms: dh = g Wᵀ (masked by h > 0 for privileged), dL/dW = h'ᵀg + dhᵀx.
 
-Instances are processed in chunks of whole cells (every seed of a cell), so the sampled
+- absval: h = ReLU(Wx), y = ReLU(W_out h + b), target |x|; with g = dL/dy_pre the gradients
+  are dL/dW_out = g hᵀ, dL/db = Σ_batch g, dL/dW = (W_outᵀ g ⊙ [h > 0]) xᵀ.
+
+Inputs come from the block's sampler's own uniforms, turned into features inside the chunk
+(`chunk_inputs`): independent features (values in [0, 1), or [-1, 1) for absval) or
+correlated / anticorrelated sets, with the same floating-point operations as
+`FeatureSampler.sample` / `GroupedSampler.sample`, so both paths see identical data.
+
+Instances are processed in equal chunks of whole cells (every seed of a cell), so the sampled
 uniforms (seeds, batch, feat) broadcast over the chunk's cells instead of being gathered per
 instance, and a chunk's working set stays in cache. Each chunk's AdamW update follows its
 gradients at once (instances never interact, so chunk order does not matter).
@@ -18,7 +26,9 @@ gradients at once (instances never interact, so chunk order does not matter).
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 import shutil
 import warnings
 from typing import Any
@@ -30,9 +40,6 @@ from sweep.data import FeatureSampler
 BETAS = (0.9, 0.999)  # torch.optim.AdamW defaults, as in the autograd path
 EPS = 1e-8
 CHUNK_ELEMENTS = 2**19  # (inst, batch, feat) elements per chunk: ~2 MiB per float32 buffer
-# train.compile=auto compiles when a block's training does at least this many element-steps
-# (inst * batch * feat * steps): compiling costs ~20-60 s, worth it from a few minutes of work.
-COMPILE_WORK = 2e10
 
 
 def use_gram(kind: str, n: int, m: int, compiled: bool = True) -> bool:
@@ -44,19 +51,42 @@ def use_gram(kind: str, n: int, m: int, compiled: bool = True) -> bool:
     return kind in ("relu", "linear") and 2 * n < 5 * m and (compiled or n <= 4)
 
 
-def chunk_inputs(u: torch.Tensor, p: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
-    """x = where(u < p, u / p, 0), feature-major: (inst, feat, batch).
+# How a chunk's inputs are made from uniforms: (correlation, signed, set size), e.g.
+# ("none", False, 1) for independent features in [0, 1).
+Data = tuple[str, bool, int]
 
-    u: (seeds, feat, batch). p: (inst, feat, 1). With index None the chunk is laid out as
-    (cells, seeds) with every seed in order, so u broadcasts over cells; else u[index].
+
+def chunk_inputs(u: torch.Tensor, p: torch.Tensor, index: torch.Tensor | None,
+                 data: Data = ("none", False, 1)) -> torch.Tensor:
+    """The chunk's inputs x, feature-major: (inst, feat, batch).
+
+    u: (seeds, U, batch), the sampler's uniforms transposed (U = feat, or feat + 2 sets for
+    grouped features). p: (inst, P, 1), the density of each feature (P = feat) or of each set
+    (P = sets). With index None the chunk is laid out as (cells, seeds) with every seed in
+    order, so u broadcasts over cells; else u[index].
     """
     if index is None:
         s = u.shape[0]
-        uu = u.unsqueeze(0)  # (1, seeds, feat, batch)
-        pp = p.view(-1, s, *p.shape[1:])  # (cells, seeds, feat, 1)
-        return torch.where(uu < pp, uu / pp, 0).flatten(0, 1)
-    uu = u[index]
-    return torch.where(uu < p, uu / p, 0)
+        uu = u.unsqueeze(0)  # (1, seeds, U, batch)
+        pp = p.view(-1, s, *p.shape[1:])  # (cells, seeds, P, 1)
+        return _inputs(uu, pp, data).flatten(0, 1)
+    return _inputs(u[index], p, data)
+
+
+def _inputs(u: torch.Tensor, p: torch.Tensor, data: Data) -> torch.Tensor:
+    """As FeatureSampler._values / GroupedSampler.sample, on (..., U, batch) uniforms."""
+    correlation, signed, size = data
+    if correlation == "none":  # active when u < p; then u / p is U[0, 1), 2u / p − 1 U[−1, 1)
+        return torch.where(u < p, 2 * u / p - 1 if signed else u / p, 0)
+    sets = p.shape[-2]
+    n = u.shape[-2] - 2 * sets
+    values = u[..., :n, :]  # (..., feat, batch)
+    active = (u[..., n:n + sets, :] < p).repeat_interleave(size, dim=-2)  # (..., feat, batch)
+    if correlation == "anticorrelated":  # one member of an active set, picked uniformly
+        pick = (u[..., n + sets:, :] * size).long().clamp_max(size - 1)
+        member = (torch.arange(n, device=u.device) % size).unsqueeze(-1)  # (feat, 1)
+        active = active & (pick.repeat_interleave(size, dim=-2) == member)
+    return torch.where(active, values, 0)
 
 
 def grads_gram(kind: str, W: torch.Tensor, b: torch.Tensor, x: torch.Tensor,
@@ -100,6 +130,33 @@ def grads_bmm(kind: str, W: torch.Tensor, b: torch.Tensor, x: torch.Tensor,
     return loss, gW, g.sum(-1)
 
 
+def grads_absval(W: torch.Tensor, Wo: torch.Tensor, b: torch.Tensor, x: torch.Tensor,
+                 imp: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Loss (inst,), dL/dW (inst, m, n), dL/db (inst, n), dL/dW_out (inst, n, m) for absval."""
+    batch = x.shape[-1]
+    hpre = torch.bmm(W, x)  # (inst, m, batch)
+    h = torch.relu(hpre)
+    y = torch.baddbmm(b.unsqueeze(-1), Wo, h)  # (inst, n, batch), pre-activation
+    t = x.abs()  # the target |x|
+    r = torch.where(y > 0, y - t, -t)  # ReLU(y) - |x|
+    g = torch.where(y > 0, r, 0)
+    loss = (imp * r.square()).sum(1).mean(-1)  # (inst,)
+    g = g * (imp * (2.0 / batch))  # dL/dy: (inst, n, batch)
+    gWo = torch.bmm(g, h.transpose(1, 2))  # (inst, n, m)
+    dh = torch.where(hpre > 0, torch.bmm(Wo.transpose(1, 2), g), 0)  # (inst, m, batch)
+    gW = torch.bmm(dh, x.transpose(1, 2))  # (inst, m, n)
+    return loss, gW, g.sum(-1), gWo
+
+
+def chunk_grads(kind: str, gram: bool, x: torch.Tensor, imp: torch.Tensor, W: torch.Tensor,
+                b: torch.Tensor, Wo: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    """(loss, dL/dW, dL/db[, dL/dW_out]) of one chunk."""
+    if kind == "absval":
+        assert Wo is not None
+        return grads_absval(W, Wo, b, x, imp)
+    return (grads_gram if gram else grads_bmm)(kind, W, b, x, imp)
+
+
 def adamw_(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor,
            coef: torch.Tensor) -> None:
     """torch.optim.AdamW's update, in place. coef: [lr, lr·wd, lr/bc1, sqrt(bc2)] (tensor)."""
@@ -111,23 +168,28 @@ def adamw_(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor,
     p.sub_(coef[2] * m / (v.sqrt() / coef[3]).add_(EPS))
 
 
-def train_chunk(kind: str, gram: bool, u: torch.Tensor, index: torch.Tensor | None,
-                p: torch.Tensor, imp: torch.Tensor, W: torch.Tensor, b: torch.Tensor,
-                mW: torch.Tensor, vW: torch.Tensor, mb: torch.Tensor, vb: torch.Tensor,
+def train_chunk(kind: str, gram: bool, data: Data, u: torch.Tensor,
+                index: torch.Tensor | None, p: torch.Tensor, imp: torch.Tensor,
+                params: list[torch.Tensor], moments: list[torch.Tensor],
                 coef: torch.Tensor) -> torch.Tensor:
-    """One step for one chunk: sample, loss and gradients, AdamW in place; returns the losses."""
-    x = chunk_inputs(u, p, index)  # (inst, feat, batch)
-    loss, gW, gb = (grads_gram if gram else grads_bmm)(kind, W, b, x, imp)
-    adamw_(W, gW, mW, vW, coef)
-    adamw_(b, gb, mb, vb, coef)
+    """One step for one chunk: inputs, loss and gradients, AdamW in place; returns the losses.
+
+    params: [W, b] or [W, b, W_out]; moments: [m, v] of each, in the same order.
+    """
+    x = chunk_inputs(u, p, index, data)  # (inst, feat, batch)
+    Wo = params[2] if len(params) > 2 else None
+    loss, *grads = chunk_grads(kind, gram, x, imp, params[0], params[1], Wo)
+    for k, (param, grad) in enumerate(zip(params, grads, strict=True)):
+        adamw_(param, grad, moments[2 * k], moments[2 * k + 1], coef)
     return loss
 
 
-def eval_chunk(kind: str, gram: bool, u: torch.Tensor, index: torch.Tensor | None,
-               p: torch.Tensor, imp: torch.Tensor, W: torch.Tensor,
-               b: torch.Tensor) -> torch.Tensor:
-    x = chunk_inputs(u, p, index)
-    return (grads_gram if gram else grads_bmm)(kind, W, b, x, imp)[0]
+def eval_chunk(kind: str, gram: bool, data: Data, u: torch.Tensor,
+               index: torch.Tensor | None, p: torch.Tensor, imp: torch.Tensor,
+               params: list[torch.Tensor]) -> torch.Tensor:
+    x = chunk_inputs(u, p, index, data)
+    Wo = params[2] if len(params) > 2 else None
+    return chunk_grads(kind, gram, x, imp, params[0], params[1], Wo)[0]
 
 
 def compiler_available(device: torch.device) -> bool:
@@ -139,43 +201,142 @@ def compiler_available(device: torch.device) -> bool:
     return any(shutil.which(c) for c in ("g++", "c++", "clang++"))
 
 
-def should_compile(setting: Any, device: torch.device, work: float) -> bool:
-    """train.compile: true / false, or auto = when a compiler exists and the work is large."""
+# Costs behind train.compile=auto, measured on the 2-core build machine (AMD EPYC, AVX2), one
+# thread, load 2-6 (other jobs running), float32, batch 1024, per element-step (one instance ×
+# batch row × feature, one training step):
+# - fused eager: 2.2e7/s (2→1), 1.4e7/s (20→5);
+# - fused compiled: 4.5e8/s (2→1), 1.2e8/s (20→5): 4-20× faster;
+# - compiling one block's step: 30-48 s with an empty cache, 3.6-5.1 s with the kernels already
+#   in train.compile_cache (Dynamo tracing; Inductor's FX graph and AOTAutograd caches hit).
+# Compiling pays when the eager run would take longer than compiling plus the compiled run.
+EAGER_RATE = 1.4e7
+COMPILED_RATE = 1.2e8
+COMPILE_COLD_S = 50.0
+COMPILE_WARM_S = 6.0
+
+
+def should_compile(setting: Any, device: torch.device, work: float, warm: bool = False) -> bool:
+    """train.compile: true / false, or auto = when a compiler exists and compiling saves time.
+
+    work: the block's element-steps (inst × batch × feat × steps); warm: its kernels were
+    compiled before into the persistent cache.
+    """
     if isinstance(setting, bool):
         return setting
-    return compiler_available(device) and work >= COMPILE_WORK
+    if device.type == "cuda":  # no measurements on a GPU here: compile large work only
+        return compiler_available(device) and work >= 1e10
+    cost = COMPILE_WARM_S if warm else COMPILE_COLD_S
+    saved = work / EAGER_RATE - work / COMPILED_RATE
+    return saved > cost and compiler_available(device)
+
+
+def use_compile_cache(path: str | None) -> None:
+    """Keep compiled kernels in `path` (train.compile_cache), across processes and runs.
+
+    Inductor's FX graph cache and AOTAutograd's cache (on by default in torch 2.13) live under
+    TORCHINDUCTOR_CACHE_DIR; a job that finds its kernels there skips code generation and the
+    C++ compiler, so only Dynamo's tracing (a few seconds) remains.
+    """
+    if not path:
+        return
+    import torch._functorch.config as aot
+    import torch._inductor.config as inductor
+
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.expanduser(path)
+    inductor.fx_graph_cache = True
+    aot.enable_autograd_cache = True
+
+
+def chunk_layout(inst: int, per_inst: int, unit: int) -> tuple[int, int]:
+    """(chunks, chunk size): equal chunks of whole units (cells) of about CHUNK_ELEMENTS.
+
+    Equal sizes give one compiled kernel per block (a shorter last chunk would compile again);
+    the block is padded up to chunks × size with inert instances.
+    """
+    size = max(1, CHUNK_ELEMENTS // (per_inst * unit)) * unit
+    k = math.ceil(inst / size)
+    return k, math.ceil(inst / k / unit) * unit
+
+
+def kernel_key(*parts: Any) -> str:
+    """Name of a block's compiled kernels, to remember that the persistent cache holds them."""
+    text = ":".join(map(str, (torch.__version__, torch.get_num_threads(), *parts)))
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
 class FusedTrainer:
-    """Training state of one block on the fused path: W, b, AdamW moments, the data sampler."""
+    """Training state of one block on the fused path: W, b (and absval's W_out), their AdamW
+    moments, the data sampler. The block is padded to equal chunks with inert instances
+    (density 1, importance 0: zero gradients); W, b, W_out are views of the real ones."""
 
     backend = "fused"
 
     def __init__(self, kind: str, W0: torch.Tensor, b0: torch.Tensor, imp: torch.Tensor,
                  sampler: FeatureSampler, lr: float, weight_decay: float,
-                 lr_factor: Any, compile: bool):
+                 lr_factor: Any, compile: bool | str, W_out0: torch.Tensor | None = None,
+                 work: float = 0.0, cache: str | None = None):
         inst, m, n = W0.shape
-        self.kind, self.gram = kind, use_gram(kind, n, m, compile)
-        self.W, self.b = W0.clone(), b0.clone()  # (inst, m, n), (inst, n)
-        self.mW, self.vW = torch.zeros_like(self.W), torch.zeros_like(self.W)
-        self.mb, self.vb = torch.zeros_like(self.b), torch.zeros_like(self.b)
-        self.imp = imp.reshape(inst, n, 1)  # (inst, feat, 1)
-        self.sampler, self.lr, self.wd, self.lr_factor = sampler, lr, weight_decay, lr_factor
-        self.p = sampler.p.reshape(inst, n, 1)
+        self.kind, self.sampler = kind, sampler
+        self.lr, self.wd, self.lr_factor = lr, weight_decay, lr_factor
+        grouped = getattr(sampler, "kind", None)  # GroupedSampler: correlated / anticorrelated
+        self.data: Data = (grouped, False, sampler.size) if grouped else \
+            ("none", sampler.signed, 1)
+        p = sampler.p_set if grouped else sampler.p  # (inst, 1, P)
+        width = n + 2 * p.shape[-1] if grouped else n  # uniforms per sample row
+        unit = len(sampler.unique) if sampler.tiled else 1
+        k, size = chunk_layout(inst, sampler.batch * width, unit)
+        pad = k * size - inst
+        self.chunks = [(a, a + size) for a in range(0, k * size, size)]
+
+        def padded(t: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+            return torch.cat([t, t.new_full((pad, *t.shape[1:]), fill)]) if pad else t.clone()
+
+        self.params = [padded(W0), padded(b0)]  # (inst', m, n), (inst', n)
+        if kind == "absval":
+            assert W_out0 is not None
+            self.params.append(padded(W_out0))  # (inst', n, m)
+        self.moments = [torch.zeros_like(t) for t in self.params for _ in (0, 1)]
+        self.W, self.b = self.params[0][:inst], self.params[1][:inst]
+        self.W_out = self.params[2][:inst] if kind == "absval" else None
+        self.imp = padded(imp.reshape(inst, n, 1))  # (inst', feat, 1); 0: inert padding
+        self.p = padded(p.transpose(1, 2), 1.0)  # (inst', P, 1)
+        self.index = None if sampler.tiled else padded(sampler.seed_index)  # (inst',)
         self.steps_done = 0
-        seeds = len(sampler.unique)
-        # Chunks of whole cells when the block is laid out as (cells, seeds); any size else.
-        per_inst = sampler.batch * n
-        unit = seeds if sampler.tiled else 1
-        cells = max(1, CHUNK_ELEMENTS // (per_inst * unit))
-        size = cells * unit
-        self.chunks = [(a, min(a + size, inst)) for a in range(0, inst, size)]
-        self.compiled = compile
-        self._train = torch.compile(train_chunk, dynamic=False) if compile else train_chunk
-        self._eval = torch.compile(eval_chunk, dynamic=False) if compile else eval_chunk
+        shape = (kind, self.data, size, k, unit, width, m, sampler.batch, W0.dtype,
+                 W0.device.type)
+        self.compiled = self._decide(compile, work, cache, "train", *shape)
+        self.gram = use_gram(kind, n, m, self.compiled)
+        self._train = torch.compile(train_chunk, dynamic=False) if self.compiled \
+            else train_chunk
+        # Evaluation: 8 forward passes (~1/3 of a step each), compiled only when that pays.
+        evals = 8 / 3 * inst * sampler.batch * n
+        self.eval_compiled = self._decide(compile, evals, cache, "eval", *shape)
+        self._eval = torch.compile(eval_chunk, dynamic=False) if self.eval_compiled \
+            else eval_chunk
+
+    def _decide(self, setting: bool | str, work: float, cache: str | None, *key: Any) -> bool:
+        """Compile or not; with auto, count on the cache when this shape was compiled before."""
+        self._marks = getattr(self, "_marks", {})
+        mark = None
+        if cache:
+            mark = os.path.join(os.path.expanduser(cache), "toysweep-kernels", kernel_key(*key))
+        warm = mark is not None and os.path.exists(mark)
+        on = should_compile(setting, self.W.device, work, warm)
+        if on and mark and not warm:
+            self._marks[key[0]] = mark  # written once compiled
+        return on
+
+    def _compiled_once(self, what: str) -> None:
+        mark = self._marks.pop(what, None)
+        if mark:
+            os.makedirs(os.path.dirname(mark), exist_ok=True)
+            open(mark, "a").close()
 
     def _index(self, a: int, z: int) -> torch.Tensor | None:
-        return None if self.sampler.tiled else self.sampler.seed_index[a:z]
+        return None if self.index is None else self.index[a:z]
+
+    def _uniforms(self, sampler: FeatureSampler) -> torch.Tensor:
+        return sampler.uniforms().transpose(1, 2).contiguous()  # (seeds, U, batch)
 
     def step(self, step: int) -> torch.Tensor:
         """Train every instance one step; returns the training losses (inst,) before it."""
@@ -184,40 +345,51 @@ class FusedTrainer:
         b1, b2 = BETAS
         coef = torch.tensor([lr, lr * self.wd, lr / (1 - b1**t), math.sqrt(1 - b2**t)],
                             dtype=self.W.dtype, device=self.W.device)
-        u = self.sampler.uniforms().transpose(1, 2).contiguous()  # (seeds, feat, batch)
-        losses = torch.empty(self.W.shape[0], dtype=self.W.dtype, device=self.W.device)
+        u = self._uniforms(self.sampler)
+        losses = torch.empty(self.chunks[-1][1], dtype=self.W.dtype, device=self.W.device)
         for a, z in self.chunks:
-            args = (self.kind, self.gram, u, self._index(a, z), self.p[a:z], self.imp[a:z],
-                    self.W[a:z], self.b[a:z], self.mW[a:z], self.vW[a:z], self.mb[a:z],
-                    self.vb[a:z], coef)
+            args = (self.kind, self.gram, self.data, u, self._index(a, z), self.p[a:z],
+                    self.imp[a:z], [q[a:z] for q in self.params],
+                    [q[a:z] for q in self.moments], coef)
             try:
                 losses[a:z] = self._train(*args)
             except Exception as e:  # compiling failed (before any state changed): go eager
                 if not self.compiled:
                     raise
                 warn_compile_failed(e)
-                self.compiled, self._train, self._eval = False, train_chunk, eval_chunk
+                self.compiled, self._train = False, train_chunk
+                self.eval_compiled, self._eval = False, eval_chunk
                 losses[a:z] = self._train(*args)
+        if self.compiled and self._marks:
+            self._compiled_once("train")
         self.steps_done = t
-        return losses
+        return losses[: self.W.shape[0]]
 
     @torch.no_grad()
     def losses(self, sampler: FeatureSampler) -> torch.Tensor:
         """Loss of every instance on one fresh batch from `sampler`: (inst,)."""
-        u = sampler.uniforms().transpose(1, 2).contiguous()
-        out = torch.empty(self.W.shape[0], dtype=self.W.dtype, device=self.W.device)
+        u = self._uniforms(sampler)
+        out = torch.empty(self.chunks[-1][1], dtype=self.W.dtype, device=self.W.device)
         for a, z in self.chunks:
-            out[a:z] = self._eval(self.kind, self.gram, u, self._index(a, z), self.p[a:z],
-                                  self.imp[a:z], self.W[a:z], self.b[a:z])
-        return out
+            out[a:z] = self._eval(self.kind, self.gram, self.data, u, self._index(a, z),
+                                  self.p[a:z], self.imp[a:z], [q[a:z] for q in self.params])
+        if self.eval_compiled and self._marks:
+            self._compiled_once("eval")
+        return out[: self.W.shape[0]]
 
     def state_dict(self) -> dict:
-        return {"W": self.W, "b": self.b, "mW": self.mW, "vW": self.vW, "mb": self.mb,
-                "vb": self.vb, "steps_done": self.steps_done}
+        inst = self.W.shape[0]
+        return {"params": [q[:inst] for q in self.params],
+                "moments": [q[:inst] for q in self.moments], "steps_done": self.steps_done}
 
     def load_state_dict(self, state: dict) -> None:
-        for k in ("W", "b", "mW", "vW", "mb", "vb"):
-            getattr(self, k).copy_(state[k])
+        inst = self.W.shape[0]
+        if "params" not in state:  # a checkpoint written before absval joined the fused path
+            state = {**state, "params": [state["W"], state["b"]],
+                     "moments": [state[k] for k in ("mW", "vW", "mb", "vb")]}
+        for q, saved in zip([*self.params, *self.moments],
+                            [*state["params"], *state["moments"]], strict=True):
+            q[:inst].copy_(saved)
         self.steps_done = int(state["steps_done"])
 
 

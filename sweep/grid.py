@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 
 from sweep import kinds
 from sweep.blocks import BlockJob
+from sweep.cores import resolve_workers
 from sweep.validate import CORRELATIONS, MAX_AXIS, MAX_CELLS, ConfigError, check_config
 
 # Axes that give separate jobs: they change tensor shapes, or (correlation) the data sampler.
@@ -36,6 +37,11 @@ BYTES_PER_ELEMENT = {"autograd": 12 * 4, "fused": 4}
 # sampled uniforms, their feature-major copy and the step's buffers for one cell (a chunk holds
 # at least one whole cell), about 12 dtype-sized tensors of that shape.
 FLOOR_BYTES_PER_ELEMENT = 12 * 4
+# A grid with fewer shapes than workers is cut into more blocks only when it holds at least this
+# much training (instances × batch × features × steps). Each extra worker process costs ~3-5 s
+# (importing torch, then loading or compiling its kernels: measured on the 2-core build
+# machine); 4e9 element-steps is ~9 s of compiled 2→1 training at 1 thread (4.5e8 per s).
+SPLIT_WORK = 4e9
 
 
 @dataclass(frozen=True)
@@ -160,6 +166,8 @@ class GridPlan:
                               "in one store (split the sweep into several stores)")
         self.max_features = max(s.n_features for s in self.shapes)
         self.max_hidden = max(s.n_hidden for s in self.shapes)
+        self.workers = resolve_workers(cfg.get("workers", 1))  # blocks trained at once
+        self.fed = 1  # workers the blocks were cut for (1: the layout ignores workers)
         self.chunks = self._chunk_sizes()
         self.blocks = [b for s in self.shapes for b in self._blocks(s)]
 
@@ -204,6 +212,29 @@ class GridPlan:
             if chunks[d] * rest <= cap:
                 break
             chunks[d] = max(1, cap // rest)
+        return self._feed_workers(chunks, free)
+
+    def _feed_workers(self, chunks: dict[str, int], free: list[str]) -> dict[str, int]:
+        """Cut further, from the left, until the blocks can feed every worker at once.
+
+        Only for grids with fewer shapes than workers and enough work to pay for another
+        process (SPLIT_WORK). Cuts are balanced (15 rows for 2 workers: 8 + 7, not 7 + 7 + 1).
+        """
+        pieces = math.ceil(self.workers / len(self.shapes))  # blocks wanted per shape
+        per_shape = math.prod(len(self.coords[d]) for d in free)
+        t = self.cfg.train
+        work = per_shape * len(self.shapes) * int(t.batch_size) * self.max_features * int(t.steps)
+        if pieces <= 1 or work < SPLIT_WORK:
+            return chunks
+        self.fed = self.workers  # the layout depends on the worker count: part of the fingerprint
+        for d in free:
+            n = len(self.coords[d])
+            blocks = {e: math.ceil(len(self.coords[e]) / chunks[e]) for e in free}
+            have = math.prod(blocks.values())
+            if have >= pieces:
+                break
+            need = math.ceil(pieces * blocks[d] / have)  # blocks wanted along d
+            chunks[d] = math.ceil(n / min(n, need))
         return chunks
 
     def _blocks(self, shape: Shape) -> list[Block]:

@@ -34,11 +34,14 @@ class GroupedSampler(FeatureSampler):
         self.p_set = self.p[:, :, first]  # (inst, 1, sets)
         self.member = torch.arange(n, device=device) % set_size  # (feat,) place in its set
 
+    def uniforms(self) -> torch.Tensor:
+        """One draw per seed: per-element values, then per-set activity and member choice:
+        (seeds, batch, feat + 2 sets)."""
+        return torch.stack([torch.rand((self.batch, self.n + 2 * self.sets), generator=g,
+                                       device=self.device, dtype=self.dtype) for g in self.gens])
+
     def sample(self) -> torch.Tensor:
-        # One draw per seed: per-element values, then per-set activity and member choice.
-        u = torch.stack([torch.rand((self.batch, self.n + 2 * self.sets), generator=g,
-                                    device=self.device, dtype=self.dtype) for g in self.gens])
-        u = u[self.seed_index]  # (inst, batch, feat + 2 sets)
+        u = self.uniforms()[self.seed_index]  # (inst, batch, feat + 2 sets)
         values = u[..., : self.n]  # (inst, batch, feat)
         active = u[..., self.n: self.n + self.sets] < self.p_set  # (inst, batch, sets)
         active = active.repeat_interleave(self.size, dim=-1)  # (inst, batch, feat)

@@ -36,7 +36,7 @@ SCHEMA_VERSION = 1
 # Config sections that decide the numbers in a store; two configs with the same sections (and
 # so the same fingerprint) can resume each other's stores.
 RESULT_SECTIONS = ("name", "model", "data", "train", "grid", "chunk")
-NOT_RESULTS = {"train": ("device", "checkpoint_seconds")}
+NOT_RESULTS = {"train": ("device", "checkpoint_seconds", "compile_cache")}
 TRAINED = ("W", "b", "loss", "loss_curve", "diverged")
 
 
@@ -50,6 +50,9 @@ def fingerprint(cfg: Any) -> str:
     part = {k: c.get(k) for k in RESULT_SECTIONS}
     for section, keys in NOT_RESULTS.items():
         part[section] = {k: v for k, v in (part[section] or {}).items() if k not in keys}
+    fed = GridPlan(cfg).fed  # blocks cut for this many workers: a different count, other chunks
+    if fed > 1:
+        part["workers"] = fed
     return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()[:16]
 
 

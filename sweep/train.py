@@ -16,8 +16,9 @@ from tqdm.auto import tqdm
 
 from sweep import kinds
 from sweep.blocks import BlockJob, TrainResult, curve_steps  # noqa: F401 - old import path
+from sweep.cores import threads_per_job
 from sweep.data import FeatureSampler
-from sweep.fused import FusedTrainer, should_compile
+from sweep.fused import FusedTrainer, use_compile_cache
 from sweep.groups import make_sampler
 from sweep.models import ToyModels, init_weights, instance_losses
 
@@ -60,6 +61,7 @@ class AutogradTrainer:
                                      weight_decay=float(tcfg.weight_decay))
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(tcfg))
         self.W, self.b = self.model.W, self.model.b
+        self.W_out = self.model.W_out if W_out0 is not None else None
 
     def step(self, step: int) -> torch.Tensor:
         """Train every instance one step; returns the training losses (inst,) before it."""
@@ -93,8 +95,8 @@ def make_trainer(kind: str, seeds: np.ndarray, density: np.ndarray, importance: 
                  set_size: int = 1) -> AutogradTrainer | FusedTrainer:
     """The training state of one block, on the backend `train.backend` names.
 
-    The absolute-value model and correlated feature sets always train on the autograd path
-    (the fused kernels cover the three tied models on independent features).
+    Every model kind and feature correlation trains on the fused path (`sweep.fused`), compiled
+    when `train.compile` says so (auto: when it saves time, see `should_compile`).
     """
     spec = kinds.get(kind)
     device = resolve_device(str(tcfg.device))
@@ -105,15 +107,18 @@ def make_trainer(kind: str, seeds: np.ndarray, density: np.ndarray, importance: 
     imp = torch.as_tensor(importance, device=device, dtype=dtype).unsqueeze(1)  # (inst, 1, feat)
     sampler = make_sampler(seeds, density, int(tcfg.batch_size), "data", device, dtype,
                            correlation, set_size, signed=spec.signed)
+    W_out0 = None
     if spec.untied:
         W_out0 = init_weights(seeds, n_hidden, n, "init-out").to(device=device, dtype=dtype)
+    if str(getattr(tcfg, "backend", "fused")) == "autograd" or spec.fused is None:
         return AutogradTrainer(kind, W0, b0, imp, sampler, tcfg, W_out0)  # W_out: (inst, n, m)
-    if str(tcfg.backend) == "autograd" or correlation != "none" or spec.fused is None:
-        return AutogradTrainer(kind, W0, b0, imp, sampler, tcfg)
+    cache = getattr(tcfg, "compile_cache", None)
+    setting = getattr(tcfg, "compile", "auto")
+    if setting is not False:
+        use_compile_cache(cache)
     work = float(inst) * n * int(tcfg.batch_size) * int(tcfg.steps)
-    compile = should_compile(tcfg.compile, device, work)
-    return FusedTrainer(spec.fused, W0, b0, imp, sampler, float(tcfg.lr), float(tcfg.weight_decay),
-                        lr_lambda(tcfg), compile)
+    return FusedTrainer(spec.fused, W0, b0, imp, sampler, float(tcfg.lr),
+                        float(tcfg.weight_decay), lr_lambda(tcfg), setting, W_out0, work, cache)
 
 
 def train_block(job: BlockJob | str, *legacy: Any, checkpoint: Path | None = None,
@@ -138,11 +143,12 @@ def train_block(job: BlockJob | str, *legacy: Any, checkpoint: Path | None = Non
     desc = desc or job.key
     inst = len(seeds)
     steps = job.steps
-    if int(tcfg.threads) > 0:
-        # One thread per job by default: with two or more, the compiled kernels wait for each
-        # other whenever one thread is descheduled (measured 10× slower on a busy 2-core
-        # machine); run several jobs for parallelism instead.
-        torch.set_num_threads(int(tcfg.threads))
+    # train.threads=0: the cores this job may use. The local launcher passes each job its share
+    # (cores ÷ jobs at once); alone, a job takes the idle cores only: the compiled kernels'
+    # threads wait for each other whenever one is descheduled (measured 10× slower at 2 threads
+    # than at 1 on the busy 2-core build machine).
+    threads = int(getattr(tcfg, "threads", 0))
+    torch.set_num_threads(threads if threads > 0 else threads_per_job(1))
     trainer = make_trainer(kind, seeds, density, importance, n_hidden, tcfg, correlation, set_size)
     device, dtype = trainer.W.device, trainer.W.dtype
     record = job.curve_steps
@@ -189,7 +195,7 @@ def train_block(job: BlockJob | str, *legacy: Any, checkpoint: Path | None = Non
     diverged = ~(np.isfinite(W).all((1, 2)) & np.isfinite(b).all(1) & np.isfinite(loss))
     W_out = None
     if kinds.get(kind).untied:
-        W_out = trainer.model.W_out.detach().cpu().numpy()  # (inst, feat, hidden)
+        W_out = trainer.W_out.detach().cpu().numpy()  # (inst, feat, hidden)
         diverged |= ~np.isfinite(W_out).all((1, 2))
     return TrainResult(W, b, loss, curve.cpu().numpy(), diverged,
                        time.perf_counter() - t0, start, W_out)

@@ -387,6 +387,14 @@ def test_errors_are_typed(tmp_path, other_store):
         analyse(_set_attr(copy_store(other_store, tmp_path / "s"), "config_yaml", "[1]"))
     with pytest.raises(SettingsError):
         analyse(other_store, settings={"figures": ["nope"]})
+    # a store whose config names a family this analysis lacks: refused, unless the caller picks
+    cfg = config_of(xr.open_zarr(other_store))
+    cfg["analysis"]["figures"] = ["renamed_family"]
+    renamed = _set_attr(copy_store(other_store, tmp_path / "r"), "config_yaml", yaml.safe_dump(cfg))
+    with pytest.raises(AnalysisError, match="analysis.figures=renamed_family is not allowed"):
+        analyse(renamed)
+    s = analyse(renamed, settings={"figures": ["loss_curves"]}, verbose=False)
+    assert [Path(p).name for p in s["figures"]] == ["loss_curves.png", "loss_curves.svg"]
 
 
 def test_phase_kind_detection(phase_store, other_store):

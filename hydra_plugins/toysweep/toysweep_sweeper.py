@@ -137,7 +137,7 @@ class ToySweeper(Sweeper):
 
         assert self.config is not None
         sweep = driver.prepare(self.config)
-        base = [a for a in arguments if not a.startswith(("block=", "store.path="))]
+        base = [a for a in arguments if not a.startswith(("block=", "store.path=", "workers="))]
         attempts = int(self.config.retries) + 1
         folder = OmegaConf.select(self.config, "hydra.launcher.submitit_folder", default=None)
         why: dict[str, str] = {}  # block -> the last failure reported for it
@@ -150,7 +150,10 @@ class ToySweeper(Sweeper):
             if attempt:
                 log.warning(f"retrying {len(todo)} unfinished block(s), attempt {attempt + 1}"
                             f" of {attempts}")
-            batch = [[*base, f"block={k}", f"store.path={sweep.path}"] for k in todo]
+            # workers as resolved here: a job's plan (hence its block) must match this one
+            # even where `auto` would resolve differently (a SLURM node's cores)
+            batch = [[*base, f"block={k}", f"store.path={sweep.path}",
+                      f"workers={sweep.plan.workers}"] for k in todo]
             try:
                 returns = self.launcher.launch(batch, initial_job_idx=job_idx)
                 failed = {k: _describe(r, folder) for k, r in zip(todo, returns, strict=True)

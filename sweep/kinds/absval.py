@@ -25,4 +25,4 @@ def check(shape) -> str | None:
 
 
 KIND = KindSpec("absval", "ReLU(W_out ReLU(Wx) + b) ≈ |x|", forward, target=target,
-                untied=True, signed=True, fused=None, check=check)
+                untied=True, signed=True, fused="absval", check=check)
