@@ -60,6 +60,16 @@ def store(tmp_path_factory) -> Path:
     return path
 
 
+def _exact_losses(cell: xr.Dataset) -> np.ndarray:
+    """Each seed's exact expected loss (quadrature), the loss the analysis ranks seeds by."""
+    from analysis.exact_loss import expected_loss
+
+    W = cell["W"].values[:, :1, :2].astype(float)  # (seed, hidden, feature)
+    b = cell["b"].values[:, :2].astype(float)
+    imp, dens = cell["importance"].values[:2], cell["feature_density"].values[:2]
+    return np.array([float(expected_loss(W[k], b[k], imp, dens)) for k in range(len(W))])
+
+
 def _copy(store: Path, tmp_path: Path) -> Path:
     out = tmp_path / "copy"
     shutil.copytree(store, out, ignore=shutil.ignore_patterns(".jobs"))
@@ -87,8 +97,11 @@ def test_cell_detail_reads_the_cell_and_names_the_dropped_seed(store):
     for k, s in enumerate(det.seeds):
         np.testing.assert_allclose(s.W, cell["W"].values[k, :1, :2])
         assert s.loss == pytest.approx(float(cell["loss"].values[k]))
-    worst = int(np.argmax(cell["loss"].values))
-    assert det.seeds[worst].role.startswith("dropped: highest loss")
+    # seeds are ranked by their exact expected loss (2 -> 1 has one), computed here directly
+    exact = _exact_losses(cell)
+    np.testing.assert_allclose([s.exact_loss for s in det.seeds], exact, rtol=1e-9)
+    worst = int(np.argmax(exact))
+    assert det.seeds[worst].role.startswith("dropped: highest exact loss")
     assert det.seeds[1 - worst].role.startswith("kept")
     # the export's path (a slab read once, cells taken from memory) gives the same cell
     (again,) = ex.cell_details([(1, 2)])
@@ -258,9 +271,9 @@ def _click_and_check(page, store: Path, key: str, shot: Path) -> None:
         np.testing.assert_allclose(
             _floats(box.locator(".seed-norms").inner_text()), np.abs(W), rtol=1e-5, atol=1e-7
         )
-    worst = int(np.argmax(cell["loss"].values))
+    worst = int(np.argmax(_exact_losses(cell)))
     role = page.locator(f'.seed[data-seed="{int(cell.seed[worst])}"] .seed-role').inner_text()
-    assert role.startswith("dropped: highest loss")
+    assert role.startswith("dropped: highest exact loss")
     # the arrows drawn for each seed are its columns of W (m = 1: along x)
     for k in range(cell.sizes["seed"]):
         x1 = page.evaluate(

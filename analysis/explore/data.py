@@ -20,7 +20,10 @@ import yaml
 from analysis import aggregate, metrics
 from sweep import store
 
-REQUIRED = ("W", "b", "loss", "loss_curve", "finished", "diverged", "importance")
+REQUIRED = ("W", "b", "loss", "loss_curve", "finished", "diverged", "importance", "feature_density")
+# What aggregate.model_metrics reads (it ranks seeds by the exact loss where one exists, which
+# needs b, importance and density too).
+METRIC_VARS = ["W", "b", "loss", "finished", "diverged", "importance", "feature_density"]
 SLAB_BYTES = 32 * 2**20  # working memory of one slab's metrics (W, overlaps), bytes
 PHASES = {
     metrics.IGNORED: "ignored",
@@ -104,6 +107,7 @@ class SeedDetail:
     curve_step: np.ndarray
     curve: np.ndarray
     role: str  # what the aggregation did with this seed, and why
+    exact_loss: float = float("nan")  # the exact expected loss seeds are ranked by, if any
 
 
 @dataclasses.dataclass
@@ -158,7 +162,7 @@ class Explorer:
         return [slice(i, min(i + step, n0)) for i in range(0, n0, step)]
 
     def _slab(self, sl: slice) -> xr.Dataset:
-        sub = self.ds[["W", "loss", "finished", "diverged", "importance"]]
+        sub = self.ds[METRIC_VARS]
         return sub.isel({self.cell_dims[0]: sl}) if self.cell_dims else sub
 
     def refresh(self) -> int:
@@ -237,7 +241,7 @@ class Explorer:
 
     # ---------------------------------------------------------------- one cell
 
-    DETAIL_VARS = ("W", "b", "loss", "loss_curve", "finished", "diverged", "importance")
+    DETAIL_VARS = (*METRIC_VARS, "loss_curve")
 
     def cell_details(self, indices: list[tuple[int, ...]]) -> list[CellDetail]:
         """cell_detail of many cells, reading the store a slab at a time (the export)."""
@@ -274,10 +278,13 @@ class Explorer:
         loss = np.where(usable, one["loss"].values.astype(float), np.nan)
         s = self.settings
         phases = metrics.classify_phases(W, s.norm_threshold, s.superposition_threshold)
-        # The cell's aggregate, by the analysis's own rule (one cell: no grid dims left).
-        mm = aggregate.model_metrics(one.drop_vars("importance"), s)
+        # The cell's aggregate, by the analysis's own rule (one cell: no grid dims left), and
+        # the loss it ranks seeds by: exact (quadrature) where the model has one, else stored.
+        mm = aggregate.model_metrics(one.drop_vars("loss_curve"), s)
         agg = aggregate.aggregate_seeds(mm, s.aggregate)
-        roles = seed_roles(loss, fin, div, s.aggregate)
+        rank_loss = mm["loss"].values.astype(float)
+        exact = "loss_mc" in mm
+        roles = seed_roles(rank_loss, fin, div, s.aggregate, "exact loss" if exact else "loss")
         if s.aggregate == "drop_worst":
             assert sum(r.startswith("kept") for r in roles) == int(agg["n_pooled"])
         cell_ph = agg["phase"].values[:n]
@@ -309,6 +316,7 @@ class Explorer:
                     curve_step=one["curve_step"].values,
                     curve=one["loss_curve"].values[k].astype(float),
                     role=roles[k],
+                    exact_loss=float(rank_loss[k]) if exact else float("nan"),
                 )
             )
         return CellDetail(
@@ -326,7 +334,7 @@ class Explorer:
 
 
 def seed_roles(
-    loss: np.ndarray, finished: np.ndarray, diverged: np.ndarray, rule: str
+    loss: np.ndarray, finished: np.ndarray, diverged: np.ndarray, rule: str, what: str = "loss"
 ) -> list[str]:
     """What the aggregation rule did with each seed of a cell, and why (aggregate's ranking)."""
     usable = finished & ~diverged
@@ -344,15 +352,15 @@ def seed_roles(
             roles.append("kept: the only usable seed, it stands for the cell")
         elif rule == "lowest_loss":
             roles.append(
-                "kept: lowest loss of the usable seeds, it stands for the cell"
+                f"kept: lowest {what} of the usable seeds, it stands for the cell"
                 if rank[k] == 0
-                else f"not picked: loss rank {rank[k] + 1} of {n_use} usable seeds"
+                else f"not picked: {what} rank {rank[k] + 1} of {n_use} usable seeds"
             )
         elif rank[k] == n_use - 1:
-            roles.append(f"dropped: highest loss of the {n_use} usable seeds (drop_worst)")
+            roles.append(f"dropped: highest {what} of the {n_use} usable seeds (drop_worst)")
         else:
             roles.append(
-                f"kept: loss rank {rank[k] + 1} of {n_use}; the cell's phase is the "
+                f"kept: {what} rank {rank[k] + 1} of {n_use}; the cell's phase is the "
                 "mode of the kept seeds"
             )
     return roles

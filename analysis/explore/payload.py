@@ -77,10 +77,15 @@ def payload(det: CellDetail, n_seeds: int) -> dict:
                 for v in PHASE_NAMES.values()
                 if v in s.phases
             )
+        exact = (
+            f'exact loss <span class="seed-exact">{_fmt(s.exact_loss)}</span> (ranks the seeds)<br>'
+            if np.isfinite(s.exact_loss)
+            else ""
+        )
         out["divs"][f"text{k}"] = (
             f'<div class="seed" data-seed="{s.seed}" style="width:250px">'
             f'<b>seed {s.seed}</b> <span class="seed-status">{s.status}</span><br>'
-            f'loss <span class="seed-loss">{_fmt(s.loss)}</span><br>'
+            f'loss <span class="seed-loss">{_fmt(s.loss)}</span> (stored)<br>{exact}'
             f"phases {ph}<br>"
             f'<span class="seed-role"><i>{html.escape(s.role)}</i></span><br>'
             f'b <span class="seed-b">{_values(s.b) if ok else "–"}</span><br>'
