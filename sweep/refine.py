@@ -42,6 +42,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from sweep import driver, store
 from sweep.grid import Block, GridPlan, axis_values
 from sweep.train import TrainResult, train_block
+from sweep.validate import ConfigError
 
 R, P = "relative_importance", "density"
 IGNORED, DEDICATED, SUPERPOSED = 0, 1, 2  # analysis.metrics' codes
@@ -219,8 +220,17 @@ def _train(sweep: driver.Sweep, cells: list[tuple[int, int]], tag: str) -> float
 def run(cfg: DictConfig) -> int:
     """Coarse pass, then refinement levels, in one store; returns an exit code."""
     fine = fine_config(cfg)
-    sweep = driver.prepare(fine)
-    plan, path = sweep.plan, sweep.path
+    if str(fine.store.mode) == "overwrite":
+        # The engine's overwrite proves a new store by training its smallest block first: on a
+        # fine grid that block is untrained points by the thousand, not the coarse pass.
+        driver.fail(
+            "store.mode=overwrite is not allowed for a refined grid (refine.levels > 0): "
+            "expected resume; remove the store or pass store.path=<new path>"
+        )
+    try:  # every refusal before the store is touched
+        plan = GridPlan(fine)
+    except ConfigError as e:
+        driver.fail(f"{e} (in the sweep config)")
     levels, budget, seeds_too = _check(fine, plan)
     n_r, n_p, n_seed = len(plan.coords[R]), len(plan.coords[P]), len(plan.seeds)
     step = 2**levels
@@ -233,6 +243,8 @@ def run(cfg: DictConfig) -> int:
             f"refine.budget={budget} is not allowed: expected at least the coarse "
             f"pass, {int(wanted.sum()) * n_seed} models"
         )
+    sweep = driver.prepare(fine)
+    plan, path = sweep.plan, sweep.path
     trained_now, seconds, per_level = 0, 0.0, [int(wanted.sum())]
     for level in range(levels + 1):
         done, _, _ = _cells(store.open_store(path), plan.cell_dims, norm_t, sup_t)

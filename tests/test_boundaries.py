@@ -252,3 +252,24 @@ def test_refine_helpers() -> None:
     sets = np.where(best >= 0, 1 << np.maximum(best, 0), 0)
     picked = refine.select(trained, best, sets, seeds_too=False)
     assert [(c[0], c[2], c[3]) for c in picked] == [(0, 0, 2), (1, 1, 2), (1, 1, 6)]
+
+
+def test_refine_refuses_overwrite_and_bad_levels(tmp_path, capsys) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from sweep import refine
+    from sweep.__main__ import CONF
+
+    for extra, words in (
+        (["store.mode=overwrite"], "store.mode=overwrite is not allowed"),
+        (["grid.axes.density=[0.5]"], "is not allowed for refinement"),
+    ):
+        overrides = ["+grid=phase-refine", f"store.path={tmp_path / 's'}", *extra]
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=overrides)
+        with pytest.raises(SystemExit) as e:
+            refine.run(cfg)
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and words in err[0], err
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())
