@@ -174,7 +174,7 @@ def _prepare_locked(cfg: DictConfig, plan: GridPlan, path: Path, lock: Any) -> S
                     "away first)"
                 )
             fresh = replace = True
-        elif existing.attrs["fingerprint"] != store.fingerprint(cfg):
+        elif not store.same_settings(existing, cfg):
             fail(
                 f"store {path} was made by a different grid or settings (fingerprint "
                 f"{existing.attrs['fingerprint']} != {store.fingerprint(cfg)}); pass "

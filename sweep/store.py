@@ -37,7 +37,7 @@ SCHEMA_VERSION = 1
 # Config sections that decide the numbers in a store; two configs with the same sections (and
 # so the same fingerprint) can resume each other's stores.
 RESULT_SECTIONS = ("name", "model", "data", "train", "grid", "chunk")
-NOT_RESULTS = {"train": ("device", "checkpoint_seconds", "compile_cache")}
+NOT_RESULTS = {"train": ("device", "checkpoint_seconds", "threads", "compile_cache")}
 TRAINED = ("W", "b", "loss", "loss_curve", "diverged")
 
 
@@ -83,12 +83,11 @@ def identity(path: Path) -> dict:
 
 
 def check_identity(path: Path, expected: dict) -> None:
-    """Refuse to touch a store whose identity is not the one a job was launched for."""
+    """Refuse to touch a store whose identity is not the one a job was launched for: its
+    creation id (unique to one creation, hence to one config), else its fingerprint."""
     found = identity(path)
-    if expected.get("run_id") is None:  # jobs of a store made before run ids: fingerprint only
-        found = {"fingerprint": found.get("fingerprint")}
-        expected = {"fingerprint": expected.get("fingerprint")}
-    if found != expected:
+    key = "run_id" if expected.get("run_id") is not None else "fingerprint"
+    if found.get(key) != expected.get(key):
         raise StaleWrite(
             f"{path}: the store there is run {found.get('run_id')} (fingerprint "
             f"{found.get('fingerprint')}), not run {expected.get('run_id')} "
@@ -299,6 +298,18 @@ def open_store(path: Path) -> xr.Dataset:
         )
     check_shapes(ds, path)
     return ds
+
+
+def same_settings(ds: xr.Dataset, cfg: Any) -> bool:
+    """Whether a store was made with the settings of cfg: its recorded fingerprint, or (a store
+    of an older toysweep, hashed under older rules) its config_yaml hashed under today's."""
+    fp = fingerprint(cfg)
+    if ds.attrs.get("fingerprint") == fp:
+        return True
+    try:
+        return fingerprint(typed_config(config_of(ds))) == fp
+    except Exception:  # noqa: BLE001 - an unreadable config is simply not the same
+        return False
 
 
 def typed_config(raw: dict) -> Any:

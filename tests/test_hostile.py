@@ -36,6 +36,7 @@ BASE = [
     "progress=false",
     "chunk.max_instances=4",
     "train.device=cpu",
+    "workers=1",  # blocks one after another in this process: no worker processes to start
 ]
 
 
