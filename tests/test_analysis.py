@@ -259,14 +259,17 @@ def test_analyse_writes_figures_and_analysis_beside(phase_store, tmp_path, capsy
     before = tree_state(store)
     assert analysis_main([str(store)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("agreement with theory (2to1, rule drop_worst): ")
+    # conf/grid/phase.yaml: the lowest-loss seed is the phase (README, phase diagrams)
+    assert out.startswith("agreement with theory (2to1, rule lowest_loss): ")
     figs = store / "figures"
-    for stem in ("phase_diagram_2to1", "feature_panels", "loss_curves"):
+    stems = ("phase_diagram_2to1", "boundaries_2to1", "boundary_distance_2to1")
+    for stem in (*stems, "feature_panels", "loss_curves"):
         for ext in ("png", "svg"):
             f = figs / f"{stem}.{ext}"
             assert f.stat().st_size > 1000 and f"figure: {f}" in out
     ana = xr.open_zarr(aggregate.analysis_path(store))
-    assert ana.attrs["aggregate"] == "drop_worst"
+    assert ana.attrs["aggregate"] == "lowest_loss"
+    assert ana.boundary_density.dims == ("boundary", "relative_importance")
     assert ana.phase.dims == ("relative_importance", "density", "feature")
     # the agreement recomputed from the stored cells (`0 <= agreement <= 1` could not fail)
     r, p = ana.relative_importance.values, ana.density.values
@@ -278,7 +281,7 @@ def test_analyse_writes_figures_and_analysis_beside(phase_store, tmp_path, capsy
     assert {k: v for k, v in tree_state(store).items() if not k.startswith("figures")} == before
     # a second run replaces the analysis dataset in place
     s = analyse(store, verbose=False)
-    assert s["kind"] == "2to1" and s["n_unfinished"] == 0 and len(s["figures"]) == 6
+    assert s["kind"] == "2to1" and s["n_unfinished"] == 0 and len(s["figures"]) == 10
 
 
 def test_generic_store_gets_panels(tmp_path):
