@@ -90,14 +90,16 @@ def test_each_cell_holds_its_own_model(phase_store, cell, tmp_path):
     np.testing.assert_allclose(alone.loss.values, here.loss.values, rtol=1e-4)
 
 
-def test_absval_model_computes_absolute_value(tmp_path):
+@pytest.mark.parametrize("backend", ["fused", "autograd"])
+def test_absval_model_computes_absolute_value(backend, tmp_path):
     """3 → 8 absval, dense: y' = ReLU(W_out ReLU(W x) + b) ≈ |x| on fresh x ~ U[-1, 1].
 
     With 6 neurons (2 per feature, the exact solution) a seed often loses a feature to dead
     neurons; 8 and the lower-loss of 2 seeds learn all three (R² ≥ 0.98 measured).
     """
     ds = train(["+grid=absval", "model.n_features=3", "model.n_hidden=8", "grid.seeds=2",
-                "train.steps=1500", "grid.axes.density=[1.0]"], tmp_path / "absval")
+                "train.steps=1500", "grid.axes.density=[1.0]", f"train.backend={backend}"],
+               tmp_path / "absval")
     best = ds.isel(density=0, seed=int(np.argmin(ds.loss.values[0])))
     W = best.W.values.astype(float)  # (hidden, feat)
     W_out = best.W_out.values.astype(float)  # stored as (hidden, feat): W_out[f, h] = [h, f]
