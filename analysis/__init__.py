@@ -1,1 +1,2 @@
-"""Pure-compute analysis of toy models of superposition: weight metrics and analytic theory."""
+"""The analysis of a toysweep store: metrics, seed rules, theory, analysis steps and figure
+families (docs/architecture.md). Imports only `sweep.store` from the engine, and never torch."""

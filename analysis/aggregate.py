@@ -23,12 +23,52 @@ from pathlib import Path
 
 import numpy as np
 import xarray as xr
+import yaml
 
 from analysis import metrics
 from analysis.metrics import ABSENT
 from analysis.settings import RULES, Settings  # Settings: also its old import path
 
 SEED = "seed"
+# Models per call of the quadrature: its work arrays are (models, quadrature rows), and a
+# 4-feature model has ~1e5 rows; this keeps them near 100 MB.
+EXACT_CHUNK = 128
+
+
+def exact_losses(ds: xr.Dataset, usable: np.ndarray) -> np.ndarray | None:
+    """Exact expected loss (quadrature) of every usable model, (..., seed), NaN elsewhere; or
+    None where it cannot be computed: only the ReLU output model on independent features with
+    n <= 4 has it (analysis.exact_loss).
+
+    Why: the loss a job stores is a Monte Carlo estimate on 8,192 fresh samples, too noisy to
+    rank seeds when features are sparse. In the 3->2 grid at p = 0.01 those samples hold about
+    two with two features active, the only ones that tell an antipodal pair from a dedicated
+    dimension; on the default phase3 grid the lowest-MC-loss seed was a local minimum in 7 of
+    174 cells away from the boundaries, the lowest-exact-loss seed in none.
+    """
+    from analysis.exact_loss import _MAX_FEATURES, expected_loss
+
+    cfg = yaml.safe_load(ds.attrs.get("config_yaml", "")) or {}
+    model, data = cfg.get("model") or {}, cfg.get("data") or {}
+    if model.get("kind") != "relu" or "model" in ds.dims or "correlation" in ds.dims:
+        return None
+    if data.get("correlation", "none") != "none" or ds.sizes["feature"] > _MAX_FEATURES:
+        return None
+    W = ds["W"].transpose(..., SEED, "hidden", "feature")
+    dims = W.dims[:-2]
+    if any(d in ("n_features", "n_hidden") for d in dims):  # padded shapes: not worth it
+        return None
+    imp = ds["importance"].broadcast_like(ds["loss"]).transpose(*dims, "feature").values
+    dens = ds["feature_density"].broadcast_like(ds["loss"]).transpose(*dims, "feature").values
+    Wv, bv = W.values.reshape(-1, *W.shape[-2:]), ds["b"].transpose(*dims, "feature").values
+    bv, imp, dens = (a.reshape(-1, a.shape[-1]).astype(float) for a in (bv, imp, dens))
+    ok = usable.reshape(-1)
+    out = np.full(ok.shape, np.nan)
+    idx = np.flatnonzero(ok)
+    for a in range(0, idx.size, EXACT_CHUNK):
+        k = idx[a : a + EXACT_CHUNK]
+        out[k] = expected_loss(Wv[k].astype(float), bv[k], imp[k], dens[k])
+    return out.reshape(usable.shape)
 
 
 def model_metrics(ds: xr.Dataset, settings: Settings) -> xr.Dataset:
@@ -44,6 +84,9 @@ def model_metrics(ds: xr.Dataset, settings: Settings) -> xr.Dataset:
     # feature (shape grids) is absent too, which `present` below tells apart.
     feat = (*dims, "feature")
     phase = metrics.classify_phases(Wv, settings.norm_threshold, settings.superposition_threshold)
+    mc = np.where(usable, ds["loss"].transpose(*dims).values, np.nan)
+    exact = exact_losses(ds, usable)
+    extra = {} if exact is None else {"loss_mc": (dims, mc)}
     return xr.Dataset(
         {
             "norm": (feat, metrics.feature_norms(Wv)),
@@ -51,7 +94,9 @@ def model_metrics(ds: xr.Dataset, settings: Settings) -> xr.Dataset:
             "dimensionality": (feat, metrics.feature_dimensionality(Wv)),
             "dims_per_feature": (dims, metrics.dimensions_per_feature(Wv)),
             "phase": (feat, phase),
-            "loss": (dims, np.where(usable, ds["loss"].transpose(*dims).values, np.nan)),
+            # Seeds are ranked by this loss: exact where computable, else the stored estimate.
+            "loss": (dims, mc if exact is None else exact),
+            **extra,
             "usable": (dims, usable),
         },
         coords={d: ds[d].values for d in (*dims, "feature")},
@@ -161,6 +206,9 @@ def analyse_store(ds: xr.Dataset, settings: Settings) -> xr.Dataset:
     for name in ("norm", "superposition", "phase", "loss"):
         agg[f"{name}_seed"] = mm[name]
     agg["usable_seed"] = mm["usable"]
+    exact = "loss_mc" in mm
+    if exact:
+        agg["loss_mc_seed"] = mm["loss_mc"]
     for name in ("importance", "feature_density"):
         if name in ds:
             agg[name] = ds[name]
@@ -174,6 +222,7 @@ def analyse_store(ds: xr.Dataset, settings: Settings) -> xr.Dataset:
             "n_cells": int(agg["missing"].size),
             "n_missing_cells": int(agg["missing"].sum()),
             "n_disagreeing_cells": int((agg["seeds_disagree"] & ~agg["missing"]).sum()),
+            "seed_loss": "exact expected loss (quadrature)" if exact else "stored Monte Carlo loss",
             "source_fingerprint": str(ds.attrs.get("fingerprint", "")),
             "source_grid_name": str(ds.attrs.get("grid_name", "")),
         }

@@ -35,7 +35,7 @@ def _section(config: DictConfig) -> dict[str, Any]:
     section = OmegaConf.select(config, "analysis", default=None)
     if section is None:
         return {}
-    out = OmegaConf.to_container(section, resolve=True)
+    out = OmegaConf.to_container(section, resolve=True, enum_to_str=True)  # typed config: Enums
     return {str(k): v for k, v in out.items()} if isinstance(out, dict) else {}
 
 
@@ -71,7 +71,10 @@ def run_analysis(config: DictConfig) -> dict[str, Any] | None:
 
     path = Path(str(config.store.path)).expanduser().absolute()
     try:
-        if not bool(open_store(path)["finished"].all()):
+        ds = open_store(path)
+        # A refined grid (sweep/refine.py) leaves points untrained by design: complete when its
+        # levels are done (attr `refine_complete`).
+        if not (bool(ds["finished"].all()) or bool(ds.attrs.get("refine_complete", False))):
             return None  # the sweep has reported its unfinished cells; nothing to draw yet
         return analyse(path, settings=section)
     except (StoreError, AnalysisError) as e:

@@ -98,11 +98,10 @@ def load(store_path: Path | str) -> tuple[Path, xr.Dataset, dict[str, Any], Sett
     return path, ds, cfg, settings
 
 
-def figure_names(path: Path, ds: xr.Dataset, cfg: dict, settings: Settings) -> tuple[str, ...]:
-    """The families to draw: the settings' (caller's, else the store's config), else the
-    registry's fallback for the store's grid."""
-    if settings.figures is not None:
-        return registry.check_figures(settings.figures)
+def grid_figures(ds: xr.Dataset, cfg: dict, stored: Settings) -> tuple[str, ...]:
+    """The families of the store's grid: its config's, else the registry's fallback."""
+    if stored.figures is not None:
+        return registry.check_figures(stored.figures)
     grid_name = str(ds.attrs.get("grid_name", ""))
     return registry.fallback_figures(cfg, grid_name, phase_kind(cfg, ds))
 
@@ -126,11 +125,19 @@ def analyse(
         registry.check_figures(early.figures)
     path, ds, cfg, stored = load(store_path)
     chosen = stored.updated(overrides)
-    names = figure_names(path, ds, cfg, chosen)
+    try:
+        of_grid = grid_figures(ds, cfg, stored)
+    except SettingsError as e:  # e.g. a family renamed since the store was written
+        if early.figures is None:
+            raise AnalysisError(
+                f"{path}: {e} (in the store's config; choose others with --figures)"
+            ) from None
+        of_grid = ()
+    names = registry.check_figures(chosen.figures) if chosen.figures is not None else of_grid
     kind = phase_kind(cfg, ds)
     agg = aggregate.analyse_store(ds, chosen)
     ctx = Context(path, ds, agg, cfg, chosen, kind)
-    steps.run_steps(ctx)
+    steps.run_steps(ctx, families={*of_grid, *names})  # the grid's steps run in any case
     drawn: dict[str, Figure] = {}
     skipped = []
     with theme():
@@ -167,7 +174,16 @@ def analyse(
     }
     if verbose:
         print(summary_lines(summary))
-        if summary["n_unfinished"]:
+        if "boundary" in ctx.analysis:  # phase boundaries (issue 16)
+            from analysis import boundaries
+
+            print(boundaries.summary(ctx.analysis))
+        if summary["n_unfinished"] and ds.attrs.get("refine_complete"):
+            print(
+                f"refined grid: {a.get('n_models', 0) - summary['n_unfinished']} models "
+                "trained where the boundaries are; the other points are untrained by design"
+            )
+        elif summary["n_unfinished"]:
             print(
                 f"warning: {summary['n_unfinished']} of {summary['n_models']} models "
                 f"unfinished ({summary['n_missing_cells']} cells missing, drawn as missing); "

@@ -7,14 +7,14 @@ whichever figures are asked for. Steps compute; figure families (analysis.figs) 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import numpy as np
 import xarray as xr
 
-from analysis import aggregate, metrics
-from analysis.context import Context, best_models
+from analysis import aggregate, embedding, metrics
+from analysis.context import Context, best_models, only
 
 # A feature's D_i is labelled with the nearest sticky value within this distance (the closest
 # pair, 2/5 and 3/8, is 0.025 apart; trained D_i scatter by about 0.01 around their value).
@@ -94,6 +94,27 @@ def theory(ctx: Context) -> xr.Dataset:
     return aggregate.compare_with_theory(ctx.analysis, ctx.kind)
 
 
+def phase_boundaries(ctx: Context) -> xr.Dataset:
+    """Measured boundaries p(r), seed-bootstrap bands, both theories (analysis.boundaries)."""
+    from analysis import boundaries
+
+    assert ctx.kind is not None
+    return boundaries.boundary_dataset(ctx.analysis, ctx.store, ctx.kind)
+
+
+def latent_best(ctx: Context) -> xr.Dataset:
+    """The lowest-loss seed over (n_hidden, density): the latent grid's cells."""
+    best = only(best_models(ctx), ("n_hidden", "density"))
+    if "n_hidden" not in best.dims:
+        best = best.expand_dims(n_hidden=[int(ctx.section("model").get("n_hidden", 0))])
+    return best
+
+
+def embeddings(ctx: Context) -> xr.Dataset:
+    """MDS, t-SNE and UMAP of W's columns in a few latent cells (slow: only when drawn)."""
+    return embedding.embedding_dataset(latent_best(ctx), float(ctx.settings.norm_threshold))
+
+
 def has_feature_sets(ctx: Context) -> bool:
     data = ctx.section("data")
     return "correlation" in ctx.store.dims or data.get("correlation", "none") != "none"
@@ -104,23 +125,31 @@ class Step:
     name: str
     compute: Callable[[Context], xr.Dataset]
     applies: Callable[[Context], bool]
+    # A step too slow for every store runs only when the store's grid (or the caller) names
+    # the figure family that shows it.
+    family: str | None = None
 
 
 # In order: each step may read what the earlier ones wrote. Cheap steps run for every store.
 STEPS: tuple[Step, ...] = (
     Step("theory", theory, lambda ctx: ctx.kind is not None),
+    Step("boundaries", phase_boundaries, lambda ctx: ctx.kind is not None),
     Step("geometry", geometry, lambda ctx: True),
     Step("neurons", neurons, lambda ctx: True),
     Step("feature_sets", feature_sets, has_feature_sets),
+    Step("embeddings", embeddings, lambda ctx: True, family="embeddings"),
 )
 
 
-def run_steps(ctx: Context) -> list[str]:
-    """Run every applicable step, merging its variables into ctx.analysis; return their names."""
+def run_steps(ctx: Context, families: Collection[str] = ()) -> list[str]:
+    """Run every applicable step, merging its variables into ctx.analysis; return their names.
+
+    families: the figure families of the store's grid and of the caller.
+    """
     ctx.analysis = ctx.analysis.assign(best_seed=best_seed_index(ctx.analysis))
     done = []
     for step in STEPS:
-        if not step.applies(ctx):
+        if (step.family is not None and step.family not in families) or not step.applies(ctx):
             continue
         extra = step.compute(ctx)
         merged = ctx.analysis.assign(extra.data_vars).assign_coords(extra.coords)

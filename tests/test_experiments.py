@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from analysis import aggregate, metrics, registry, report, steps
+from analysis import aggregate, embedding, metrics, registry, report, steps
 from sweep import driver
 from sweep.grid import axis_values
 from tests.conftest import CONF, make_config
@@ -133,3 +133,22 @@ def test_privileged_model_is_monosemantic_when_dense(tmp_path):
     assert np.all(share > 0.9), share  # each neuron's weights sit on one feature
     # and the 5 neurons hold the 5 most important features, one each
     assert sorted(np.abs(W).argmax(-1).tolist()) == [0, 1, 2, 3, 4]
+
+
+def test_embedding_step_keeps_planar_distances_and_marks_collapsed():
+    """Columns of W on a plane inside 3-D: MDS keeps every distance (ρ = 1); the features
+    collapsed at the origin are flagged and left out of the "learned" subset."""
+    rng = np.random.default_rng(0)
+    plane = rng.normal(size=(8, 2)) * 2  # (feature, 2): well away from the origin
+    W = np.concatenate([plane, np.zeros((8, 1))], 1).T  # (hidden=3, feature=8)
+    W[:, :2] = 0.01  # two collapsed features
+    best = xr.Dataset(
+        {"W": (("n_hidden", "density", "hidden", "feature"), W[None, None])},
+        coords={"n_hidden": [3], "density": [0.1], "feature": np.arange(8)},
+    )
+    emb = embedding.embedding_dataset(best, threshold=0.5)
+    assert emb["collapsed"].values[0].tolist() == [True] * 2 + [False] * 6
+    mds = emb.sel(embedding_method="mds", embed_cell=0)
+    np.testing.assert_allclose(mds["embedding_rho"].values, 1.0, atol=1e-6)
+    learned = mds["embedding"].sel(subset="learned").values  # (feature, component)
+    assert np.isnan(learned[:2]).all() and np.isfinite(learned[2:]).all()

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from analysis import exact_loss, theory
+from analysis import exact_loss
 from analysis.metrics import DEDICATED, IGNORED, SUPERPOSED, classify_phases
 from analysis.theory import (
     CANDIDATES,

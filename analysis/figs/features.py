@@ -2,6 +2,8 @@
 
 Two numeric axes and few features: heatmaps over the two axes, one column per feature; one
 cell: the paper's bar plot; otherwise feature × cell heatmaps. Missing cells are grey.
+Heatmaps are pcolormesh on the cells' true edges, not seaborn.heatmap: that places cells on a
+categorical grid, which would lose the log-spaced sweep axes.
 """
 
 from __future__ import annotations

@@ -9,12 +9,14 @@ import xarray as xr
 from matplotlib.cm import ScalarMappable
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from scipy.spatial.distance import pdist
 
 from analysis import embedding
-from analysis.context import Context, best_models, importance_of, only, real_W
+from analysis.context import Context, importance_of, real_W
 from analysis.figs import panels
 from analysis.figs.gram import gram_vmax
 from analysis.figs.style import OKABE_ITO, fmt_p
+from analysis.steps import latent_best
 
 
 def latent_gram(best: xr.Dataset) -> Figure:
@@ -46,48 +48,47 @@ def latent_gram(best: xr.Dataset) -> Figure:
     return fig
 
 
-def latent_cells(best: xr.Dataset) -> list[tuple[int, float]]:
-    """The (m, density) cells the embedding figures show: m 5 and 20 (or the extremes) at the
-    densest, a middle and the sparsest density."""
-    ms, ps = [int(v) for v in best["n_hidden"].values], list(best["density"].values)
-    pick_m: list[int] = [m for m in (5, 20) if m in ms] or sorted({ms[0], ms[-1]})
-    pick_p = list(dict.fromkeys([ps[0], ps[len(ps) // 2], ps[-1]]))
-    return [(m, p) for m in pick_m for p in pick_p]
+def embedding_figure(
+    emb: xr.Dataset, best: xr.Dataset, method: str, imp: np.ndarray, threshold: float
+) -> Figure:
+    """Per embedded cell (rows): the embedding of all columns of W and its Shepard plot, then
+    the same without the features collapsed at the origin (‖W_i‖ < threshold).
 
-
-def embedding_figure(best: xr.Dataset, method: str, imp: np.ndarray, threshold: float) -> Figure:
-    """Per chosen cell (rows): the embedding of all columns of W and its Shepard plot, then the
-    same without the features collapsed at the origin (‖W_i‖ < threshold)."""
+    emb: the embeddings step's variables (analysis.embedding.embedding_dataset).
+    """
     label = embedding.METHODS[method]
-    if method == "umap" and (reason := embedding.umap_status()) is not None:
-        return panels.message_figure("UMAP embedding skipped", reason)
-    cells = latent_cells(best)
+    one = emb.sel(embedding_method=method)  # not sel(method=): that is its fill rule
+    notes = set(one["embedding_note"].values.ravel())
+    if len(notes) == 1 and (reason := notes.pop()):  # e.g. umap-learn missing: say so
+        return panels.message_figure(f"{label} embedding skipped", reason)
+    n_cells = one.sizes["embed_cell"]
     norm, cmap = panels.value_norm(imp), plt.get_cmap(panels.ORDERED)
     fig, axes = plt.subplots(
-        len(cells),
+        n_cells,
         4,
         squeeze=False,
-        figsize=(13.5, 2.9 * len(cells) + 0.8),
+        figsize=(13.5, 2.9 * n_cells + 0.8),
         gridspec_kw={"hspace": 0.6, "wspace": 0.45},
     )
     fig.subplots_adjust(top=1 - 0.9 / fig.get_figheight(), bottom=0.7 / fig.get_figheight())
-    for r, (m, p) in enumerate(cells):
+    for r in range(n_cells):
+        cell = one.isel(embed_cell=r)
+        m, p = int(cell["embed_n_hidden"]), float(cell["embed_density"])
         W = real_W(best["W"].sel(n_hidden=m, density=p).transpose("hidden", "feature").values)
-        X = W.T  # (feature, m): one point per feature
-        collapsed = np.linalg.norm(X, axis=1) < threshold
-        for c, keep in enumerate((np.ones(len(X), bool), ~collapsed)):
+        X = W.T  # (feature, m): one point per feature, for the Shepard plot's distances
+        collapsed = cell["collapsed"].values
+        for c, subset in enumerate(embedding.SUBSETS):
             ax_e, ax_s = axes[r, 2 * c], axes[r, 2 * c + 1]
             what = "all features" if c == 0 else f"without {collapsed.sum()} collapsed"
             ax_e.set_title(f"m = {m}, p = {fmt_p(p)}: {what}", fontsize=8.5)
             ax_s.set_title("Shepard plot", fontsize=8.5)
-            try:
-                Y = embedding.embed(X[keep], method)
-            except embedding.EmbeddingUnavailable as e:
+            sub = cell.sel(subset=subset)
+            if str(sub["embedding_note"].values):
                 for ax in (ax_e, ax_s):
                     ax.text(
                         0.5,
                         0.5,
-                        str(e),
+                        str(sub["embedding_note"].values),
                         ha="center",
                         va="center",
                         fontsize=8,
@@ -97,8 +98,9 @@ def embedding_figure(best: xr.Dataset, method: str, imp: np.ndarray, threshold: 
                     ax.set_xticks([])
                     ax.set_yticks([])
                 continue
-            col = cmap(norm(imp[keep]))
-            sub_collapsed = collapsed[keep]
+            Y_all = sub["embedding"].transpose("feature", "component").values
+            keep = np.isfinite(Y_all).all(1)
+            Y, col, sub_collapsed = Y_all[keep], cmap(norm(imp[keep])), collapsed[keep]
             ax_e.scatter(*Y[~sub_collapsed].T, c=col[~sub_collapsed], s=18, edgecolors="none")
             ax_e.scatter(
                 *Y[sub_collapsed].T, c=col[sub_collapsed], s=18, marker="x", linewidths=0.9
@@ -106,7 +108,7 @@ def embedding_figure(best: xr.Dataset, method: str, imp: np.ndarray, threshold: 
             ax_e.set_xlabel(f"{label} 1", fontsize=8)
             ax_e.set_ylabel(f"{label} 2", fontsize=8)
             ax_e.tick_params(labelsize=7)
-            d0, d1, rho = embedding.shepard(X[keep], Y)
+            d0, d1 = pdist(X[keep]), pdist(Y)
             ax_s.scatter(d0, d1, s=3, alpha=0.3, color=OKABE_ITO[0], linewidths=0)
             if method == "mds":  # MDS keeps distances, so the diagonal is the perfect fit
                 top = max(float(d0.max(initial=0)), float(d1.max(initial=0)))
@@ -114,7 +116,7 @@ def embedding_figure(best: xr.Dataset, method: str, imp: np.ndarray, threshold: 
             ax_s.text(
                 0.03,
                 0.95,
-                f"Spearman ρ = {rho:.2f}",
+                f"Spearman ρ = {float(sub['embedding_rho']):.2f}",
                 transform=ax_s.transAxes,
                 va="top",
                 fontsize=8,
@@ -156,23 +158,17 @@ def embedding_figure(best: xr.Dataset, method: str, imp: np.ndarray, threshold: 
     return fig
 
 
-def _best(ctx: Context) -> xr.Dataset:
-    best = only(best_models(ctx), ("n_hidden", "density"))
-    if "n_hidden" not in best.dims:
-        best = best.expand_dims(n_hidden=[int(ctx.section("model").get("n_hidden", 0))])
-    return best
-
-
 def gram_grid(ctx: Context) -> dict[str, Figure]:
     """`gram_grid`: WᵀW over (m, density)."""
-    return {"gram_grid": latent_gram(_best(ctx))}
+    return {"gram_grid": latent_gram(latent_best(ctx))}
 
 
 def embeddings(ctx: Context) -> dict[str, Figure]:
-    """`embedding_<method>`: MDS, t-SNE and UMAP embeddings of W's columns with Shepard plots."""
-    best, imp = _best(ctx), importance_of(ctx)
-    threshold = float(ctx.settings.norm_threshold)
+    """`embedding_<method>`: MDS, t-SNE and UMAP embeddings of W's columns with Shepard plots
+    (the embeddings step's variables)."""
+    best, imp = latent_best(ctx), importance_of(ctx)
+    threshold = float(ctx.analysis.attrs["embedding_threshold"])
     return {
-        f"embedding_{method}": embedding_figure(best, method, imp, threshold)
+        f"embedding_{method}": embedding_figure(ctx.analysis, best, method, imp, threshold)
         for method in embedding.METHODS
     }

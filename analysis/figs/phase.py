@@ -1,5 +1,8 @@
 """The phase diagram of a 2→1 or 3→2 grid: the extra feature's trained phase over (r, p),
-beside the closed form (analysis.theory), with the agreement in the title."""
+beside the closed form (analysis.theory), with the agreement in the title.
+
+pcolormesh on the cells' log-spaced edges rather than seaborn.heatmap (a categorical grid): the
+analytic boundaries are drawn over it in data coordinates (r, p)."""
 
 from __future__ import annotations
 
