@@ -176,6 +176,17 @@ class AnalysisConfig:
 
 
 @dataclass
+class RefineConfig:
+    """Adaptive refinement of a phase grid along density (sweep/refine.py; issue 16)."""
+
+    levels: int = _f(0, "bisections of each density interval near boundaries (0: none)", lo=0,
+                     hi=8)
+    budget: int | None = _f(None, "most models in all, coarse pass included (null: no limit)",
+                            lo=1)
+    seed_disagreement: bool = _f(True, "with budget left, also bisect where seeds' phases differ")
+
+
+@dataclass
 class SweepConfig:
     name: str = _f("default", "store name: results/<name>")
     block: str | None = _f(None, "set per job by the sweeper: the block this job trains")
@@ -189,6 +200,7 @@ class SweepConfig:
     retries: int = _f(2, "relaunch unfinished blocks this many times", lo=0, hi=1000)
     progress: bool = _f(True, "progress bar over training")
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
 
 
 ConfigStore.instance().store(name="toysweep_schema", node=SweepConfig)

@@ -371,6 +371,10 @@ def finish(sweep: Sweep, failures: list[str]) -> int:
 
 def run(cfg: DictConfig) -> int:
     """Run a whole sweep in this process (no launcher): for tests and RUN mode."""
+    if OmegaConf.select(cfg, "refine.levels", default=None):  # adaptive refinement (issue 16)
+        from sweep import refine
+
+        return refine.run(cfg)
     sweep = prepare(cfg)
     failures = []
     for key in sweep.todo:

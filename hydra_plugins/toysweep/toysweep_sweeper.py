@@ -144,6 +144,16 @@ class ToySweeper(Sweeper):
         from sweep import driver
 
         assert self.config is not None
+        # -- adaptive refinement (issue 16): a grid with refine.levels > 0 is orchestrated
+        # level by level by sweep/refine.py, in this process, into one fine-grid store.
+        if OmegaConf.select(self.config, "refine.levels", default=None):
+            from sweep import refine
+
+            code = refine.run(self.config)
+            if code:
+                sys.exit(code)
+            return None
+        # -- end of adaptive refinement
         sweep = driver.prepare(self.config)
         base = [
             a
