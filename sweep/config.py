@@ -117,6 +117,8 @@ class TrainConfig:
     lr_schedule: LrSchedule = _f(LrSchedule.constant, "lr after warm-up")
     warmup_steps: int = _f(0, "linear warm-up steps (< steps)", lo=0)
     curve_points: int = _f(100, "loss-curve samples kept per model", lo=1)
+    snapshots: Any = _f(None, "steps (from 1) at which W and b are stored: null, a list, or "
+                        "[log|lin, start, stop, num]")
     device: str = _f("auto", "auto | cpu | cuda | cuda:N")
     dtype: DType = _f(DType.float32, "float32 | float64")
     checkpoint_seconds: float = _f(60.0, "seconds between training checkpoints", lo=0,

@@ -15,6 +15,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from sweep.blocks import snapshot_steps
 from sweep.config import Correlation, range_words, ranged_keys
 from sweep.kinds import KINDS
 
@@ -118,6 +119,8 @@ def check_config(cfg: Any) -> None:
         # A repeated index would scale (or set) that feature twice: r² instead of r.
         require(len(set(feats)) == len(feats), f"data.{key}", feats,
                 "distinct feature indices (no duplicates)")
+    # one line naming train.snapshots if bad
+    snapshot_steps(OmegaConf.select(cfg, "train.snapshots", default=None), int(t.steps))
     require(t.warmup_steps < t.steps, "train.warmup_steps", t.warmup_steps,
             f"an integer in [0, train.steps={t.steps})")
     dev = str(t.device)
