@@ -19,7 +19,19 @@ from typing import Any
 import yaml
 
 from analysis.context import FigureFn
-from analysis.figs import arrows, curves, features, geometry, gram, latent, neurons, phase
+from analysis.figs import (
+    absval,
+    arrows,
+    curves,
+    dynamics,
+    features,
+    geometry,
+    gram,
+    latent,
+    neurons,
+    perturbation,
+    phase,
+)
 from analysis.settings import not_allowed
 
 FIGURES: dict[str, FigureFn] = {
@@ -36,6 +48,9 @@ FIGURES: dict[str, FigureFn] = {
     "scaled_neuron_weights": neurons.absval,
     "gram_grid": latent.gram_grid,
     "embeddings": latent.embeddings,
+    "dynamics": dynamics.draw,  # needs train.snapshots
+    "absval_check": absval.draw,  # absval: |x| computed? features per neuron
+    "perturbation": perturbation.draw,  # one feature's density varied (perturb grid)
 }
 
 CONF_GRIDS = Path(__file__).resolve().parent.parent / "conf" / "grid"
