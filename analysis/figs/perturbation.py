@@ -70,6 +70,8 @@ def draw(ctx: Context) -> dict[str, Figure]:
             )
         ax.axvline(1.0, color="#bbbbbb", linewidth=0.8)
         ax.set_xscale("log")
+        ax.set_xticks(k, [f"{v:.2g}×" for v in k], fontsize=8)
+        ax.minorticks_off()
         ax.set_xlabel("relative sparsity k = base density / p₁ (k > 1: sparser)")
     ax_n.set_ylabel("feature norm ‖W_i‖")
     ax_d.set_ylabel("feature dimensionality D_i")
