@@ -239,12 +239,22 @@ def absval_inputs(density: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     return np.where(rng.uniform(0, 1, u.shape) < density, u, 0.0)
 
 
+def _r2_abs(w: np.ndarray, wo: np.ndarray, b: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """R² of y'_i against |x_i| per feature over the samples x (NaN where |x_i| is constant)."""
+    target = np.abs(x)
+    y = absval_forward(w, wo, b, x)
+    var = target.var(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(var > 0, 1 - ((y - target) ** 2).mean(0) / var, np.nan)
+
+
 def absval(ctx: Context) -> xr.Dataset:
     """Does the absval model compute |x|, and how many features does each neuron serve?
 
     Per cell (lowest-loss seed): `absval_r2` (cells..., feature), the share of |x_i|'s variance
     that y'_i explains on fresh *dense* inputs (every x_i ~ U[-1, 1]; 1 = exact, 0 = a constant),
-    and the same on the cell's own sparse inputs (`absval_r2_own`); `features_per_neuron`
+    and `absval_r2_own`, the same with x_i active and the other features at the cell's own
+    density (the inputs the model was trained for); `features_per_neuron`
     (cells..., hidden), the participation ratio (Σ_i w_i²)² / Σ_i w_i⁴ of a neuron's input
     weights (1: monosemantic, k: spread evenly over k features; NaN for a dead neuron), and its
     mean over live neurons, `features_per_neuron_mean` (cells...).
@@ -271,15 +281,18 @@ def absval(ctx: Context) -> xr.Dataset:
         if not rows.any() or not np.isfinite(w[rows][:, feats]).all():
             continue
         w, wo, bb, dens = w[rows][:, feats], wo[rows][:, feats], bb[feats], dens[feats]
-        for out, d in ((r2, np.ones_like(dens)), (r2_own, dens)):
-            x = absval_inputs(d, ABSVAL_SAMPLES)
-            target = np.abs(x)
-            y = absval_forward(w, wo, bb, x)
-            var = target.var(0)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                out[cell][: feats.sum()] = np.where(
-                    var > 0, 1 - ((y - target) ** 2).mean(0) / var, np.nan
-                )
+        r2[cell][: feats.sum()] = _r2_abs(
+            w, wo, bb, absval_inputs(np.ones_like(dens), ABSVAL_SAMPLES)
+        )
+        # in context: x_i active (U[-1, 1]), the other features at the cell's own density
+        x = absval_inputs(dens, ABSVAL_SAMPLES // 2)
+        u = absval_inputs(np.ones_like(dens), ABSVAL_SAMPLES // 2, seed=1)
+        own = np.empty(feats.sum())
+        for i in range(len(own)):
+            xi = x.copy()
+            xi[:, i] = u[:, i]
+            own[i] = _r2_abs(w, wo, bb, xi)[i]
+        r2_own[cell][: feats.sum()] = own
         sq = w**2
         with np.errstate(divide="ignore", invalid="ignore"):
             p = sq.sum(1) ** 2 / (sq**2).sum(1)

@@ -57,13 +57,32 @@ def draw(ctx: Context) -> dict[str, Figure]:
     )
     ax_y.legend(fontsize=7.5, frameon=False, markerscale=3)
     order = np.argsort(dens)
-    vals = r2.transpose("density", "feature").values[order]
+    own = an["absval_r2_own"]
+    own = own.isel({d: 0 for d in own.dims if d not in ("density", "feature")})
+    vals = own.transpose("density", "feature").values[order]
+    dense_vals = r2.transpose("density", "feature").values[order]
     for i in range(min(SHOWN, vals.shape[1])):
         ax_r.plot(dens[order], vals[:, i], "o-", ms=3, color=OKABE_ITO[i], label=f"feature {i + 1}")
-    ax_r.plot(dens[order], np.nanmedian(vals, 1), "k-", linewidth=1.5, label="median feature")
-    ax_r.set_ylim(-0.1, 1.05)
-    ax_r.set_ylabel("R² of y'_i against |x_i| (dense inputs)")
-    ax_r.set_title("how well each feature's |x| is computed", fontsize=9.5)
+    ax_r.plot(
+        dens[order],
+        np.nanmedian(dense_vals[:, :SHOWN], 1),
+        "k--",
+        linewidth=1,
+        label=f"features 1-{SHOWN}, all inputs dense (median)",
+    )
+    ax_r.set_ylim(-1.3, 1.05)
+    ax_r.axhline(-1, color="#999999", linestyle=":", linewidth=0.8)
+    ax_r.annotate(
+        "-1: one sign only, ReLU(±x_i)",
+        (0.02, -0.97),
+        xycoords=("axes fraction", "data"),
+        fontsize=7.5,
+        color="#555555",
+    )
+    ax_r.set_ylabel("R² of y'_i against |x_i|")
+    ax_r.set_title(
+        "x_i active, the others at the trained density\n(below -1.3: clipped)", fontsize=9.5
+    )
     ax_r.legend(fontsize=7.5, frameon=False)
     per = fpn.transpose("density", "hidden").values[order]
     xs = np.broadcast_to(dens[order][:, None], per.shape)
@@ -82,5 +101,5 @@ def draw(ctx: Context) -> dict[str, Figure]:
         f"{model.get('n_hidden')} neurons, lowest-loss seed",
         fontsize=11,
     )
-    fig.subplots_adjust(wspace=0.3)
+    fig.subplots_adjust(wspace=0.3, top=0.83)
     return {"absval_check": fig}
