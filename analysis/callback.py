@@ -71,7 +71,10 @@ def run_analysis(config: DictConfig) -> dict[str, Any] | None:
 
     path = Path(str(config.store.path)).expanduser().absolute()
     try:
-        if not bool(open_store(path)["finished"].all()):
+        ds = open_store(path)
+        # A refined grid (sweep/refine.py) leaves points untrained by design: complete when its
+        # levels are done (attr `refine_complete`).
+        if not (bool(ds["finished"].all()) or bool(ds.attrs.get("refine_complete", False))):
             return None  # the sweep has reported its unfinished cells; nothing to draw yet
         return analyse(path, settings=section)
     except (StoreError, AnalysisError) as e:

@@ -22,6 +22,7 @@ from analysis.context import FigureFn
 from analysis.figs import (
     absval,
     arrows,
+    boundary,
     curves,
     dynamics,
     features,
@@ -48,13 +49,14 @@ FIGURES: dict[str, FigureFn] = {
     "scaled_neuron_weights": neurons.absval,
     "gram_grid": latent.gram_grid,
     "embeddings": latent.embeddings,
+    "boundaries": boundary.draw,  # measured boundaries vs theory; 2→1 / 3→2 phase grids only
     "dynamics": dynamics.draw,  # needs train.snapshots
     "absval_check": absval.draw,  # absval: |x| computed? features per neuron
     "perturbation": perturbation.draw,  # one feature's density varied (perturb grid)
 }
 
 CONF_GRIDS = Path(__file__).resolve().parent.parent / "conf" / "grid"
-PHASE_FIGURES = ("phase_diagram", "feature_panels", "loss_curves")
+PHASE_FIGURES = ("phase_diagram", "boundaries", "feature_panels", "loss_curves")
 GENERIC_FIGURES = ("feature_panels", "loss_curves")
 
 
@@ -87,13 +89,15 @@ def _leaves(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _matches(grid: Mapping[str, Any], cfg: Mapping[str, Any]) -> int:
-    """How many model/data settings a grid file fixes, when the config has all of them and the
-    same grid axes; -1 otherwise."""
+    """How many model/data/refine settings a grid file fixes, when the config has all of them
+    and the same grid axes; -1 otherwise."""
     axes = set(((grid.get("grid") or {}).get("axes") or {}).keys())
     if axes != set(((cfg.get("grid") or {}).get("axes") or {}).keys()):
         return -1
-    want = _leaves({k: grid.get(k) or {} for k in ("model", "data")})
-    have = _leaves({k: cfg.get(k) or {} for k in ("model", "data")})
+    # refine: phase-refine fixes the same model and data as phase, and its refine section
+    # (levels > 0) tells the two apart (a phase store has the schema's levels = 0)
+    want = _leaves({k: grid.get(k) or {} for k in ("model", "data", "refine")})
+    have = _leaves({k: cfg.get(k) or {} for k in ("model", "data", "refine")})
     return len(want) if all(have.get(k) == v for k, v in want.items()) else -1
 
 

@@ -174,7 +174,16 @@ def analyse(
     }
     if verbose:
         print(summary_lines(summary))
-        if summary["n_unfinished"]:
+        if "boundary" in ctx.analysis:  # phase boundaries (issue 16)
+            from analysis import boundaries
+
+            print(boundaries.summary(ctx.analysis))
+        if summary["n_unfinished"] and ds.attrs.get("refine_complete"):
+            print(
+                f"refined grid: {a.get('n_models', 0) - summary['n_unfinished']} models "
+                "trained where the boundaries are; the other points are untrained by design"
+            )
+        elif summary["n_unfinished"]:
             print(
                 f"warning: {summary['n_unfinished']} of {summary['n_models']} models "
                 f"unfinished ({summary['n_missing_cells']} cells missing, drawn as missing); "

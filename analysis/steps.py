@@ -95,6 +95,14 @@ def theory(ctx: Context) -> xr.Dataset:
     return aggregate.compare_with_theory(ctx.analysis, ctx.kind)
 
 
+def phase_boundaries(ctx: Context) -> xr.Dataset:
+    """Measured boundaries p(r), seed-bootstrap bands, both theories (analysis.boundaries)."""
+    from analysis import boundaries
+
+    assert ctx.kind is not None
+    return boundaries.boundary_dataset(ctx.analysis, ctx.store, ctx.kind)
+
+
 def latent_best(ctx: Context) -> xr.Dataset:
     """The lowest-loss seed over (n_hidden, density): the latent grid's cells."""
     best = only(best_models(ctx), ("n_hidden", "density"))
@@ -333,6 +341,7 @@ class Step:
 # In order: each step may read what the earlier ones wrote. Cheap steps run for every store.
 STEPS: tuple[Step, ...] = (
     Step("theory", theory, lambda ctx: ctx.kind is not None),
+    Step("boundaries", phase_boundaries, lambda ctx: ctx.kind is not None),
     Step("geometry", geometry, lambda ctx: True),
     Step("neurons", neurons, lambda ctx: True),
     Step("feature_sets", feature_sets, has_feature_sets),

@@ -3,6 +3,7 @@
     python benchmarks/throughput.py                  # cases a, b, c; ~5 min on a 2-core CPU
     python benchmarks/throughput.py --cases b --steps 300 --repeats 3
     python benchmarks/throughput.py --scale 1000 10000 100000   # 2→1 throughput vs grid size
+    python benchmarks/throughput.py --cases a b corr absval --repeats 1   # README's table
 
 Prints model-steps per second (instances × steps ÷ wall seconds, after warm-up) and the peak
 memory of each measurement: the peak resident set size (ru_maxrss) of the worker process that
@@ -11,9 +12,14 @@ the peaks do not mix; baseline and project workers alternate, `--repeats` times,
 table shows the median of each (the machine may be shared: compare ratios, not absolutes).
 
 Project: `sweep.train.make_trainer(...).step`, the step `train_block` runs, on the grid's own
-instance layout (GridPlan, conf/config.yaml). Baseline: what public toy-model code commonly
-does: all instances in one tensor, einsum over the instance axis, autograd,
-torch.optim.AdamW, two torch.rand draws per element per step (mask and values).
+instance layout (GridPlan, conf/config.yaml), as a sweep runs it on this machine by default:
+the grid planned for `workers` (auto: one per core; planned as a 10,000-step sweep would be),
+its blocks spread over that many processes timed together, each at the threads the local
+launcher would give it. Baseline: what public toy-model code commonly does: all instances in
+one tensor, einsum over the instance axis, autograd, torch.optim.AdamW, two torch.rand draws
+per element per step (mask and values), at torch's default threads (every core). Cases corr
+and absval compare the project with its own autograd path (train.backend=autograd, torch's
+default threads: how those grids trained before they joined the fused path).
 """
 
 from __future__ import annotations
@@ -31,12 +37,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-# case -> (n_features, n_hidden, grid axes); seeds: 5 (the phase grid's default)
+# case -> (n_features, n_hidden, grid axes); seeds: 5 (the phase grid's default). corr and
+# absval are their grid files (conf/grid/), trained on the fused path against autograd.
 CASES = {
     "a": (20, 5, {"density": ["log", 0.01, 1.0, 200]}),  # 1,000 instances
-    "b": (2, 1, {"density": ["log", 0.01, 1.0, 100],
-                 "relative_importance": ["log", 0.1, 10.0, 32]}),  # 16,000 instances
+    "b": (
+        2,
+        1,
+        {"density": ["log", 0.01, 1.0, 100], "relative_importance": ["log", 0.1, 10.0, 32]},
+    ),  # 16,000 instances
     "c": (200, 20, {"density": ["log", 0.01, 1.0, 40]}),  # 200 instances
+    "corr": (4, 2, "correlated"),  # 18 instances, 2 shapes (correlated, anticorrelated)
+    "absval": (100, 40, "absval"),  # 7 instances of 100 → 40
 }
 SEEDS = 5
 
@@ -50,21 +62,40 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def config(n: int, m: int, axes: dict, args: argparse.Namespace, memory_mb: float = 1e9):
+def config(
+    n: int,
+    m: int,
+    axes: dict | str,
+    args: argparse.Namespace,
+    memory_mb: float = 1e9,
+    backend: str | None = None,
+    workers: int = 1,
+):
+    """The sweep config of a case; planned as a 10,000-step sweep (train.steps for planning),
+    timed for args.steps steps."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import open_dict
 
     GlobalHydra.instance().clear()
-    over = [f"model.n_features={n}", f"model.n_hidden={m}", f"grid.seeds={SEEDS}",
-            f"train.steps={args.steps}",
-            f"train.device={args.device}", f"train.compile={args.compile}",
-            f"chunk.memory_mb={memory_mb}", f"train.backend={args.backend}"]
+    over = [
+        f"train.device={args.device}",
+        f"train.compile={args.compile}",
+        f"chunk.memory_mb={memory_mb}",
+        f"train.backend={backend or args.backend}",
+        f"workers={workers}",
+        f"train.steps={args.plan_steps}",
+    ]
+    if isinstance(axes, str):  # a grid file
+        over.append(f"+grid={axes}")
+    else:
+        over += [f"model.n_features={n}", f"model.n_hidden={m}", f"grid.seeds={SEEDS}"]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=over)
     GlobalHydra.instance().clear()
     with open_dict(cfg):
-        cfg.grid.axes = axes
+        if not isinstance(axes, str):
+            cfg.grid.axes = axes
     return cfg
 
 
@@ -109,7 +140,8 @@ def baseline_stepper(n: int, m: int, inst: int, batch: int, device):
 
 
 def worker(spec: dict) -> dict:
-    """One measurement, in its own process: build, warm up, time."""
+    """One measurement (or one process of a project measurement), in its own process: build,
+    warm up, wait for the other processes of the measurement, time."""
     import torch
 
     if spec["threads"]:
@@ -122,17 +154,27 @@ def worker(spec: dict) -> dict:
     base_rss = rss_mb()
     device = resolve_device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    cfg = config(n, m, axes, args, spec.get("memory_mb", 1e9))
+    backend = "autograd" if spec["who"] == "autograd" else args.backend
+    cfg = config(n, m, axes, args, spec.get("memory_mb", 1e9), backend, spec["workers"])
     plan = GridPlan(cfg)
     t0 = time.perf_counter()
     if spec["who"] == "baseline":
         inst = plan.n_cells
         jobs = [(inst, baseline_stepper(n, m, inst, int(cfg.train.batch_size), device))]
     else:
-        jobs = []  # one trainer per block (job) of the grid
-        for block in plan.blocks:
+        jobs = []  # one trainer per block (job) of the grid: this process's share of them
+        for block in plan.blocks[spec["part"] :: spec["parts"]]:
             ins = plan.instances(block)
-            tr = make_trainer("relu", ins.seed, ins.density, ins.importance, m, cfg.train)
+            tr = make_trainer(
+                block.shape.model,
+                ins.seed,
+                ins.density,
+                ins.importance,
+                block.shape.n_hidden,
+                cfg.train,
+                block.shape.correlation,
+                int(cfg.data.set_size),
+            )
             jobs.append((len(ins.seed), tr.step))
         inst = sum(k for k, _ in jobs)
     for _, step in jobs:  # warm-up (includes torch.compile when on)
@@ -140,96 +182,236 @@ def worker(spec: dict) -> dict:
             step(i)
     sync()
     warm = time.perf_counter() - t0
+    if spec.get("barrier"):  # start timing together with the other processes
+        Path(spec["barrier"], f"{spec['part']}").touch()
+        while len(list(Path(spec["barrier"]).iterdir())) < spec["parts"]:
+            time.sleep(0.05)
     model_steps, secs, steps = 0, 0.0, 0
-    for k, step in jobs:  # blocks run one after another, as jobs on one machine would
-        steps, t = timed(lambda i, step=step: step(i + args.warmup), args.steps,
-                         args.max_seconds, sync)
+    for k, step in jobs:  # blocks run one after another, as jobs of one worker would
+        steps, t = timed(
+            lambda i, step=step: step(i + args.warmup), args.steps, args.max_seconds, sync
+        )
         model_steps, secs = model_steps + k * steps, secs + t
-    return {"inst": inst, "blocks": len(jobs), "model_steps_per_s": model_steps / secs,
-            "steps": steps, "seconds": secs, "warmup_s": warm, "peak_mb": peak_mb() - base_rss,
-            "threads": torch.get_num_threads(), "device": str(device)}
+    return {
+        "inst": inst,
+        "blocks": len(jobs),
+        "model_steps": model_steps,
+        "model_steps_per_s": model_steps / secs,
+        "steps": steps,
+        "seconds": secs,
+        "warmup_s": warm,
+        "peak_mb": peak_mb() - base_rss,
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+    }
 
 
 def measure(spec: dict) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)],
-                         capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr[-3000:])
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """Run a measurement: the project's in `workers` processes at once (its own launcher's
+    choice), anything else in one process at torch's default threads."""
+    import tempfile
+
+    from sweep.cores import resolve_workers, threads_per_job
+
+    parts = resolve_workers(spec["workers"]) if spec["who"] == "project" else 1
+    spec = {**spec, "workers": parts}
+    if spec["who"] == "project" and not spec["threads"]:
+        spec["threads"] = threads_per_job(parts)  # as the local launcher gives each job
+    with tempfile.TemporaryDirectory() as barrier:
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    json.dumps(
+                        {
+                            **spec,
+                            "part": k,
+                            "parts": parts,
+                            "barrier": barrier if parts > 1 else None,
+                        }
+                    ),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for k in range(parts)
+        ]
+        outs = [p.communicate() for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        if p.returncode != 0:
+            raise RuntimeError(err[-3000:])
+    res = [json.loads(o.strip().splitlines()[-1]) for o, _ in outs]
+    res = [r for r in res if r["model_steps"]]  # a process may get no block
+    secs = max(r["seconds"] for r in res)  # all timed together: the slowest sets the pace
+    steps = sum(r["model_steps"] for r in res)
+    return {
+        "inst": sum(r["inst"] for r in res),
+        "blocks": sum(r["blocks"] for r in res),
+        "model_steps_per_s": steps / secs,
+        "steps": res[0]["steps"],
+        "seconds": secs,
+        "warmup_s": max(r["warmup_s"] for r in res),
+        "peak_mb": max(r["peak_mb"] for r in res),
+        "threads": res[0]["threads"],
+        "processes": len(res),
+        "device": res[0]["device"],
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     ap.add_argument("--steps", type=int, default=300, help="timed steps per measurement")
-    ap.add_argument("--max-seconds", type=float, default=20.0,
-                    help="stop a measurement after this long (the slow baseline)")
+    ap.add_argument(
+        "--max-seconds",
+        type=float,
+        default=20.0,
+        help="stop a measurement after this long (the slow baseline)",
+    )
     ap.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     ap.add_argument("--repeats", type=int, default=2, help="alternating rounds per case")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads per process (0: the project's own choice, torch's "
+        "default for the baseline)",
+    )
+    ap.add_argument(
+        "--workers",
+        default="auto",
+        help="the project's worker processes (the sweep's `workers` setting)",
+    )
+    ap.add_argument(
+        "--plan-steps",
+        type=int,
+        default=10_000,
+        help="train.steps the grid is planned (and compile decided) for",
+    )
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--backend", default="fused", choices=["fused", "autograd"])
     ap.add_argument("--compile", default="true", choices=["auto", "true", "false"])
-    ap.add_argument("--scale", type=int, nargs="*", default=None,
-                    help="instead of the cases: 2→1 throughput at these grid sizes (instances), "
-                    "the grid split into jobs by chunk.memory_mb as a sweep would")
+    ap.add_argument(
+        "--scale",
+        type=int,
+        nargs="*",
+        default=None,
+        help="instead of the cases: 2→1 throughput at these grid sizes (instances), "
+        "the grid split into jobs by chunk.memory_mb as a sweep would",
+    )
     ap.add_argument("--memory-mb", type=float, default=2048, help="chunk.memory_mb for --scale")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return
-    common = {k: getattr(args, k) for k in ("steps", "max_seconds", "warmup", "threads",
-                                            "device", "backend", "compile")}
+    common = {
+        k: getattr(args, k)
+        for k in (
+            "steps",
+            "max_seconds",
+            "warmup",
+            "threads",
+            "device",
+            "backend",
+            "compile",
+            "plan_steps",
+        )
+    }
+    common["workers"] = args.workers if args.workers == "auto" else int(args.workers)
+    print(
+        f"load average {os.getloadavg()[0]:.1f} / {os.getloadavg()[1]:.1f} / "
+        f"{os.getloadavg()[2]:.1f} (1 / 5 / 15 min) on {os.cpu_count()} cores",
+        flush=True,
+    )
     if args.scale is not None:
         scale(args, common)
         return
     rows = []
     for name in args.cases:
         n, m, axes = CASES[name]
-        res: dict[str, list[dict]] = {"baseline": [], "project": []}
+        other = "autograd" if isinstance(axes, str) else "baseline"
+        res: dict[str, list[dict]] = {other: [], "project": []}
         for _ in range(args.repeats):
-            for who in ("baseline", "project"):
+            for who in (other, "project"):
                 r = measure({**common, "who": who, "n": n, "m": m, "axes": axes})
                 res[who].append(r)
-                print(f"  {name} {who:8s} {r['model_steps_per_s']:12,.0f} model-steps/s  "
-                      f"steps {r['steps']:4d}  peak {r['peak_mb']:7.0f} MB  "
-                      f"warm-up {r['warmup_s']:.1f} s", flush=True)
+                print(
+                    f"  {name} {who:8s} {r['model_steps_per_s']:12,.0f} model-steps/s  "
+                    f"steps {r['steps']:4d}  peak {r['peak_mb']:7.0f} MB  "
+                    f"warm-up {r['warmup_s']:.1f} s  {r['processes']} process(es) × "
+                    f"{r['threads']} thread(s), {r['blocks']} block(s)",
+                    flush=True,
+                )
         proj = statistics.median(r["model_steps_per_s"] for r in res["project"])
-        base = statistics.median(r["model_steps_per_s"] for r in res["baseline"])
-        ratios = [p["model_steps_per_s"] / b["model_steps_per_s"]
-                  for p, b in zip(res["project"], res["baseline"], strict=True)]
-        rows.append((name, n, m, res["project"][0]["inst"], proj, base, ratios,
-                     max(r["peak_mb"] for r in res["project"]),
-                     max(r["peak_mb"] for r in res["baseline"]), res["project"][0]))
+        base = statistics.median(r["model_steps_per_s"] for r in res[other])
+        ratios = [
+            p["model_steps_per_s"] / b["model_steps_per_s"]
+            for p, b in zip(res["project"], res[other], strict=True)
+        ]
+        label = f"({name}) {axes} {n}→{m}" if isinstance(axes, str) else f"({name}) {n}→{m} ReLU"
+        rows.append(
+            (
+                label + f", {res['project'][0]['inst']:,} inst",
+                proj,
+                base,
+                ratios,
+                max(r["peak_mb"] for r in res["project"]),
+                max(r["peak_mb"] for r in res[other]),
+                res["project"][0],
+            )
+        )
     r0 = rows[0][-1]
-    print(f"\ndevice {r0['device']}, torch threads {r0['threads']}, backend {args.backend}, "
-          f"compile {args.compile}; model-steps/s = instances × steps / s (median of "
-          f"{args.repeats}); peak = worker peak RSS − RSS after imports")
-    print(f"{'case':28s} {'project':>12s} {'baseline':>10s} {'ratio':>7s} {'(per round)':>16s} "
-          f"{'peak MB proj/base':>18s}")
-    for name, n, m, inst, proj, base, ratios, pk, bk, _ in rows:
-        label = f"({name}) {n}→{m} ReLU, {inst:,} inst"
+    print(
+        f"\ndevice {r0['device']}, project: {r0['processes']} process(es) × "
+        f"{r0['threads']} thread(s), backend {args.backend}, compile {args.compile}; "
+        f"baseline/autograd: torch's default threads; model-steps/s = instances × steps / s "
+        f"(median of {args.repeats}); peak = worker peak RSS − RSS after imports; "
+        f"load average now {os.getloadavg()[0]:.1f}"
+    )
+    print(
+        f"{'case':40s} {'project':>12s} {'baseline':>10s} {'ratio':>7s} {'(per round)':>16s} "
+        f"{'peak MB proj/base':>18s}"
+    )
+    for label, proj, base, ratios, pk, bk, _ in rows:
         per = "/".join(f"{r:.1f}" for r in ratios)
-        print(f"{label:28s} {proj:12,.0f} {base:10,.0f} {proj / base:6.1f}× {per:>16s} "
-              f"{pk:8.0f}/{bk:<8.0f}")
+        print(
+            f"{label:40s} {proj:12,.0f} {base:10,.0f} {proj / base:6.1f}× {per:>16s} "
+            f"{pk:8.0f}/{bk:<8.0f}"
+        )
 
 
 def scale(args: argparse.Namespace, common: dict) -> None:
     """2→1 throughput at growing grid sizes, each grid planned into jobs by chunk.memory_mb."""
     from sweep.grid import BYTES_PER_ELEMENT
 
-    print(f"2→1 ReLU, batch 1024, chunk.memory_mb={args.memory_mb:g}, backend {args.backend} "
-          f"(planner: {BYTES_PER_ELEMENT[args.backend]} B per instance·batch·feature)")
+    print(
+        f"2→1 ReLU, batch 1024, chunk.memory_mb={args.memory_mb:g}, backend {args.backend} "
+        f"(planner: {BYTES_PER_ELEMENT[args.backend]} B per instance·batch·feature)"
+    )
     for inst in args.scale:
         cells = max(1, inst // SEEDS)
         axes = {"density": ["log", 0.01, 1.0, cells]}
-        r = measure({**common, "who": "project", "n": 2, "m": 1, "axes": axes,
-                     "memory_mb": args.memory_mb})
-        print(f"  {r['inst']:8,d} instances in {r['blocks']:3d} job(s): "
-              f"{r['model_steps_per_s']:12,.0f} model-steps/s  peak {r['peak_mb']:7.0f} MB  "
-              f"(budget {args.memory_mb:g} MB per job; jobs run one after another here)",
-              flush=True)
+        r = measure(
+            {
+                **common,
+                "who": "project",
+                "n": 2,
+                "m": 1,
+                "axes": axes,
+                "memory_mb": args.memory_mb,
+                "workers": 1,
+            }
+        )
+        print(
+            f"  {r['inst']:8,d} instances in {r['blocks']:3d} job(s): "
+            f"{r['model_steps_per_s']:12,.0f} model-steps/s  peak {r['peak_mb']:7.0f} MB  "
+            f"(budget {args.memory_mb:g} MB per job; jobs run one after another here)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -5,11 +5,12 @@ Without a grid the embedded default, the 2→1 phase diagram (`+grid=phase`), ru
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
@@ -26,15 +27,19 @@ def check_argv(argv: list[str]) -> list[str]:
     for arg in picked:
         name = arg.split("=", 1)[1] if "=" in arg else ""
         if name not in grid_names():
-            print(f"error: grid={name!r} (from the command line) is not a known grid: expected "
-                  f"one of {', '.join(grid_names())} (files in {CONF / 'grid'})", file=sys.stderr)
+            print(
+                f"error: grid={name!r} (from the command line) is not a known grid: expected "
+                f"one of {', '.join(grid_names())} (files in {CONF / 'grid'})",
+                file=sys.stderr,
+            )
             sys.exit(2)
     return argv
 
 
-def check_composes(argv: list[str]) -> None:
+def check_composes(argv: list[str]) -> DictConfig:
     """Compose the config once, so Hydra's own errors (unknown key, bad override syntax,
-    unknown launcher) come out as one line instead of a multi-line report."""
+    unknown launcher) come out as one line instead of a multi-line report. Returns the
+    composed config with Hydra's node (the launcher), as the sweeper will see it."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -44,14 +49,18 @@ def check_composes(argv: list[str]) -> None:
     overrides = [a for a in argv if not a.startswith("-")]
     try:
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            compose(config_name="config", overrides=overrides)
-    except (HydraException, OmegaConfBaseException) as e:
+            cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+        # interpolations (e.g. train.steps=${nope}) are resolved only later: try them now
+        OmegaConf.to_container(
+            OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"]), resolve=True
+        )
+    except (HydraException, OmegaConfBaseException, ValueError, TypeError) as e:
         typed = schema_error(e, overrides)
         if typed:  # a value the schema refuses: say which key, which value, what is allowed
             print(f"error: {typed}", file=sys.stderr)
             sys.exit(2)
         detail = " ".join(str(e).split())
-        if isinstance(e, OverrideParseException):  # name the override Hydra could not parse
+        if isinstance(e, (OverrideParseException, ValueError, TypeError)):  # name the override
             parser = OverridesParser.create()
             for arg in overrides:
                 try:
@@ -59,10 +68,27 @@ def check_composes(argv: list[str]) -> None:
                 except HydraException:
                     detail = f"cannot parse {arg!r}: {detail}"
                     break
+                if not arg.split("=", 1)[0].lstrip("+~"):
+                    detail = f"cannot parse {arg!r}: no key before '=' ({detail})"
+                    break
         print(f"error: {detail} (from the command line)", file=sys.stderr)
         sys.exit(2)
     finally:
         GlobalHydra.instance().clear()
+    return cfg
+
+
+def preflight(argv: list[str]) -> DictConfig:
+    """Everything the command line checks before anything is created, in this process (the
+    hostile-input tests use it): the grid name, composition against the schema, then every
+    setting, the machine, the launcher and the store path. Exits 2 with one line on the first
+    problem; returns the composed config."""
+    from sweep import driver
+
+    argv = check_argv(argv)
+    cfg = check_composes(argv)
+    driver.check(cfg)
+    return cfg
 
 
 def schema_error(e: BaseException, overrides: list[str]) -> str | None:
@@ -70,7 +96,7 @@ def schema_error(e: BaseException, overrides: list[str]) -> str | None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from omegaconf.errors import ValidationError
 
-    from sweep.config import expected
+    from sweep.config import expected, schema_field
 
     err: BaseException | None = e
     while err is not None and not isinstance(err, ValidationError):
@@ -89,9 +115,16 @@ def schema_error(e: BaseException, overrides: list[str]) -> str | None:
         if o.key_or_group == key:
             value = o.value()
     value = list(value) if isinstance(value, (list, tuple)) else value
-    where = "from the command line" if any(a.lstrip("+~").startswith(key + "=")
-                                           for a in overrides) else "in the config files"
-    return f"{key}={value!r} is not allowed: expected {expected(key)} ({where})"
+    where = (
+        "from the command line"
+        if any(a.lstrip("+~").startswith(key + "=") for a in overrides)
+        else "in the config files"
+    )
+    allowed = expected(key)
+    choices = re.search(r"expected one of \[([^\]]*)\]", str(getattr(err, "msg", "")))
+    if schema_field(key) is None and choices:  # Hydra's own enums (e.g. hydra.mode)
+        allowed = f"one of {choices[1]}"
+    return f"{key}={value!r} is not allowed: expected {allowed} ({where})"
 
 
 @hydra.main(config_path="../conf", config_name="config", version_base="1.3")
@@ -104,6 +137,13 @@ def main(cfg: DictConfig) -> dict | int:
 
 
 if __name__ == "__main__":
-    sys.argv[1:] = check_argv(sys.argv[1:])
-    check_composes(sys.argv[1:])
-    main()
+    try:
+        sys.argv[1:] = check_argv(sys.argv[1:])
+        check_composes(sys.argv[1:])
+        main()
+    except KeyboardInterrupt:
+        print(
+            "error: interrupted; finished cells are kept, rerun the same command to train the rest",
+            file=sys.stderr,
+        )
+        sys.exit(130)

@@ -29,7 +29,7 @@ class Choice(str, Enum):
 
 
 # Model kinds come from the registry (sweep/kinds/): a new kind is a choice here at once.
-ModelKind = Choice("ModelKind", {k: k for k in KINDS})  # type: ignore[misc]
+ModelKind = Choice("ModelKind", {k: k for k in KINDS})  # type: ignore[call-overload]
 
 
 class Schedule(Choice):
@@ -71,8 +71,14 @@ class Aggregate(Choice):
     lowest_loss = "lowest_loss"
 
 
-def _f(default: Any, help: str, lo: float | None = None, hi: float | None = None,
-       lo_open: bool = False, hi_open: bool = False) -> Any:
+def _f(
+    default: Any,
+    help: str,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> Any:
     """A field with its one-line help and its allowed range ([lo, hi], ends open if asked)."""
     meta = {"help": help, "lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open}
     if isinstance(default, (list, dict)):
@@ -82,9 +88,11 @@ def _f(default: Any, help: str, lo: float | None = None, hi: float | None = None
 
 @dataclass
 class ModelConfig:
-    kind: ModelKind = _f(ModelKind("relu"), "model kind, one of sweep.kinds.KINDS")
-    n_features: int = _f(2, "n: features (grid.axes.n_features sweeps it)", lo=1)
-    n_hidden: int = _f(1, "m: hidden dimensions (grid.axes.n_hidden sweeps it)", lo=1)
+    kind: ModelKind = _f(  # type: ignore[valid-type]
+        ModelKind("relu"), "model kind, one of sweep.kinds.KINDS"
+    )
+    n_features: int = _f(2, "n: features (grid.axes.n_features sweeps it)", lo=1, hi=1_000_000)
+    n_hidden: int = _f(1, "m: hidden dimensions (grid.axes.n_hidden sweeps it)", lo=1, hi=1_000_000)
 
 
 @dataclass
@@ -98,36 +106,42 @@ class ImportanceConfig:
 
 @dataclass
 class DataConfig:
-    density: float = _f(1.0, "p = 1 - S, probability a feature is nonzero", lo=0, hi=1,
-                        lo_open=True)
+    density: float = _f(
+        1.0, "p = 1 - S, probability a feature is nonzero", lo=0, hi=1, lo_open=True
+    )
     density_features: list[int] | None = _f(None, "features the density axis sets (null=all)")
     importance: ImportanceConfig = field(default_factory=ImportanceConfig)
     relative_importance_features: list[int] = _f(
-        [1], "features whose importance the relative_importance axis scales")
+        [1], "features whose importance the relative_importance axis scales"
+    )
     correlation: Correlation = _f(Correlation.none, "feature sets: none/correlated/anticorr.")
-    set_size: int = _f(2, "features per correlated/anticorrelated set", lo=1)
+    set_size: int = _f(2, "features per correlated/anticorrelated set", lo=1, hi=1_000_000)
 
 
 @dataclass
 class TrainConfig:
-    steps: int = _f(10000, "training steps", lo=1)
+    steps: int = _f(10000, "training steps", lo=1, hi=10**9)
     batch_size: int = _f(1024, "samples per step", lo=1)
     lr: float = _f(1.0e-3, "AdamW learning rate", lo=0, lo_open=True)
     weight_decay: float = _f(0.01, "AdamW weight decay", lo=0)
     lr_schedule: LrSchedule = _f(LrSchedule.constant, "lr after warm-up")
     warmup_steps: int = _f(0, "linear warm-up steps (< steps)", lo=0)
-    curve_points: int = _f(100, "loss-curve samples kept per model", lo=1)
-    snapshots: Any = _f(None, "steps (from 1) at which W and b are stored: null, a list, or "
-                        "[log|lin, start, stop, num]")
+    curve_points: int = _f(100, "loss-curve samples kept per model", lo=1, hi=100_000)
+    snapshots: Any = _f(
+        None,
+        "steps (from 1) at which W and b are stored: null, a list, or [log|lin, start, stop, num]",
+    )
     device: str = _f("auto", "auto | cpu | cuda | cuda:N")
     dtype: DType = _f(DType.float32, "float32 | float64")
-    checkpoint_seconds: float = _f(60.0, "seconds between training checkpoints", lo=0,
-                                   lo_open=True)
+    checkpoint_seconds: float = _f(60.0, "seconds between training checkpoints", lo=0, lo_open=True)
     backend: Backend = _f(Backend.fused, "fused (fast) | autograd (reference)")
     compile: Any = _f("auto", "torch.compile the fused step: auto | true | false")
-    compile_cache: str | None = _f(None, "directory of the persistent compiled-kernel cache "
-                                   "(null: torch's default)")
-    threads: int = _f(0, "torch threads per job (0: this job's share of the idle cores)", lo=0)
+    compile_cache: str | None = _f(
+        None, "directory of the persistent compiled-kernel cache (null: torch's default)"
+    )
+    threads: int = _f(
+        0, "torch threads per job (0: this job's share of the idle cores)", lo=0, hi=4096
+    )
 
 
 @dataclass
@@ -158,10 +172,20 @@ class AnalysisConfig:
     norm_threshold: float = _f(0.5, "feature ignored when ||W_i|| < this", lo=0, lo_open=True)
     # (0, 10) as analysis.settings: a pentagon's features have interference 3/2, so a
     # threshold above 1 is meaningful for larger models.
-    superposition_threshold: float = _f(0.5, "superposed when interference >= this", lo=0,
-                                        hi=10, lo_open=True, hi_open=True)
+    superposition_threshold: float = _f(
+        0.5, "superposed when interference >= this", lo=0, hi=10, lo_open=True, hi_open=True
+    )
     aggregate: Aggregate = _f(Aggregate.drop_worst, "seeds of a cell -> one value")
     figures: list[str] | None = _f(None, "figures to draw (null: the analysis picks)")
+
+
+@dataclass
+class RefineConfig:
+    """Adaptive refinement of a phase grid along density (sweep/refine.py; issue 16)."""
+
+    levels: int = _f(0, "bisections of each density interval near boundaries (0: none)", lo=0, hi=8)
+    budget: int | None = _f(None, "most models in all, coarse pass included (null: no limit)", lo=1)
+    seed_disagreement: bool = _f(True, "with budget left, also bisect where seeds' phases differ")
 
 
 @dataclass
@@ -175,9 +199,10 @@ class SweepConfig:
     chunk: ChunkConfig = field(default_factory=ChunkConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     workers: Any = _f("auto", "blocks trained at once on this machine: auto (one per core) or N")
-    retries: int = _f(2, "relaunch unfinished blocks this many times", lo=0)
+    retries: int = _f(2, "relaunch unfinished blocks this many times", lo=0, hi=1000)
     progress: bool = _f(True, "progress bar over training")
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
 
 
 ConfigStore.instance().store(name="toysweep_schema", node=SweepConfig)
@@ -206,23 +231,26 @@ def _resolve(f: Any) -> Any:
 
 
 def expected(key: str) -> str:
-    """What a key allows, in words, from its schema type and range."""
+    """What a key allows, in words, from its schema type (annotations are strings here)."""
     f = schema_field(key)
     if f is None:
         return "a value of the right type"
-    t = f.type if not isinstance(f.type, str) else _TYPES.get(f.type, f.type)
-    desc = _TYPES_WORDS.get(str(t))
-    for enum in Choice.__subclasses__() + [ModelKind]:
-        if str(t).endswith(enum.__name__):
-            desc = "one of " + ", ".join(e.value for e in enum)
-    return desc or f"a value of type {t}"
+    t = str(f.type)
+    for enum in Choice.__subclasses__():  # ModelKind included
+        if t == enum.__name__:
+            return "one of " + ", ".join(e.value for e in enum)
+    return _TYPES_WORDS.get(t, f"a value of type {t}")
 
 
-_TYPES: dict[str, Any] = {}
 _TYPES_WORDS = {
-    "int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
-    "int | None": "null or an integer", "str | None": "null or a string",
-    "list[int]": "a list of integers", "list[int] | None": "null or a list of integers",
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "str": "a string",
+    "int | None": "null or an integer",
+    "str | None": "null or a string",
+    "list[int]": "a list of integers",
+    "list[int] | None": "null or a list of integers",
     "list[str] | None": "null or a list of names",
 }
 

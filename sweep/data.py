@@ -19,27 +19,42 @@ from sweep.models import stream_seed
 class FeatureSampler:
     """Draws (inst, batch, feat) inputs for a block of instances."""
 
-    def __init__(self, seeds: np.ndarray, density: np.ndarray, batch: int, purpose: str,
-                 device: torch.device, dtype: torch.dtype, signed: bool = False):
+    def __init__(
+        self,
+        seeds: np.ndarray,
+        density: np.ndarray,
+        batch: int,
+        purpose: str,
+        device: torch.device,
+        dtype: torch.dtype,
+        signed: bool = False,
+    ):
         n = density.shape[1]
         self.signed = signed  # values U[-1, 1] instead of U[0, 1] (the absolute-value task)
         self.batch, self.n, self.device, self.dtype = batch, n, device, dtype
         self.unique = [int(s) for s in np.unique(seeds)]
-        self.gens = [torch.Generator(device=device).manual_seed(stream_seed(s, purpose, n))
-                     for s in self.unique]
+        self.gens = [
+            torch.Generator(device=device).manual_seed(stream_seed(s, purpose, n))
+            for s in self.unique
+        ]
         where = {s: i for i, s in enumerate(self.unique)}
         self.seed_index = torch.tensor([where[int(s)] for s in seeds], device=device)  # (inst,)
         # Instances laid out as (cells, seeds), every seed once per cell in order (the grid's C
         # order when a block holds all seeds): the draws then broadcast over cells, ungathered.
         k = len(self.unique)
         self.tiled = len(seeds) % k == 0 and bool(
-            (self.seed_index.view(-1, k) == torch.arange(k, device=device)).all())
+            (self.seed_index.view(-1, k) == torch.arange(k, device=device)).all()
+        )
         self.p = torch.as_tensor(density, dtype=dtype, device=device).unsqueeze(1)  # (inst,1,feat)
 
     def uniforms(self) -> torch.Tensor:
         """One (batch, feat) draw per distinct seed: (seeds, batch, feat)."""
-        return torch.stack([torch.rand((self.batch, self.n), generator=g, device=self.device,
-                                       dtype=self.dtype) for g in self.gens])
+        return torch.stack(
+            [
+                torch.rand((self.batch, self.n), generator=g, device=self.device, dtype=self.dtype)
+                for g in self.gens
+            ]
+        )
 
     def sample(self) -> torch.Tensor:
         u = self.uniforms()  # (seeds, batch, feat)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -16,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from sweep import store
 from sweep.grid import GridPlan
 from sweep.train import train_block
-from sweep.validate import ConfigError
+from sweep.validate import ConfigError, check_machine
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +59,10 @@ def _lock(path: Path) -> Any:
         handle.seek(0)
         owner = handle.read().strip() or "unknown"
         handle.close()
-        fail(f"store {path} is in use by another sweep (driver pid {owner}); wait for it to "
-             "finish or point store.path elsewhere")
+        fail(
+            f"store {path} is in use by another sweep (driver pid {owner}); wait for it to "
+            "finish or point store.path elsewhere"
+        )
     handle.seek(0)
     handle.truncate()
     handle.write(str(os.getpid()))
@@ -67,73 +71,208 @@ def _lock(path: Path) -> Any:
 
 
 def _check_writable(path: Path, given: str) -> None:
-    """Refuse a store path whose nearest existing parent is not a writable directory.
-
-    Tried for real (a probe file) rather than with os.access, which says yes to root.
-    """
+    """Refuse a store path whose nearest existing parent (or the store folder itself) is not a
+    writable directory. Tried for real (a probe file) rather than with os.access, which says
+    yes to root; nothing is created when the probe fails."""
     parent = path.parent
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
-        fail(f"store.path={given!r} lies under {parent}, which is a file: expected a path "
-             "whose parents are directories")
+        fail(
+            f"store.path={given!r} lies under {parent}, which is a file: expected a path "
+            "whose parents are directories"
+        )
+    for where in [parent, *([path] if path.is_dir() else [])]:
+        try:
+            fd, probe = tempfile.mkstemp(dir=where, prefix=".toysweep-probe-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            fail(
+                f"store.path={given!r} is not writable ({where}: {e.strerror}): expected a "
+                "directory you can write to"
+            )
     try:
-        fd, probe = tempfile.mkstemp(dir=parent, prefix=".toysweep-probe-")
-        os.close(fd)
-        os.unlink(probe)
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        fail(f"store.path={given!r} is not writable ({parent}: {e.strerror}): expected a "
-             "directory you can write to")
+        fail(
+            f"store.path={given!r} is not writable ({path.parent}: {e.strerror}): expected a "
+            "directory you can write to"
+        )
+
+
+def store_path(cfg: DictConfig) -> Path:
+    """store.path resolved once: `~` expanded, symlinks followed to the real folder. Everything
+    after (the lock, the jobs, an overwrite) uses this real path, so an alias of a running
+    store meets its lock, and a symlink store path stays a symlink."""
+    given = str(cfg.store.path)
+    try:
+        return Path(given).expanduser().resolve()
+    except (OSError, RuntimeError) as e:  # a symlink loop, an unreadable folder on the way
+        fail(f"store.path={given!r} cannot be resolved ({e}): expected a path to a folder")
+        raise  # unreachable: fail exits
+
+
+def check(cfg: DictConfig) -> tuple[DictConfig, GridPlan, Path]:
+    """Every check that needs nothing created: settings, machine, launcher, store path.
+
+    Exits with one line (code 2) on the first problem. Returns the task config, its plan and
+    the real store path.
+    """
+    try:
+        task = task_config(cfg)
+        OmegaConf.to_container(task, resolve=True)  # interpolations that cannot resolve
+        plan = GridPlan(task)
+        check_machine(cfg)
+    except ConfigError as e:
+        fail(f"{e} (in the sweep config)")
+    except OmegaConfBaseException as e:
+        fail(f"{' '.join(str(e).split())} (in the sweep config)")
+    given = str(task.store.path)
+    path = store_path(task)
+    if path.exists() and not path.is_dir():
+        fail(f"store.path={given!r} is a file, expected a directory for the zarr store")
+    _check_writable(path, given)
+    return task, plan, path
 
 
 def prepare(cfg: DictConfig) -> Sweep:
-    """Validate everything, then create or resume the store. Exits with one line on bad input."""
-    cfg = task_config(cfg)
-    try:
-        plan = GridPlan(cfg)
-    except ConfigError as e:
-        fail(f"{e} (in the sweep config)")
-    path = Path(str(cfg.store.path)).expanduser().absolute()
-    if path.exists() and not path.is_dir():
-        fail(f"store.path={str(cfg.store.path)!r} is a file, expected a directory for the "
-             "zarr store")
-    _check_writable(path, str(cfg.store.path))
+    """Validate everything, then create or resume the store. Exits with one line on bad input.
+
+    store.mode=overwrite never destroys the old store before the new run has proved itself:
+    the new store is built beside the old one, its first (smallest) block is trained here, in
+    the driver, and only then does it replace the old store. A folder holding anything but our
+    store is never replaced.
+    """
+    cfg, plan, path = check(cfg)
     lock = _lock(path)
+    try:
+        return _prepare_locked(cfg, plan, path, lock)
+    except BaseException:
+        lock.close()  # an exit or a crash releases the store at once, not at garbage collection
+        raise
+
+
+def _prepare_locked(cfg: DictConfig, plan: GridPlan, path: Path, lock: Any) -> Sweep:
+    given = str(cfg.store.path)
     # Leftovers of a store.create killed half-way (we hold the lock: nobody else is creating).
     for stale in path.parent.glob(f".{path.name}.new-*"):
         shutil.rmtree(stale, ignore_errors=True)
     fresh = not path.exists() or not any(path.iterdir())
+    replace = False
     if not fresh:
         try:
             existing = store.open_store(path)
         except store.StoreError as e:
-            fail(f"store.path={str(cfg.store.path)!r}: {e}; refusing to touch it")
-        if cfg.store.mode == "overwrite":
-            fresh = True  # store.create replaces it only once the new template is complete
-        elif existing.attrs["fingerprint"] != store.fingerprint(cfg):
-            fail(f"store {path} was made by a different grid or settings (fingerprint "
-                 f"{existing.attrs['fingerprint']} != {store.fingerprint(cfg)}); pass "
-                 "store.mode=overwrite to replace it, or store.path=<new path> for a new store")
-    if fresh:
-        store.create(path, plan, cfg)
+            fail(f"store.path={given!r}: {e}; refusing to touch it")
+        foreign = store.foreign_entries(path)
+        if str(cfg.store.mode) == "overwrite":
+            if foreign:
+                fail(
+                    f"store.path={given!r} holds {', '.join(foreign[:3])}, which are not part "
+                    "of the store; store.mode=overwrite refuses to delete them (move them "
+                    "away first)"
+                )
+            fresh = replace = True
+        elif not store.same_settings(existing, cfg):
+            fail(
+                f"store {path} was made by a different grid or settings (fingerprint "
+                f"{existing.attrs['fingerprint']} != {store.fingerprint(cfg)}); pass "
+                "store.mode=overwrite to replace it, or store.path=<new path> for a new store"
+            )
+        else:
+            _repair(path, plan, cfg, existing)
+    proved = None
+    try:
+        if replace:
+            proved = _replace(path, plan, cfg)
+        elif fresh:
+            store.create(path, plan, cfg)
+    except OSError as e:
+        fail(
+            f"store.path={given!r}: cannot write the store ({e.strerror or e}); nothing was changed"
+        )
     done = store.finished_blocks(path, plan)
-    todo = [b.key() for b in plan.blocks if b.key() not in done]
+    todo = [b.key() for b in plan.blocks if b.key() not in done or b.key() == proved]
     return Sweep(cfg, plan, path, todo, lock)
+
+
+def _repair(path: Path, plan: GridPlan, cfg: DictConfig, existing: Any) -> None:
+    """Resuming a store: rebuild lost metadata, give an old store a run id, verify if asked."""
+    rebuilt = store.repair_metadata(path)
+    if rebuilt:
+        log.warning(f"store {path}: rebuilt missing metadata {', '.join(rebuilt)}")
+    if existing.attrs.get("run_id") is None:
+        store.update_attrs(path, {"run_id": store.new_run_id()})
+    if cfg.store.verify:
+        fixed = store.verify_static(path, plan, cfg)
+        if fixed:
+            log.warning(f"store {path}: rewrote damaged {', '.join(fixed)}")
+    elif rebuilt:
+        store.update_attrs(path, {})
+
+
+def _replace(path: Path, plan: GridPlan, cfg: DictConfig) -> str:
+    """store.mode=overwrite: build beside, prove the first block, then swap in (see prepare).
+    Returns the key of the block trained here."""
+    side = store.create(path, plan, cfg, beside=True)
+    first = min(plan.blocks, key=lambda b: b.size)
+    try:
+        run_block(job_config(cfg, side, first.key()))
+    except Exception as e:  # noqa: BLE001 - reported in one line, the old store kept
+        shutil.rmtree(side, ignore_errors=True)
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        fail(
+            f"store.mode=overwrite: the new run's first block {first.key()} failed "
+            f"({type(e).__name__}: {first_line}); the store at {path} is untouched",
+            code=1,
+        )
+    finally:
+        side.with_name(f".{side.name}.swap").unlink(missing_ok=True)
+    with _swap_lock(path, exclusive=True):
+        try:
+            store.swap_in(side, path)
+        except store.StoreError as e:
+            shutil.rmtree(side, ignore_errors=True)
+            fail(f"store.path={str(cfg.store.path)!r}: {e}")
+    return first.key()
+
+
+def _swap_lock(path: Path, exclusive: bool) -> Any:
+    """Jobs hold this shared while they check the store's identity and write; the driver holds
+    it exclusive while it swaps a new store in. So no job writes into a store that replaced the
+    one it checked (a job of an older, overwritten run then finds the new identity and stops)."""
+    handle = open(path.parent / f".{path.name}.swap", "a")  # noqa: SIM115 - closed by `with`
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+    except OSError as e:
+        log.warning(f"no swap lock on {handle.name} ({e.strerror}); going on without")
+    return handle
 
 
 def task_config(cfg: DictConfig) -> DictConfig:
     """The sweep's own settings, without Hydra's node (which only resolves inside a job)."""
-    return OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    return OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "hydra"])
 
 
-def job_config(cfg: DictConfig, path: Path, block: str) -> DictConfig:
-    """The config of one job: the sweep's, with the block and an absolute store path."""
+def job_config(cfg: DictConfig, path: Path, block: str, run_id: str | None = None) -> DictConfig:
+    """The config of one job: the sweep's, with the block, the store's real path and run id."""
     job = task_config(cfg)
     with open_dict(job):
         job.block = block
         job.store.path = str(path)
+        job.store.run_id = run_id or store.identity(path).get("run_id")
     return job
+
+
+def hydra_quote(value: str) -> str:
+    """A string as one quoted value of Hydra's override grammar, whatever it holds (spaces,
+    commas, parentheses, quotes, `$`, `;`, accents): single-quoted, with backslashes and
+    quotes escaped and `${` escaped so that it is never read as an interpolation. (Hydra
+    reads a backslash as an escape only before a quote or the closing quote.)"""
+    inner = re.sub(r"(\\+)(?='|$)", r"\1\1", value)
+    inner = inner.replace("'", "\\'").replace("${", "\\${")
+    return f"'{inner}'"
 
 
 def _block_lock(path: Path, key: str) -> Any:
@@ -155,54 +294,75 @@ def _block_lock(path: Path, key: str) -> Any:
 
 
 def run_block(cfg: DictConfig) -> dict:
-    """Train and write one block (the body of every job). Skips a block that is finished."""
+    """Train and write one block (the body of every job). Skips a block that is finished, and
+    writes nothing into a store that is not the run it was launched for (a stale job)."""
     plan = GridPlan(cfg)
     block = plan.block(str(cfg.block))
     path = Path(str(cfg.store.path))
-    with _block_lock(path, block.key()):
-        if store.block_finished(path, plan, block):
-            return {"block": block.key(), "models": 0, "skipped": True}
-        try:
-            inst = plan.instances(block)
+    expected = {"fingerprint": store.fingerprint(cfg), "run_id": cfg.store.run_id}
+    try:
+        store.check_identity(path, expected)
+        with _block_lock(path, block.key()):
+            if store.block_finished(path, plan, block):
+                return {"block": block.key(), "models": 0, "skipped": True}
             ckpt_dir = path / ".jobs" / "checkpoints"
             ckpt_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             ckpt = ckpt_dir / f"{block.key()}.pt"
-            res = train_block(block.shape.model, inst.seed, inst.density, inst.importance,
-                              block.shape.n_hidden, cfg.train, checkpoint=ckpt,
-                              progress=bool(cfg.progress), desc=block.key(),
-                              correlation=block.shape.correlation,
-                              set_size=int(cfg.data.set_size))
-            store.write_block(path, plan, block, res)
+            job = plan.job(block)
+            res = train_block(job, checkpoint=ckpt, progress=bool(cfg.progress), identity=expected)
+            assert res is not None  # None only with stop_at
+            with _swap_lock(path, exclusive=False):
+                store.write_block(path, plan, block, res, expected)
             ckpt.unlink(missing_ok=True)
-        except Exception:
-            # The traceback goes to the job's log (its stdout under a launcher), which the
-            # driver's summary points to; the launcher only carries the exception back.
-            log.exception(f"block {block.key()} failed")
-            raise
-    return {"block": block.key(), "models": len(inst.seed), "seconds": res.seconds,
-            "diverged": int(res.diverged.sum()), "resumed_from": res.resumed_from}
+    except store.StaleWrite as e:
+        log.warning(f"block {block.key()}: stale job, nothing written: {e}")
+        return {"block": block.key(), "models": 0, "stale": True}
+    except Exception:
+        # The traceback goes to the job's log (its stdout under a launcher), which the
+        # driver's summary points to; the launcher only carries the exception back.
+        log.exception(f"block {block.key()} failed")
+        raise
+    return {
+        "block": block.key(),
+        "models": len(job.seeds),
+        "seconds": res.seconds,
+        "diverged": int(res.diverged.sum()),
+        "resumed_from": res.resumed_from,
+    }
 
 
 def finish(sweep: Sweep, failures: list[str]) -> int:
-    """Record the run in the store, print the summary, run the analysis; return an exit code."""
+    """Record the run in the store and print the summary; return an exit code."""
     plan, path = sweep.plan, sweep.path
     wall = time.perf_counter() - sweep.started
     ds = store.open_store(path)
-    finished = int(ds["finished"].sum())
     diverged = int(ds["diverged"].sum())
     done = store.finished_blocks(path, plan)  # models count once their block is written
+    # cells whose block is complete and readable (not merely flagged: a damaged one is not)
+    finished = sum(b.size for b in plan.blocks if b.key() in done)
     todo = set(sweep.todo)
     trained = sum(b.size for b in plan.blocks if b.key() in done and b.key() in todo)
-    store.update_attrs(path, {"last_run_wall_seconds": round(wall, 2),
-                              "finished_cells": finished, "total_cells": plan.n_cells})
-    print(f"sweep {sweep.cfg.name}: trained {trained} models in {wall:.1f} s "
-          f"({trained / max(wall, 1e-9):.1f} models/s); {finished}/{plan.n_cells} cells "
-          f"finished, {diverged} diverged; store {path}")
+    store.update_attrs(
+        path,
+        {
+            "last_run_wall_seconds": round(wall, 2),
+            "finished_cells": finished,
+            "total_cells": plan.n_cells,
+        },
+    )
+    print(
+        f"sweep {sweep.cfg.name}: trained {trained} models in {wall:.1f} s "
+        f"({trained / max(wall, 1e-9):.1f} models/s); {finished}/{plan.n_cells} cells "
+        f"finished, {diverged} diverged; store {path}"
+    )
     if finished < plan.n_cells:
         for line in failures:
             print(f"  unfinished: {line}", file=sys.stderr)
-        print(f"error: {plan.n_cells - finished} cells unfinished; rerun the same command to "
-              "train only those", file=sys.stderr)
+        print(
+            f"error: {plan.n_cells - finished} cells unfinished; rerun the same command to "
+            "train only those",
+            file=sys.stderr,
+        )
         return 1
     # The analysis runs after this, as a Hydra callback (conf/config.yaml: hydra.callbacks;
     # analysis/callback.py): the engine never imports analysis/.
@@ -211,11 +371,15 @@ def finish(sweep: Sweep, failures: list[str]) -> int:
 
 def run(cfg: DictConfig) -> int:
     """Run a whole sweep in this process (no launcher): for tests and RUN mode."""
+    if OmegaConf.select(cfg, "refine.levels", default=None):  # adaptive refinement (issue 16)
+        from sweep import refine
+
+        return refine.run(cfg)
     sweep = prepare(cfg)
     failures = []
     for key in sweep.todo:
         try:
-            run_block(job_config(cfg, sweep.path, key))
+            run_block(job_config(sweep.cfg, sweep.path, key))
         except Exception as e:  # report, keep going with the other blocks
             failures.append(f"block {key}: {type(e).__name__}: {e}")
     return finish(sweep, failures)

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from sweep.data import FeatureSampler
+from sweep.groups import GroupedSampler
 
 BETAS = (0.9, 0.999)  # torch.optim.AdamW defaults, as in the autograd path
 EPS = 1e-8
@@ -56,8 +57,9 @@ def use_gram(kind: str, n: int, m: int, compiled: bool = True) -> bool:
 Data = tuple[str, bool, int]
 
 
-def chunk_inputs(u: torch.Tensor, p: torch.Tensor, index: torch.Tensor | None,
-                 data: Data = ("none", False, 1)) -> torch.Tensor:
+def chunk_inputs(
+    u: torch.Tensor, p: torch.Tensor, index: torch.Tensor | None, data: Data = ("none", False, 1)
+) -> torch.Tensor:
     """The chunk's inputs x, feature-major: (inst, feat, batch).
 
     u: (seeds, U, batch), the sampler's uniforms transposed (U = feat, or feat + 2 sets for
@@ -81,16 +83,17 @@ def _inputs(u: torch.Tensor, p: torch.Tensor, data: Data) -> torch.Tensor:
     sets = p.shape[-2]
     n = u.shape[-2] - 2 * sets
     values = u[..., :n, :]  # (..., feat, batch)
-    active = (u[..., n:n + sets, :] < p).repeat_interleave(size, dim=-2)  # (..., feat, batch)
+    active = (u[..., n : n + sets, :] < p).repeat_interleave(size, dim=-2)  # (..., feat, batch)
     if correlation == "anticorrelated":  # one member of an active set, picked uniformly
-        pick = (u[..., n + sets:, :] * size).long().clamp_max(size - 1)
+        pick = (u[..., n + sets :, :] * size).long().clamp_max(size - 1)
         member = (torch.arange(n, device=u.device) % size).unsqueeze(-1)  # (feat, 1)
         active = active & (pick.repeat_interleave(size, dim=-2) == member)
     return torch.where(active, values, 0)
 
 
-def grads_gram(kind: str, W: torch.Tensor, b: torch.Tensor, x: torch.Tensor,
-               imp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def grads_gram(
+    kind: str, W: torch.Tensor, b: torch.Tensor, x: torch.Tensor, imp: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Loss (inst,), dL/dW (inst, m, n), dL/db (inst, n) for relu/linear; x: (inst, n, batch)."""
     batch = x.shape[-1]
     A = (W.unsqueeze(-1) * W.unsqueeze(-2)).sum(1)  # WᵀW: (inst, n, n)
@@ -108,8 +111,9 @@ def grads_gram(kind: str, W: torch.Tensor, b: torch.Tensor, x: torch.Tensor,
     return loss, gW, g.sum(-1)
 
 
-def grads_bmm(kind: str, W: torch.Tensor, b: torch.Tensor, x: torch.Tensor,
-              imp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def grads_bmm(
+    kind: str, W: torch.Tensor, b: torch.Tensor, x: torch.Tensor, imp: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """As grads_gram for any kind, through h = Wx; x: (inst, n, batch)."""
     batch = x.shape[-1]
     h = torch.bmm(W, x)  # (inst, m, batch)
@@ -130,8 +134,9 @@ def grads_bmm(kind: str, W: torch.Tensor, b: torch.Tensor, x: torch.Tensor,
     return loss, gW, g.sum(-1)
 
 
-def grads_absval(W: torch.Tensor, Wo: torch.Tensor, b: torch.Tensor, x: torch.Tensor,
-                 imp: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def grads_absval(
+    W: torch.Tensor, Wo: torch.Tensor, b: torch.Tensor, x: torch.Tensor, imp: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
     """Loss (inst,), dL/dW (inst, m, n), dL/db (inst, n), dL/dW_out (inst, n, m) for absval."""
     batch = x.shape[-1]
     hpre = torch.bmm(W, x)  # (inst, m, batch)
@@ -148,8 +153,15 @@ def grads_absval(W: torch.Tensor, Wo: torch.Tensor, b: torch.Tensor, x: torch.Te
     return loss, gW, g.sum(-1), gWo
 
 
-def chunk_grads(kind: str, gram: bool, x: torch.Tensor, imp: torch.Tensor, W: torch.Tensor,
-                b: torch.Tensor, Wo: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+def chunk_grads(
+    kind: str,
+    gram: bool,
+    x: torch.Tensor,
+    imp: torch.Tensor,
+    W: torch.Tensor,
+    b: torch.Tensor,
+    Wo: torch.Tensor | None,
+) -> tuple[torch.Tensor, ...]:
     """(loss, dL/dW, dL/db[, dL/dW_out]) of one chunk."""
     if kind == "absval":
         assert Wo is not None
@@ -157,8 +169,9 @@ def chunk_grads(kind: str, gram: bool, x: torch.Tensor, imp: torch.Tensor, W: to
     return (grads_gram if gram else grads_bmm)(kind, W, b, x, imp)
 
 
-def adamw_(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor,
-           coef: torch.Tensor) -> None:
+def adamw_(
+    p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor, coef: torch.Tensor
+) -> None:
     """torch.optim.AdamW's update, in place. coef: [lr, lr·wd, lr/bc1, sqrt(bc2)] (tensor)."""
     b1, b2 = BETAS
     p.mul_(1 - coef[1])
@@ -168,10 +181,18 @@ def adamw_(p: torch.Tensor, g: torch.Tensor, m: torch.Tensor, v: torch.Tensor,
     p.sub_(coef[2] * m / (v.sqrt() / coef[3]).add_(EPS))
 
 
-def train_chunk(kind: str, gram: bool, data: Data, u: torch.Tensor,
-                index: torch.Tensor | None, p: torch.Tensor, imp: torch.Tensor,
-                params: list[torch.Tensor], moments: list[torch.Tensor],
-                coef: torch.Tensor) -> torch.Tensor:
+def train_chunk(
+    kind: str,
+    gram: bool,
+    data: Data,
+    u: torch.Tensor,
+    index: torch.Tensor | None,
+    p: torch.Tensor,
+    imp: torch.Tensor,
+    params: list[torch.Tensor],
+    moments: list[torch.Tensor],
+    coef: torch.Tensor,
+) -> torch.Tensor:
     """One step for one chunk: inputs, loss and gradients, AdamW in place; returns the losses.
 
     params: [W, b] or [W, b, W_out]; moments: [m, v] of each, in the same order.
@@ -184,9 +205,16 @@ def train_chunk(kind: str, gram: bool, data: Data, u: torch.Tensor,
     return loss
 
 
-def eval_chunk(kind: str, gram: bool, data: Data, u: torch.Tensor,
-               index: torch.Tensor | None, p: torch.Tensor, imp: torch.Tensor,
-               params: list[torch.Tensor]) -> torch.Tensor:
+def eval_chunk(
+    kind: str,
+    gram: bool,
+    data: Data,
+    u: torch.Tensor,
+    index: torch.Tensor | None,
+    p: torch.Tensor,
+    imp: torch.Tensor,
+    params: list[torch.Tensor],
+) -> torch.Tensor:
     x = chunk_inputs(u, p, index, data)
     Wo = params[2] if len(params) > 2 else None
     return chunk_grads(kind, gram, x, imp, params[0], params[1], Wo)[0]
@@ -271,18 +299,30 @@ class FusedTrainer:
 
     backend = "fused"
 
-    def __init__(self, kind: str, W0: torch.Tensor, b0: torch.Tensor, imp: torch.Tensor,
-                 sampler: FeatureSampler, lr: float, weight_decay: float,
-                 lr_factor: Any, compile: bool | str, W_out0: torch.Tensor | None = None,
-                 work: float = 0.0, cache: str | None = None):
+    def __init__(
+        self,
+        kind: str,
+        W0: torch.Tensor,
+        b0: torch.Tensor,
+        imp: torch.Tensor,
+        sampler: FeatureSampler,
+        lr: float,
+        weight_decay: float,
+        lr_factor: Any,
+        compile: bool | str,
+        W_out0: torch.Tensor | None = None,
+        work: float = 0.0,
+        cache: str | None = None,
+    ):
         inst, m, n = W0.shape
         self.kind, self.sampler = kind, sampler
         self.lr, self.wd, self.lr_factor = lr, weight_decay, lr_factor
-        grouped = getattr(sampler, "kind", None)  # GroupedSampler: correlated / anticorrelated
-        self.data: Data = (grouped, False, sampler.size) if grouped else \
-            ("none", sampler.signed, 1)
-        p = sampler.p_set if grouped else sampler.p  # (inst, 1, P)
-        width = n + 2 * p.shape[-1] if grouped else n  # uniforms per sample row
+        if isinstance(sampler, GroupedSampler):  # correlated / anticorrelated sets
+            self.data: Data = (sampler.kind, False, sampler.size)
+            p = sampler.p_set  # (inst, 1, sets)
+            width = n + 2 * sampler.sets  # uniforms per sample row
+        else:
+            self.data, p, width = ("none", sampler.signed, 1), sampler.p, n  # p: (inst, 1, feat)
         unit = len(sampler.unique) if sampler.tiled else 1
         k, size = chunk_layout(inst, sampler.batch * width, unit)
         pad = k * size - inst
@@ -302,17 +342,14 @@ class FusedTrainer:
         self.p = padded(p.transpose(1, 2), 1.0)  # (inst', P, 1)
         self.index = None if sampler.tiled else padded(sampler.seed_index)  # (inst',)
         self.steps_done = 0
-        shape = (kind, self.data, size, k, unit, width, m, sampler.batch, W0.dtype,
-                 W0.device.type)
+        shape = (kind, self.data, size, k, unit, width, m, sampler.batch, W0.dtype, W0.device.type)
         self.compiled = self._decide(compile, work, cache, "train", *shape)
         self.gram = use_gram(kind, n, m, self.compiled)
-        self._train = torch.compile(train_chunk, dynamic=False) if self.compiled \
-            else train_chunk
+        self._train = torch.compile(train_chunk, dynamic=False) if self.compiled else train_chunk
         # Evaluation: 8 forward passes (~1/3 of a step each), compiled only when that pays.
         evals = 8 / 3 * inst * sampler.batch * n
         self.eval_compiled = self._decide(compile, evals, cache, "eval", *shape)
-        self._eval = torch.compile(eval_chunk, dynamic=False) if self.eval_compiled \
-            else eval_chunk
+        self._eval = torch.compile(eval_chunk, dynamic=False) if self.eval_compiled else eval_chunk
 
     def _decide(self, setting: bool | str, work: float, cache: str | None, *key: Any) -> bool:
         """Compile or not; with auto, count on the cache when this shape was compiled before."""
@@ -343,14 +380,26 @@ class FusedTrainer:
         t = step + 1
         lr = self.lr * self.lr_factor(step)
         b1, b2 = BETAS
-        coef = torch.tensor([lr, lr * self.wd, lr / (1 - b1**t), math.sqrt(1 - b2**t)],
-                            dtype=self.W.dtype, device=self.W.device)
+        coef = torch.tensor(
+            [lr, lr * self.wd, lr / (1 - b1**t), math.sqrt(1 - b2**t)],
+            dtype=self.W.dtype,
+            device=self.W.device,
+        )
         u = self._uniforms(self.sampler)
         losses = torch.empty(self.chunks[-1][1], dtype=self.W.dtype, device=self.W.device)
         for a, z in self.chunks:
-            args = (self.kind, self.gram, self.data, u, self._index(a, z), self.p[a:z],
-                    self.imp[a:z], [q[a:z] for q in self.params],
-                    [q[a:z] for q in self.moments], coef)
+            args = (
+                self.kind,
+                self.gram,
+                self.data,
+                u,
+                self._index(a, z),
+                self.p[a:z],
+                self.imp[a:z],
+                [q[a:z] for q in self.params],
+                [q[a:z] for q in self.moments],
+                coef,
+            )
             try:
                 losses[a:z] = self._train(*args)
             except Exception as e:  # compiling failed (before any state changed): go eager
@@ -371,28 +420,44 @@ class FusedTrainer:
         u = self._uniforms(sampler)
         out = torch.empty(self.chunks[-1][1], dtype=self.W.dtype, device=self.W.device)
         for a, z in self.chunks:
-            out[a:z] = self._eval(self.kind, self.gram, self.data, u, self._index(a, z),
-                                  self.p[a:z], self.imp[a:z], [q[a:z] for q in self.params])
+            out[a:z] = self._eval(
+                self.kind,
+                self.gram,
+                self.data,
+                u,
+                self._index(a, z),
+                self.p[a:z],
+                self.imp[a:z],
+                [q[a:z] for q in self.params],
+            )
         if self.eval_compiled and self._marks:
             self._compiled_once("eval")
         return out[: self.W.shape[0]]
 
     def state_dict(self) -> dict:
         inst = self.W.shape[0]
-        return {"params": [q[:inst] for q in self.params],
-                "moments": [q[:inst] for q in self.moments], "steps_done": self.steps_done}
+        return {
+            "params": [q[:inst] for q in self.params],
+            "moments": [q[:inst] for q in self.moments],
+            "steps_done": self.steps_done,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         inst = self.W.shape[0]
         if "params" not in state:  # a checkpoint written before absval joined the fused path
-            state = {**state, "params": [state["W"], state["b"]],
-                     "moments": [state[k] for k in ("mW", "vW", "mb", "vb")]}
-        for q, saved in zip([*self.params, *self.moments],
-                            [*state["params"], *state["moments"]], strict=True):
+            state = {
+                **state,
+                "params": [state["W"], state["b"]],
+                "moments": [state[k] for k in ("mW", "vW", "mb", "vb")],
+            }
+        for q, saved in zip(
+            [*self.params, *self.moments], [*state["params"], *state["moments"]], strict=True
+        ):
             q[:inst].copy_(saved)
         self.steps_done = int(state["steps_done"])
 
 
 def warn_compile_failed(e: Exception) -> None:
-    warnings.warn(f"torch.compile failed ({type(e).__name__}: {e}); training uncompiled",
-                  stacklevel=2)
+    warnings.warn(
+        f"torch.compile failed ({type(e).__name__}: {e}); training uncompiled", stacklevel=2
+    )

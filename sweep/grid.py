@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -33,10 +33,11 @@ VECTOR_AXES = ("density", "relative_importance")
 # whatever its size plus its weights and AdamW state (measured peak RSS ≤ 2.2 B per element
 # for 2→1 at 2,000-100,000, 20→5 at 1,000, 200→20 at 200 instances); 4 B leaves a margin.
 BYTES_PER_ELEMENT = {"autograd": 12 * 4, "fused": 4}
-# Floor of one job's working memory whatever its chunking, per (seed, batch row, feature): the
-# sampled uniforms, their feature-major copy and the step's buffers for one cell (a chunk holds
-# at least one whole cell), about 12 dtype-sized tensors of that shape.
-FLOOR_BYTES_PER_ELEMENT = 12 * 4
+# Floor of one job's working memory whatever its chunking, per (seed, batch row, feature): a
+# chunk holds at least one whole cell, whose sampled uniforms, their feature-major copy and
+# the step's buffers stay alive together. Measured peak RSS of one 2→1 model at batch 1M and
+# 4M (fused, uncompiled): 68 and 79 B per element; 96 leaves a margin.
+FLOOR_BYTES_PER_ELEMENT = 96
 # A grid with fewer shapes than workers is cut into more blocks only when it holds at least this
 # much training (instances × batch × features × steps). Each extra worker process costs ~3-5 s
 # (importing torch, then loading or compiling its kernels: measured on the 2-core build
@@ -91,14 +92,20 @@ def axis_values(spec: Any, key: str) -> list:
     Always a list, so a command-line override (a list) replaces a grid file's axis whole.
     """
     if not isinstance(spec, (list, tuple)):
-        raise ConfigError(key, spec, "a list of values, or [log, start, stop, num] / "
-                          "[lin, start, stop, num]")
+        raise ConfigError(
+            key, spec, "a list of values, or [log, start, stop, num] / [lin, start, stop, num]"
+        )
     if spec and spec[0] in ("log", "lin"):
         kind, args = spec[0], list(spec[1:])
-        if len(args) != 3 or not all(_is_number(v) for v in args) or int(args[2]) != args[2] \
-                or args[2] < 1:
-            raise ConfigError(key, list(spec), f"[{kind}, start, stop, num] with numbers and "
-                              "an integer num >= 1")
+        if (
+            len(args) != 3
+            or not all(_is_number(v) for v in args)
+            or int(args[2]) != args[2]
+            or args[2] < 1
+        ):
+            raise ConfigError(
+                key, list(spec), f"[{kind}, start, stop, num] with numbers and an integer num >= 1"
+            )
         start, stop, num = args
         if num > MAX_AXIS:
             raise ConfigError(key, list(spec), f"at most {MAX_AXIS} values on one axis")
@@ -126,8 +133,9 @@ def importance_schedule(spec: dict, n: int) -> np.ndarray:
         return np.linspace(float(spec["start"]), float(spec["end"]), n)
     if kind == "exponential":  # from start to end, evenly spaced in log
         return np.geomspace(float(spec["start"]), float(spec["end"]), n)
-    raise ConfigError("data.importance.schedule", kind,
-                      "one of constant, geometric, linear, exponential")
+    raise ConfigError(
+        "data.importance.schedule", kind, "one of constant, geometric, linear, exponential"
+    )
 
 
 class GridPlan:
@@ -136,8 +144,12 @@ class GridPlan:
     def __init__(self, cfg: Any):
         check_config(cfg)
         self.cfg = cfg
-        axes = OmegaConf.to_container(cfg.grid.axes, resolve=True) if cfg.grid.axes else {}
-        self.axes: dict[str, list] = {k: axis_values(v, f"grid.axes.{k}") for k, v in axes.items()}
+        axes = cast(
+            dict, OmegaConf.to_container(cfg.grid.axes, resolve=True) if cfg.grid.axes else {}
+        )
+        self.axes: dict[str, list] = {
+            str(k): axis_values(v, f"grid.axes.{k}") for k, v in axes.items()
+        }
         check_axes(self.axes)
         seeds = cfg.grid.seeds
         self.seeds = list(range(int(seeds))) if isinstance(seeds, int) else [int(s) for s in seeds]
@@ -149,21 +161,29 @@ class GridPlan:
                 return self.axes.get(name, [cfg.data.correlation])
             return self.axes.get(name, [cfg.model.get("kind" if name == "model" else name)])
 
-        self.shapes = [Shape(str(k), int(n), int(m), str(c)) for k, n, m, c in
-                       itertools.product(values("model"), values("n_features"),
-                                         values("n_hidden"), values("correlation"))]
+        self.shapes = [
+            Shape(str(k), int(n), int(m), str(c))
+            for k, n, m, c in itertools.product(
+                values("model"), values("n_features"), values("n_hidden"), values("correlation")
+            )
+        ]
         for s in self.shapes:
             if s.correlation != "none" and s.n_features % int(cfg.data.set_size):
-                raise ConfigError("data.set_size", cfg.data.set_size,
-                                  f"a divisor of n_features={s.n_features} (features come in "
-                                  "sets of this size)")
+                raise ConfigError(
+                    "data.set_size",
+                    cfg.data.set_size,
+                    f"a divisor of n_features={s.n_features} (features come in sets of this size)",
+                )
             why = kinds.get(s.model).check(s)
             if why:
                 key = "model.kind" if "model" not in self.axes else "grid.axes.model"
                 raise ConfigError(key, s.model, f"{why}, not correlation={s.correlation}")
         if self.n_cells > MAX_CELLS:
-            raise ConfigError("grid", f"{self.n_cells} cells", f"at most {MAX_CELLS:,} models "
-                              "in one store (split the sweep into several stores)")
+            raise ConfigError(
+                "grid",
+                f"{self.n_cells} cells",
+                f"at most {MAX_CELLS:,} models in one store (split the sweep into several stores)",
+            )
         self.max_features = max(s.n_features for s in self.shapes)
         self.max_hidden = max(s.n_hidden for s in self.shapes)
         self.workers = resolve_workers(cfg.get("workers", 1))  # blocks trained at once
@@ -185,19 +205,28 @@ class GridPlan:
         snaps = len(snapshot_steps(self.cfg.train.get("snapshots"), int(self.cfg.train.steps)))
         per_inst += snaps * (2 * self.max_hidden + 1) * self.max_features * 12
         budget = float(self.cfg.chunk.memory_mb) * 2**20
-        floor = len(self.seeds) * batch * self.max_features * FLOOR_BYTES_PER_ELEMENT
+        # weights, gradients and AdamW moments of one model: ~8 float64-sized (hidden, feat)
+        weights = self.max_hidden * self.max_features * 8 * 8
+        per_inst += weights
+        floor = len(self.seeds) * (batch * self.max_features * FLOOR_BYTES_PER_ELEMENT + weights)
         if floor > budget:
-            raise ConfigError("train.batch_size", batch,
-                              f"a batch whose working memory fits chunk.memory_mb="
-                              f"{self.cfg.chunk.memory_mb} MiB (batch {batch} × "
-                              f"{self.max_features} features × {len(self.seeds)} seeds needs "
-                              f"about {floor / 2**20:,.0f} MiB)")
+            raise ConfigError(
+                "train.batch_size",
+                batch,
+                f"a batch whose working memory fits chunk.memory_mb="
+                f"{self.cfg.chunk.memory_mb} MiB (batch {batch} × "
+                f"{self.max_features} features × {len(self.seeds)} seeds needs "
+                f"about {floor / 2**20:,.0f} MiB)",
+            )
         cap = int(budget // per_inst)
         if cap < 1:
-            raise ConfigError("chunk.memory_mb", self.cfg.chunk.memory_mb,
-                              f"at least {per_inst / 2**20:.1f} MiB, the working memory of one "
-                              f"model (batch {self.cfg.train.batch_size} × "
-                              f"{self.max_features} features)")
+            raise ConfigError(
+                "chunk.memory_mb",
+                self.cfg.chunk.memory_mb,
+                f"at least {per_inst / 2**20:.1f} MiB, the working memory of one "
+                f"model (batch {self.cfg.train.batch_size} × "
+                f"{self.max_features} features)",
+            )
         if self.cfg.chunk.get("max_instances"):
             cap = min(cap, int(self.cfg.chunk.max_instances))
         return cap
@@ -212,7 +241,7 @@ class GridPlan:
         chunks = {d: 1 if d in SHAPE_AXES else len(self.coords[d]) for d in self.cell_dims}
         free = [d for d in self.cell_dims if d not in SHAPE_AXES]
         for i, d in enumerate(free):
-            rest = math.prod(chunks[e] for e in free[i + 1:])
+            rest = math.prod(chunks[e] for e in free[i + 1 :])
             if chunks[d] * rest <= cap:
                 break
             chunks[d] = max(1, cap // rest)
@@ -250,8 +279,10 @@ class GridPlan:
             else:
                 n, c = len(self.coords[d]), self.chunks[d]
                 ranges.append([slice(a, min(a + c, n)) for a in range(0, n, c)])
-        return [Block(shape, k, dict(zip(self.cell_dims, sl, strict=False)))
-                for k, sl in enumerate(itertools.product(*ranges))]
+        return [
+            Block(shape, k, dict(zip(self.cell_dims, sl, strict=False)))
+            for k, sl in enumerate(itertools.product(*ranges))
+        ]
 
     def block(self, key: str) -> Block:
         for b in self.blocks:
@@ -279,8 +310,11 @@ class GridPlan:
     def cell_settings(self, cell: dict[str, Any]) -> tuple[Shape, np.ndarray, np.ndarray]:
         """(shape, density, importance) of one cell given its coords (seed not needed): the one
         place where a cell's per-feature settings are derived (plan and store template)."""
-        shape = next(s for s in self.shapes if all(
-            str(getattr(s, d)) == str(cell[d]) for d in SHAPE_AXES if d in cell))
+        shape = next(
+            s
+            for s in self.shapes
+            if all(str(getattr(s, d)) == str(cell[d]) for d in SHAPE_AXES if d in cell)
+        )
         dens = self.density(shape, cell.get("density", float(self.cfg.data.density)))
         return shape, dens, self.importance(shape, cell.get("relative_importance", 1.0))
 
@@ -294,8 +328,9 @@ class GridPlan:
             _, d, i = self.cell_settings(c)
             dens.append(d)
             imps.append(i)
-        return Instances(np.array(seeds), np.array(dens), np.array(imps),
-                         tuple(len(v) for v in sub.values()))
+        return Instances(
+            np.array(seeds), np.array(dens), np.array(imps), tuple(len(v) for v in sub.values())
+        )
 
     def job(self, block: Block) -> BlockJob:
         """The typed job of one block: what `sweep.train.train_block` trains."""
@@ -303,9 +338,17 @@ class GridPlan:
         train = self.cfg.train
         if OmegaConf.is_config(train) and OmegaConf.get_type(train) is not dict:
             train = OmegaConf.to_object(train)  # the schema's TrainConfig
-        return BlockJob(block.key(), block.shape.model, block.shape.n_hidden, inst.seed,
-                        inst.density, inst.importance, train, block.shape.correlation,
-                        int(self.cfg.data.set_size))
+        return BlockJob(
+            block.key(),
+            block.shape.model,
+            block.shape.n_hidden,
+            inst.seed,
+            inst.density,
+            inst.importance,
+            train,
+            block.shape.correlation,
+            int(self.cfg.data.set_size),
+        )
 
 
 def check_axes(axes: dict[str, list]) -> None:
@@ -313,8 +356,9 @@ def check_axes(axes: dict[str, list]) -> None:
     for name, vals in axes.items():
         key = f"grid.axes.{name}"
         if name not in SHAPE_AXES + VECTOR_AXES:
-            raise ConfigError("grid.axes", name,
-                              f"an axis among {', '.join(SHAPE_AXES + VECTOR_AXES)}")
+            raise ConfigError(
+                "grid.axes", name, f"an axis among {', '.join(SHAPE_AXES + VECTOR_AXES)}"
+            )
         if len(vals) == 0:
             raise ConfigError(key, "[]", "a non-empty list of values")
         if len(vals) > MAX_AXIS:

@@ -23,8 +23,17 @@ class GroupedSampler(FeatureSampler):
     The activity of a set is decided against the density of its first feature.
     """
 
-    def __init__(self, seeds: np.ndarray, density: np.ndarray, batch: int, purpose: str,
-                 device: torch.device, dtype: torch.dtype, correlation: str, set_size: int):
+    def __init__(
+        self,
+        seeds: np.ndarray,
+        density: np.ndarray,
+        batch: int,
+        purpose: str,
+        device: torch.device,
+        dtype: torch.dtype,
+        correlation: str,
+        set_size: int,
+    ):
         super().__init__(seeds, density, batch, purpose, device, dtype)
         n = density.shape[1]
         if correlation not in CORRELATIONS[1:] or n % set_size:
@@ -37,23 +46,40 @@ class GroupedSampler(FeatureSampler):
     def uniforms(self) -> torch.Tensor:
         """One draw per seed: per-element values, then per-set activity and member choice:
         (seeds, batch, feat + 2 sets)."""
-        return torch.stack([torch.rand((self.batch, self.n + 2 * self.sets), generator=g,
-                                       device=self.device, dtype=self.dtype) for g in self.gens])
+        return torch.stack(
+            [
+                torch.rand(
+                    (self.batch, self.n + 2 * self.sets),
+                    generator=g,
+                    device=self.device,
+                    dtype=self.dtype,
+                )
+                for g in self.gens
+            ]
+        )
 
     def sample(self) -> torch.Tensor:
         u = self.uniforms()[self.seed_index]  # (inst, batch, feat + 2 sets)
         values = u[..., : self.n]  # (inst, batch, feat)
-        active = u[..., self.n: self.n + self.sets] < self.p_set  # (inst, batch, sets)
+        active = u[..., self.n : self.n + self.sets] < self.p_set  # (inst, batch, sets)
         active = active.repeat_interleave(self.size, dim=-1)  # (inst, batch, feat)
         if self.kind == "anticorrelated":
-            pick = (u[..., self.n + self.sets:] * self.size).long().clamp_max(self.size - 1)
+            pick = (u[..., self.n + self.sets :] * self.size).long().clamp_max(self.size - 1)
             active = active & (pick.repeat_interleave(self.size, dim=-1) == self.member)
         return torch.where(active, values, torch.zeros((), dtype=self.dtype, device=self.device))
 
 
-def make_sampler(seeds: np.ndarray, density: np.ndarray, batch: int, purpose: str,
-                 device: torch.device, dtype: torch.dtype, correlation: str = "none",
-                 set_size: int = 1, signed: bool = False) -> FeatureSampler:
+def make_sampler(
+    seeds: np.ndarray,
+    density: np.ndarray,
+    batch: int,
+    purpose: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    correlation: str = "none",
+    set_size: int = 1,
+    signed: bool = False,
+) -> FeatureSampler:
     """The sampler for a block: independent features (values in [0, 1), or [-1, 1) when
     signed), or correlated/anticorrelated sets."""
     if correlation == "none":

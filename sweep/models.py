@@ -41,8 +41,9 @@ class ToyModels(torch.nn.Module):
     output weights (absval).
     """
 
-    def __init__(self, kind: str, W: torch.Tensor, b: torch.Tensor,
-                 W_out: torch.Tensor | None = None):
+    def __init__(
+        self, kind: str, W: torch.Tensor, b: torch.Tensor, W_out: torch.Tensor | None = None
+    ):
         super().__init__()
         self.kind, self.spec = str(kind), kinds.get(kind)
         self.W = torch.nn.Parameter(W)  # (inst, hidden, feat)

@@ -18,6 +18,7 @@ import os
 import platform
 import shutil
 import subprocess
+import uuid
 import warnings
 from importlib import metadata
 from pathlib import Path
@@ -36,7 +37,7 @@ SCHEMA_VERSION = 1
 # Config sections that decide the numbers in a store; two configs with the same sections (and
 # so the same fingerprint) can resume each other's stores.
 RESULT_SECTIONS = ("name", "model", "data", "train", "grid", "chunk")
-NOT_RESULTS = {"train": ("device", "checkpoint_seconds", "compile_cache")}
+NOT_RESULTS = {"train": ("device", "checkpoint_seconds", "threads", "compile_cache")}
 TRAINED = ("W", "b", "loss", "loss_curve", "diverged")
 
 
@@ -46,8 +47,14 @@ class StoreError(RuntimeError):
 
 def fingerprint(cfg: Any) -> str:
     """Hash of the config sections that decide a store's layout and numbers."""
-    c = OmegaConf.to_container(cfg, resolve=True)
-    part = {k: c.get(k) for k in RESULT_SECTIONS}
+    c: dict[str, Any] = OmegaConf.to_container(  # type: ignore[assignment]
+        cfg, resolve=True, enum_to_str=True
+    )
+    part: dict[str, Any] = {k: c.get(k) for k in RESULT_SECTIONS}
+    # The schema types chunk.memory_mb as a float; stores made before it hashed the int 2048.
+    mem = (part.get("chunk") or {}).get("memory_mb")
+    if isinstance(mem, float) and mem.is_integer():
+        part["chunk"] = {**part["chunk"], "memory_mb": int(mem)}
     for section, keys in NOT_RESULTS.items():
         part[section] = {k: v for k, v in (part[section] or {}).items() if k not in keys}
     train: Any = part["train"]
@@ -57,6 +64,39 @@ def fingerprint(cfg: Any) -> str:
     if fed > 1:
         part["workers"] = fed
     return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class StaleWrite(StoreError):
+    """A job about to write into a store that is not the one it was launched for."""
+
+
+def new_run_id() -> str:
+    """A store's creation id: unique per creation, so an overwritten store gets a new one."""
+    return uuid.uuid4().hex[:16]
+
+
+def identity(path: Path) -> dict:
+    """The run identity of a store on disk: its fingerprint and creation id (read fresh from
+    .zattrs, never from a cache, since an overwrite may just have replaced the store)."""
+    try:
+        attrs = json.loads((Path(path) / ".zattrs").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {"fingerprint": attrs.get("fingerprint"), "run_id": attrs.get("run_id")}
+
+
+def check_identity(path: Path, expected: dict) -> None:
+    """Refuse to touch a store whose identity is not the one a job was launched for: its
+    creation id (unique to one creation, hence to one config), else its fingerprint."""
+    found = identity(path)
+    key = "run_id" if expected.get("run_id") is not None else "fingerprint"
+    if found.get(key) != expected.get(key):
+        raise StaleWrite(
+            f"{path}: the store there is run {found.get('run_id')} (fingerprint "
+            f"{found.get('fingerprint')}), not run {expected.get('run_id')} "
+            f"(fingerprint {expected.get('fingerprint')}) this job belongs to; "
+            "it was overwritten or replaced, so this job writes nothing"
+        )
 
 
 def provenance(cfg: Any) -> dict:
@@ -72,8 +112,13 @@ def provenance(cfg: Any) -> dict:
         except metadata.PackageNotFoundError:
             libs[lib] = "absent"
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
     device = "cuda: " + torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
@@ -109,8 +154,9 @@ def template(plan: GridPlan, cfg: Any) -> xr.Dataset:
     points = len(record)
 
     def lazy(extra_dims: tuple, extra_sizes: tuple, dtype: Any, fill: Any):
-        arr = da.full(sizes + list(extra_sizes), fill, dtype=dtype,
-                      chunks=chunks + list(extra_sizes))
+        arr = da.full(
+            sizes + list(extra_sizes), fill, dtype=dtype, chunks=chunks + list(extra_sizes)
+        )
         return (dims + list(extra_dims), arr)
 
     # Importance and density per cell and feature are fixed by the config: written now.
@@ -131,31 +177,40 @@ def template(plan: GridPlan, cfg: Any) -> xr.Dataset:
             "diverged": (dims, np.zeros(sizes, bool)),
             "finished": (dims, np.zeros(sizes, bool)),
             "importance": (cell_dims + ["feature"], _padded(imp, nf).reshape(cell_shape + [nf])),
-            "feature_density": (cell_dims + ["feature"],
-                                _padded(dens, nf).reshape(cell_shape + [nf])),
+            "feature_density": (
+                cell_dims + ["feature"],
+                _padded(dens, nf).reshape(cell_shape + [nf]),
+            ),
         },
-        coords={**{d: plan.coords[d] for d in dims}, "hidden": np.arange(nh),
-                "feature": np.arange(nf),
-                "curve_step": record + 1},
+        coords={
+            **{d: plan.coords[d] for d in dims},
+            "hidden": np.arange(nh),
+            "feature": np.arange(nf),
+            "curve_step": record + 1,
+        },
     )
     untied = any(kinds.get(s.model).untied for s in plan.shapes)
     if untied:
         dims_, arr = lazy(("hidden", "feature"), (nh, nf), np.float32, np.nan)
         ds["W_out"] = (dims_, arr)
-        ds["W_out"].attrs["description"] = ("absval output weights W_out (feature, hidden), "
-                                            "stored transposed as (hidden, feature)")
+        ds["W_out"].attrs["description"] = (
+            "absval output weights W_out (feature, hidden), stored transposed as (hidden, feature)"
+        )
     snaps = snapshot_steps(cfg.train.get("snapshots"), int(cfg.train.steps))
     if len(snaps):  # learning dynamics: the weights at train.snapshots' steps
         k = len(snaps)
         ds = ds.assign_coords(snapshot_step=snaps)
-        ds["W_snapshot"] = lazy(("snapshot_step", "hidden", "feature"), (k, nh, nf),
-                                np.float32, np.nan)
+        ds["W_snapshot"] = lazy(
+            ("snapshot_step", "hidden", "feature"), (k, nh, nf), np.float32, np.nan
+        )
         ds["b_snapshot"] = lazy(("snapshot_step", "feature"), (k, nf), np.float32, np.nan)
         if untied:
-            ds["W_out_snapshot"] = lazy(("snapshot_step", "hidden", "feature"), (k, nh, nf),
-                                        np.float32, np.nan)
-        ds["W_snapshot"].attrs["description"] = ("W after snapshot_step training steps "
-                                                 "(train.snapshots); NaN until written")
+            ds["W_out_snapshot"] = lazy(
+                ("snapshot_step", "hidden", "feature"), (k, nh, nf), np.float32, np.nan
+            )
+        ds["W_snapshot"].attrs["description"] = (
+            "W after snapshot_step training steps (train.snapshots); NaN until written"
+        )
     ds["finished"].encoding["chunks"] = tuple(chunks)
     ds["diverged"].encoding["chunks"] = tuple(chunks)
     ds["W"].attrs["description"] = "weights, (hidden, feature) per model; NaN where padded"
@@ -167,22 +222,72 @@ def template(plan: GridPlan, cfg: Any) -> xr.Dataset:
     return ds
 
 
-def create(path: Path, plan: GridPlan, cfg: Any) -> None:
+def create(
+    path: Path, plan: GridPlan, cfg: Any, run_id: str | None = None, beside: bool = False
+) -> Path:
     """Write the template store (metadata and static variables; no trained values yet).
 
     Written beside the target and renamed into place, so a store path holds either nothing,
-    the previous store, or a complete template, never half a template. An existing store
-    (store.mode=overwrite) is moved aside first and removed only once the new one is in place.
+    the previous store, or a complete template, never half a template. With beside=True the
+    template stays beside (`.<name>.new-<run id>`) and its path is returned: store.mode=
+    overwrite trains a first block there and only then calls `swap_in`.
     """
-    tmp = path.with_name(f".{path.name}.new-{os.getpid()}")
-    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    run_id = run_id or new_run_id()
+    tmp = path.with_name(f".{path.name}.new-{run_id}")
     shutil.rmtree(tmp, ignore_errors=True)
-    template(plan, cfg).to_zarr(tmp, mode="w", compute=False, zarr_format=2, consolidated=True)
-    (tmp / ".jobs").mkdir(mode=0o700)  # logs and checkpoints: the user's eyes only
+    try:
+        ds = template(plan, cfg)
+        ds.attrs["run_id"] = run_id
+        ds.to_zarr(tmp, mode="w", compute=False, zarr_format=2, consolidated=True)
+        (tmp / ".jobs").mkdir(mode=0o700)  # logs and checkpoints: the user's eyes only
+        if beside:
+            return tmp
+        if path.exists():  # only an empty folder gets here (stores go through swap_in)
+            path.rmdir()
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+OURS = {".zattrs", ".zgroup", ".zmetadata", ".jobs", "figures"}
+
+
+def foreign_entries(path: Path) -> list[str]:
+    """Entries of a store folder that are not part of the store (user files, other stores)."""
+    try:
+        meta = json.loads((path / ".zmetadata").read_text())["metadata"]
+    except (OSError, ValueError, KeyError):
+        return sorted(p.name for p in path.iterdir())
+    arrays = {k.split("/")[0] for k in meta if "/" in k}
+    return sorted(
+        p.name
+        for p in path.iterdir()
+        if p.name not in OURS | arrays or (p.name in arrays and not p.is_dir())
+    )
+
+
+def swap_in(new: Path, path: Path) -> None:
+    """Replace the store at `path` by the one built at `new`; remove the old one last.
+
+    Refuses (StoreError) when the old folder holds anything but our store: overwrite never
+    deletes what it did not create.
+    """
     if path.exists():
+        foreign = foreign_entries(path)
+        if foreign:
+            raise StoreError(
+                f"{path} holds {', '.join(foreign[:3])}"
+                f"{' …' if len(foreign) > 3 else ''}, which are not part of the "
+                "store; refusing to replace it (move them away first)"
+            )
+        old = path.with_name(f".{path.name}.old-{os.getpid()}")
         os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
+        os.replace(new, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, path)
 
 
 def open_store(path: Path) -> xr.Dataset:
@@ -195,45 +300,219 @@ def open_store(path: Path) -> xr.Dataset:
     try:
         ds = xr.open_zarr(path, consolidated=True)
     except Exception as e:  # zarr raises many kinds for damaged metadata
-        raise StoreError(f"{path}: cannot be opened as a zarr store ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        raise StoreError(
+            f"{path}: cannot be opened as a zarr store ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''})"
+        ) from None
     version = ds.attrs.get("schema_version")
     if version is None or "fingerprint" not in ds.attrs:
-        raise StoreError(f"{path}: a zarr store but not a toysweep results store "
-                         "(no schema_version/fingerprint attrs)")
+        raise StoreError(
+            f"{path}: a zarr store but not a toysweep results store "
+            "(no schema_version/fingerprint attrs)"
+        )
     if version != SCHEMA_VERSION:
-        raise StoreError(f"{path}: schema_version={version} but this toysweep reads "
-                         f"schema_version={SCHEMA_VERSION}; re-run the sweep into a new store")
+        raise StoreError(
+            f"{path}: schema_version={version} but this toysweep reads "
+            f"schema_version={SCHEMA_VERSION}; re-run the sweep into a new store"
+        )
+    check_shapes(ds, path)
     return ds
+
+
+def same_settings(ds: xr.Dataset, cfg: Any) -> bool:
+    """Whether a store was made with the settings of cfg: its recorded fingerprint, or (a store
+    of an older toysweep, hashed under older rules) its config_yaml hashed under today's."""
+    fp = fingerprint(cfg)
+    if ds.attrs.get("fingerprint") == fp:
+        return True
+    try:
+        return fingerprint(typed_config(config_of(ds))) == fp
+    except Exception:  # noqa: BLE001 - an unreadable config is simply not the same
+        return False
+
+
+def typed_config(raw: dict) -> Any:
+    """A store's config read back through the schema (types and choices as when it ran)."""
+    from sweep.config import SweepConfig
+
+    return OmegaConf.merge(OmegaConf.structured(SweepConfig), raw)
+
+
+def check_shapes(ds: xr.Dataset, path: Path) -> None:
+    """Refuse a store whose config_yaml does not describe its arrays (e.g. edited by hand)."""
+    try:
+        cfg = typed_config(config_of(ds))
+        plan = GridPlan(cfg)
+    except Exception as e:  # noqa: BLE001 - any unreadable or invalid config
+        raise StoreError(
+            f"{path}: its config_yaml attr cannot be read back "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from None
+    want = {
+        **{d: len(plan.coords[d]) for d in plan.cell_dims},
+        "hidden": plan.max_hidden,
+        "feature": plan.max_features,
+        "curve_step": len(curve_steps(int(cfg.train.steps), int(cfg.train.curve_points))),
+    }
+    have = {d: int(n) for d, n in ds.sizes.items()}
+    chunks = tuple(ds["finished"].encoding.get("chunks") or ())
+    if chunks and chunks != tuple(plan.chunks[d] for d in plan.cell_dims):
+        raise StoreError(
+            f"{path}: its chunks {chunks} are not the blocks this toysweep plans "
+            f"for its config ({tuple(plan.chunks[d] for d in plan.cell_dims)}); "
+            "re-run the sweep into a new store"
+        )
+    if have != want or tuple(ds["W"].dims[:-2]) != tuple(plan.cell_dims):
+        raise StoreError(
+            f"{path}: its arrays ({_sizes(have)}) disagree with its config_yaml "
+            f"({_sizes(want)}); the config was edited or the store is damaged"
+        )
+
+
+def _sizes(d: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in d.items())
+
+
+def repair_metadata(path: Path) -> list[str]:
+    """Rewrite the per-array metadata files (.zarray/.zattrs) that went missing, from the
+    consolidated copy; returns what was rebuilt (e.g. a deleted `finished` array)."""
+    try:
+        meta = json.loads((path / ".zmetadata").read_text())["metadata"]
+    except (OSError, ValueError, KeyError):
+        return []
+    rebuilt = []
+    for key, value in meta.items():
+        target = path / key
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(json.dumps(value, indent=4, sort_keys=True))
+            rebuilt.append(key)
+    return rebuilt
 
 
 def region(plan: GridPlan, block: Block) -> dict[str, slice]:
     return {d: block.slices[d] for d in plan.cell_dims}
 
 
-def _complete(ds: xr.Dataset) -> np.ndarray:
-    """Per cell: flagged finished and its results on disk (or flagged diverged)."""
-    present = np.isfinite(ds["loss"].values) & np.isfinite(ds["W"].values).any((-2, -1))
-    return ds["finished"].values & (present | ds["diverged"].values)
+def _read(group: Any, name: str, idx: tuple) -> np.ndarray | None:
+    """A region of one array, or None where its chunks cannot be read (garbage, truncated)."""
+    try:
+        return np.asarray(group[name][idx])
+    except Exception:  # noqa: BLE001 - numcodecs/zarr raise many kinds for a damaged chunk
+        return None
+
+
+def _chunks_intact(group: Any, name: str, idx: tuple) -> bool:
+    """The chunk files of a region, checked against their own blosc headers.
+
+    A truncated chunk can decode without an error (blosc trusts its header and reads past the
+    end of the data), so its length is compared with the compressed size the header records.
+    A chunk file that is absent is fine here (it reads as the fill value, judged by the caller).
+    """
+    arr = group[name]
+    comp = getattr(arr, "compressors", None) or ()
+    if not any(type(c).__name__ == "Blosc" for c in comp):
+        return True
+    folder = Path(str(group.store.root)) / name
+    ranges = []
+    for k, c in enumerate(arr.chunks):
+        sl = idx[k] if k < len(idx) else slice(0, arr.shape[k])
+        ranges.append(range(sl.start // c, (sl.stop - 1) // c + 1))
+    import itertools
+
+    for key in itertools.product(*ranges):
+        f = folder / ".".join(map(str, key))
+        if not f.exists():
+            continue
+        data = f.read_bytes()
+        # blosc's 16-byte header: version, versionlz, flags, typesize, then uint32 LE nbytes,
+        # blocksize, cbytes (the whole buffer's length, header included)
+        if len(data) < 16 or int.from_bytes(data[12:16], "little") != len(data):
+            return False
+    return True
+
+
+def _block_complete(group: Any, plan: GridPlan, block: Block) -> bool:
+    """Every cell of the block flagged finished with all its results readable and present.
+
+    A cell counts as unfinished when any of its variables cannot be read or reads back missing
+    (a chunk file deleted, truncated or overwritten by hand), so the next run retrains it.
+    """
+    idx = tuple(region(plan, block).values())
+    n, m = block.shape.n_features, block.shape.n_hidden
+    read = {
+        v: _read(group, v, idx)
+        for v in (*TRAINED, "finished", *(["W_out"] if "W_out" in group else []))
+    }
+    got = {k: v for k, v in read.items() if v is not None}
+    if len(got) < len(read):
+        return False
+    if not all(_chunks_intact(group, v, idx) for v in got):
+        return False
+    ok = got["finished"].astype(bool)
+    # any(): a deleted chunk reads back all NaN; a trained cell has finite values somewhere
+    present = (
+        np.isfinite(got["loss"])
+        & np.isfinite(got["W"][..., :m, :n]).any((-2, -1))
+        & np.isfinite(got["b"][..., :n]).any(-1)
+        & np.isfinite(got["loss_curve"]).any(-1)
+    )
+    if "W_out" in got:
+        present &= np.isfinite(got["W_out"][..., :m, :n]).any((-2, -1))
+    return bool((ok & (present | got["diverged"].astype(bool))).all())
+
+
+def _group(path: Path) -> Any:
+    import zarr
+
+    return zarr.open_group(str(path), mode="r", zarr_format=2, use_consolidated=True)
 
 
 def finished_blocks(path: Path, plan: GridPlan) -> set[str]:
     """Keys of the blocks whose every cell is finished and has its results on disk.
 
-    A cell flagged finished whose loss or weights read back as missing (a chunk file deleted
-    or damaged by hand) counts as unfinished, so the next run trains it again.
+    Reads every trained variable of every block (a verify of the whole store): a missing,
+    unreadable or NaN-filled chunk of any of them marks its block unfinished.
     """
-    ok = _complete(open_store(path))
-    return {b.key() for b in plan.blocks if ok[tuple(region(plan, b).values())].all()}
+    open_store(path)  # refuses stores that are not ours
+    group = _group(path)
+    return {b.key() for b in plan.blocks if _block_complete(group, plan, b)}
 
 
 def block_finished(path: Path, plan: GridPlan, block: Block) -> bool:
     """finished_blocks for one block, reading only that block's chunks (what a job needs)."""
-    return bool(_complete(open_store(path).isel(region(plan, block))).all())
+    return _block_complete(_group(path), plan, block)
 
 
-def write_block(path: Path, plan: GridPlan, block: Block, res: TrainResult) -> None:
-    """Write one block's results into its region, then mark its cells finished."""
+def verify_static(path: Path, plan: GridPlan, cfg: Any) -> list[str]:
+    """Compare the variables fixed by the config (importance, feature_density) with the plan's
+    and rewrite those that are unreadable or differ; returns the names rewritten."""
+    import zarr
+
+    ref = template(plan, cfg)
+    group: Any = zarr.open_group(str(path), mode="r+", zarr_format=2, use_consolidated=True)
+    fixed = []
+    for name in ("importance", "feature_density"):
+        want = ref[name].values
+        have = _read(group, name, (slice(None),))
+        if (
+            have is None
+            or have.shape != want.shape
+            or not np.array_equal(have, want, equal_nan=True)
+        ):
+            group[name][...] = want
+            fixed.append(name)
+    return fixed
+
+
+def write_block(
+    path: Path, plan: GridPlan, block: Block, res: TrainResult, expected: dict | None = None
+) -> None:
+    """Write one block's results into its region, then mark its cells finished.
+
+    With `expected` (the run identity the job was launched for), the store's identity is
+    checked first and a mismatch (StaleWrite) writes nothing.
+    """
     dims = plan.cell_dims
     shape = plan.instances(block).block_shape
     nh, nf = plan.max_hidden, plan.max_features
@@ -243,7 +522,7 @@ def write_block(path: Path, plan: GridPlan, block: Block, res: TrainResult) -> N
     b = np.full((inst, nf), np.nan, np.float32)
     b[:, :n] = res.b
     out = {}
-    if getattr(res, "W_out", None) is not None:
+    if res.W_out is not None:
         W_out = np.full((inst, nh, nf), np.nan, np.float32)
         W_out[:, :m, :n] = res.W_out.transpose(0, 2, 1)
         out["W_out"] = (dims + ["hidden", "feature"], W_out.reshape(*shape, nh, nf))
@@ -263,18 +542,22 @@ def write_block(path: Path, plan: GridPlan, block: Block, res: TrainResult) -> N
             Wos = np.full((inst, k, nh, nf), np.nan, np.float32)
             Wos[:, :, :m, :n] = Wout_snap.transpose(0, 1, 3, 2)
             out["W_out_snapshot"] = (snap + ["hidden", "feature"], Wos.reshape(*shape, k, nh, nf))
-    ds = xr.Dataset({
-        **out,
-        "W": (dims + ["hidden", "feature"], W.reshape(*shape, nh, nf)),
-        "b": (dims + ["feature"], b.reshape(*shape, nf)),
-        "loss": (dims, res.loss.astype(np.float32).reshape(shape)),
-        "loss_curve": (dims + ["curve_step"], res.curve.astype(np.float32).reshape(*shape, -1)),
-        "diverged": (dims, res.diverged.reshape(shape)),
-    })
-    _write_region(path, ds, region(plan, block), "finished")
+    ds = xr.Dataset(
+        {
+            **out,
+            "W": (dims + ["hidden", "feature"], W.reshape(*shape, nh, nf)),
+            "b": (dims + ["feature"], b.reshape(*shape, nf)),
+            "loss": (dims, res.loss.astype(np.float32).reshape(shape)),
+            "loss_curve": (dims + ["curve_step"], res.curve.astype(np.float32).reshape(*shape, -1)),
+            "diverged": (dims, res.diverged.reshape(shape)),
+        }
+    )
+    _write_region(path, ds, region(plan, block), "finished", expected)
 
 
-def _write_region(path: Path, ds: xr.Dataset, reg: dict[str, slice], flag: str) -> None:
+def _write_region(
+    path: Path, ds: xr.Dataset, reg: dict[str, slice], flag: str, expected: dict | None = None
+) -> None:
     """Write ds's variables into their region, then set `flag` there.
 
     Written straight to the zarr arrays (xarray's region writer lists the group, which warns
@@ -284,12 +567,17 @@ def _write_region(path: Path, ds: xr.Dataset, reg: dict[str, slice], flag: str) 
     """
     import zarr
 
-    group = zarr.open_group(str(path), mode="r+", zarr_format=2, use_consolidated=True)
+    if expected is not None:
+        check_identity(path, expected)
+    group: Any = zarr.open_group(str(path), mode="r+", zarr_format=2, use_consolidated=True)
     idx = tuple(reg.values())
     for name, var in ds.data_vars.items():
         arr = group[name]
         arr[idx] = var.values.astype(arr.dtype)
-    group[flag][idx] = np.ones(group[flag][idx].shape, group[flag].dtype)
+    if expected is not None:  # once more before the flag: an overwrite may have come between
+        check_identity(path, expected)
+    flag_arr = group[flag]
+    flag_arr[idx] = np.ones(tuple(s.stop - s.start for s in idx), flag_arr.dtype)
 
 
 def update_attrs(path: Path, attrs: dict) -> None:

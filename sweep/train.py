@@ -53,12 +53,21 @@ class AutogradTrainer:
 
     backend = "autograd"
 
-    def __init__(self, kind: str, W0: torch.Tensor, b0: torch.Tensor, imp: torch.Tensor,
-                 sampler: FeatureSampler, tcfg: Any, W_out0: torch.Tensor | None = None):
+    def __init__(
+        self,
+        kind: str,
+        W0: torch.Tensor,
+        b0: torch.Tensor,
+        imp: torch.Tensor,
+        sampler: FeatureSampler,
+        tcfg: Any,
+        W_out0: torch.Tensor | None = None,
+    ):
         self.model = ToyModels(kind, W0, b0, W_out0)
         self.imp, self.sampler = imp, sampler  # imp: (inst, 1, feat)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=float(tcfg.lr),
-                                     weight_decay=float(tcfg.weight_decay))
+        self.opt = torch.optim.AdamW(
+            self.model.parameters(), lr=float(tcfg.lr), weight_decay=float(tcfg.weight_decay)
+        )
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(tcfg))
         self.W, self.b = self.model.W, self.model.b
         self.W_out = self.model.W_out if W_out0 is not None else None
@@ -81,8 +90,11 @@ class AutogradTrainer:
         return instance_losses(self.model(x), self.model.target(x), self.imp)
 
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
-                "sched": self.sched.state_dict()}
+        return {
+            "model": self.model.state_dict(),
+            "opt": self.opt.state_dict(),
+            "sched": self.sched.state_dict(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -90,9 +102,16 @@ class AutogradTrainer:
         self.sched.load_state_dict(state["sched"])
 
 
-def make_trainer(kind: str, seeds: np.ndarray, density: np.ndarray, importance: np.ndarray,
-                 n_hidden: int, tcfg: Any, correlation: str = "none",
-                 set_size: int = 1) -> AutogradTrainer | FusedTrainer:
+def make_trainer(
+    kind: str,
+    seeds: np.ndarray,
+    density: np.ndarray,
+    importance: np.ndarray,
+    n_hidden: int,
+    tcfg: Any,
+    correlation: str = "none",
+    set_size: int = 1,
+) -> AutogradTrainer | FusedTrainer:
     """The training state of one block, on the backend `train.backend` names.
 
     Every model kind and feature correlation trains on the fused path (`sweep.fused`), compiled
@@ -105,8 +124,17 @@ def make_trainer(kind: str, seeds: np.ndarray, density: np.ndarray, importance: 
     W0 = init_weights(seeds, n, n_hidden).to(device=device, dtype=dtype)  # (inst, hidden, feat)
     b0 = torch.zeros((inst, n), device=device, dtype=dtype)
     imp = torch.as_tensor(importance, device=device, dtype=dtype).unsqueeze(1)  # (inst, 1, feat)
-    sampler = make_sampler(seeds, density, int(tcfg.batch_size), "data", device, dtype,
-                           correlation, set_size, signed=spec.signed)
+    sampler = make_sampler(
+        seeds,
+        density,
+        int(tcfg.batch_size),
+        "data",
+        device,
+        dtype,
+        correlation,
+        set_size,
+        signed=spec.signed,
+    )
     W_out0 = None
     if spec.untied:
         W_out0 = init_weights(seeds, n_hidden, n, "init-out").to(device=device, dtype=dtype)
@@ -117,14 +145,33 @@ def make_trainer(kind: str, seeds: np.ndarray, density: np.ndarray, importance: 
     if setting is not False:
         use_compile_cache(cache)
     work = float(inst) * n * int(tcfg.batch_size) * int(tcfg.steps)
-    return FusedTrainer(spec.fused, W0, b0, imp, sampler, float(tcfg.lr),
-                        float(tcfg.weight_decay), lr_lambda(tcfg), setting, W_out0, work, cache)
+    return FusedTrainer(
+        spec.fused,
+        W0,
+        b0,
+        imp,
+        sampler,
+        float(tcfg.lr),
+        float(tcfg.weight_decay),
+        lr_lambda(tcfg),
+        setting,
+        W_out0,
+        work,
+        cache,
+    )
 
 
-def train_block(job: BlockJob | str, *legacy: Any, checkpoint: Path | None = None,
-                progress: bool = True, desc: str | None = None, stop_at: int | None = None,
-                correlation: str = "none", set_size: int = 1,
-                identity: dict | None = None) -> TrainResult | None:
+def train_block(
+    job: BlockJob | str,
+    *legacy: Any,
+    checkpoint: Path | None = None,
+    progress: bool = True,
+    desc: str | None = None,
+    stop_at: int | None = None,
+    correlation: str = "none",
+    set_size: int = 1,
+    identity: dict | None = None,
+) -> TrainResult | None:
     """Train one model per row of the job's (seeds, density, importance), all in one tensor.
 
     With a checkpoint path, the training state is saved every `checkpoint_seconds` and a run
@@ -136,8 +183,17 @@ def train_block(job: BlockJob | str, *legacy: Any, checkpoint: Path | None = Non
     """
     if not isinstance(job, BlockJob):  # legacy loose arguments
         seeds_, density_, importance_, n_hidden_, tcfg_ = legacy
-        job = BlockJob(desc or "train", str(job), int(n_hidden_), seeds_, density_,
-                       importance_, tcfg_, correlation, set_size)
+        job = BlockJob(
+            desc or "train",
+            str(job),
+            int(n_hidden_),
+            seeds_,
+            density_,
+            importance_,
+            tcfg_,
+            correlation,
+            set_size,
+        )
     kind, seeds, density, importance = job.kind, job.seeds, job.density, job.importance
     n_hidden, tcfg, correlation, set_size = job.n_hidden, job.train, job.correlation, job.set_size
     desc = desc or job.key
@@ -163,8 +219,16 @@ def train_block(job: BlockJob | str, *legacy: Any, checkpoint: Path | None = Non
     slot = {int(s): k for k, s in enumerate(record)}
 
     t0 = last_save = time.perf_counter()
-    bar = tqdm(total=steps * inst, initial=start * inst, unit="model-step", unit_scale=True,
-               desc=desc, disable=not progress, mininterval=1.0, smoothing=0.1)
+    bar = tqdm(
+        total=steps * inst,
+        initial=start * inst,
+        unit="model-step",
+        unit_scale=True,
+        desc=desc,
+        disable=not progress,
+        mininterval=1.0,
+        smoothing=0.1,
+    )
     tick = max(1, steps // 200)
     for step in range(start, steps):
         losses = trainer.step(step)  # (inst,)
@@ -176,8 +240,9 @@ def train_block(job: BlockJob | str, *legacy: Any, checkpoint: Path | None = Non
             bar.update(tick * inst)
             # models/s: whole trainings finished per second at the current pace
             done = (step + 1 - start) * inst / steps
-            bar.set_postfix(models_per_s=f"{done / max(time.perf_counter() - t0, 1e-9):.3g}",
-                            refresh=False)
+            bar.set_postfix(
+                models_per_s=f"{done / max(time.perf_counter() - t0, 1e-9):.3g}", refresh=False
+            )
         if checkpoint is not None and time.perf_counter() - last_save > tcfg.checkpoint_seconds:
             _save(checkpoint, step + 1, trainer, curve, stamp, snaps)
             last_save = time.perf_counter()
@@ -187,8 +252,17 @@ def train_block(job: BlockJob | str, *legacy: Any, checkpoint: Path | None = Non
             return None
     bar.close()
 
-    evaluator = make_sampler(seeds, density, int(tcfg.batch_size), "eval", device, dtype,
-                             correlation, set_size, signed=kinds.get(kind).signed)
+    evaluator = make_sampler(
+        seeds,
+        density,
+        int(tcfg.batch_size),
+        "eval",
+        device,
+        dtype,
+        correlation,
+        set_size,
+        signed=kinds.get(kind).signed,
+    )
     final = torch.zeros(inst, device=device, dtype=dtype)
     for _ in range(EVAL_BATCHES):
         final += trainer.losses(evaluator) / EVAL_BATCHES
@@ -198,10 +272,20 @@ def train_block(job: BlockJob | str, *legacy: Any, checkpoint: Path | None = Non
     diverged = ~(np.isfinite(W).all((1, 2)) & np.isfinite(b).all(1) & np.isfinite(loss))
     W_out = None
     if kinds.get(kind).untied:
+        assert trainer.W_out is not None  # both trainers keep an untied kind's W_out
         W_out = trainer.W_out.detach().cpu().numpy()  # (inst, feat, hidden)
         diverged |= ~np.isfinite(W_out).all((1, 2))
-    return TrainResult(W, b, loss, curve.cpu().numpy(), diverged,
-                       time.perf_counter() - t0, start, W_out, *snaps.arrays())
+    return TrainResult(
+        W,
+        b,
+        loss,
+        curve.cpu().numpy(),
+        diverged,
+        time.perf_counter() - t0,
+        start,
+        W_out,
+        *snaps.arrays(),
+    )
 
 
 class Snapshots:
@@ -214,13 +298,21 @@ class Snapshots:
     def __init__(self, trainer: Any, steps: np.ndarray):
         self.trainer = trainer
         self.slot = {int(s): k for k, s in enumerate(steps)}  # step (1-based) -> index
-        self.names = ["W", "b"] + (["W_out"] if getattr(trainer, "W_out", None) is not None
-                                   else [])
+        self.names = ["W", "b"] + (["W_out"] if getattr(trainer, "W_out", None) is not None else [])
         k = len(steps)
-        self.buf = {n: torch.full((getattr(trainer, n).shape[0], k,
-                                   *getattr(trainer, n).shape[1:]), float("nan"),
-                                  device=trainer.W.device, dtype=trainer.W.dtype)
-                    for n in self.names} if k else {}
+        self.buf = (
+            {
+                n: torch.full(
+                    (getattr(trainer, n).shape[0], k, *getattr(trainer, n).shape[1:]),
+                    float("nan"),
+                    device=trainer.W.device,
+                    dtype=trainer.W.dtype,
+                )
+                for n in self.names
+            }
+            if k
+            else {}
+        )
 
     def take(self, step: int) -> None:
         with torch.no_grad():
@@ -229,28 +321,42 @@ class Snapshots:
 
     def arrays(self) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
         """(W, b, W_out) snapshot arrays, None for those not recorded."""
-        out = [self.buf[n].cpu().numpy() if n in self.buf else None
-               for n in ("W", "b", "W_out")]
+        out = [self.buf[n].cpu().numpy() if n in self.buf else None for n in ("W", "b", "W_out")]
         return out[0], out[1], out[2]
 
 
 def _stamp(job: BlockJob, identity: dict | None) -> dict:
     """What a checkpoint must match to be resumed: the store's run identity and the block."""
-    return {**(identity or {}), "block": job.key, "kind": job.kind, "inst": len(job.seeds),
-            "n_features": job.n_features, "n_hidden": job.n_hidden,
-            "seeds": [int(s) for s in job.seeds],
-            # only with snapshots, so checkpoints of runs without them still match
-            **({"snapshots": [int(s) for s in job.snapshot_steps]}
-               if len(job.snapshot_steps) else {})}
+    return {
+        **(identity or {}),
+        "block": job.key,
+        "kind": job.kind,
+        "inst": len(job.seeds),
+        "n_features": job.n_features,
+        "n_hidden": job.n_hidden,
+        "seeds": [int(s) for s in job.seeds],
+        # only with snapshots, so checkpoints of runs without them still match
+        **({"snapshots": [int(s) for s in job.snapshot_steps]} if len(job.snapshot_steps) else {}),
+    }
 
 
-def _save(path: Path, step: int, trainer, curve, stamp: dict,
-          snaps: Snapshots | None = None) -> None:
+def _save(
+    path: Path, step: int, trainer, curve, stamp: dict, snaps: Snapshots | None = None
+) -> None:
     # Written to a temporary file then renamed, so a kill mid-write leaves the old checkpoint.
     tmp = path.with_suffix(".tmp")
-    torch.save({"step": step, "backend": trainer.backend, **trainer.state_dict(),
-                "rng": trainer.sampler.state(), "curve": curve, "stamp": stamp,
-                "snapshots": snaps.buf if snaps is not None else {}}, tmp)
+    torch.save(
+        {
+            "step": step,
+            "backend": trainer.backend,
+            **trainer.state_dict(),
+            "rng": trainer.sampler.state(),
+            "curve": curve,
+            "stamp": stamp,
+            "snapshots": snaps.buf if snaps is not None else {},
+        },
+        tmp,
+    )
     os.replace(tmp, path)
 
 
@@ -259,14 +365,17 @@ def _load(path: Path, trainer, curve, stamp: dict, snaps: Snapshots | None = Non
     # weights_only: a checkpoint holds tensors and plain containers, nothing is unpickled.
     state = torch.load(path, map_location=curve.device, weights_only=True)
     if state.get("backend", "autograd") != trainer.backend:
-        raise ValueError(f"checkpoint {path} was written by train.backend="
-                         f"{state.get('backend', 'autograd')}, not {trainer.backend}; delete it "
-                         "or resume with the same train.backend")
+        raise ValueError(
+            f"checkpoint {path} was written by train.backend="
+            f"{state.get('backend', 'autograd')}, not {trainer.backend}; delete it "
+            "or resume with the same train.backend"
+        )
     if state.get("stamp") != stamp:
         # Another run's, another block's or another shape's state: never broadcast it into
         # this block (copy_ would); train from scratch instead.
         logging.getLogger(__name__).warning(
-            f"checkpoint {path} belongs to another run or block shape; not resumed from it")
+            f"checkpoint {path} belongs to another run or block shape; not resumed from it"
+        )
         return 0
     trainer.load_state_dict(state)
     trainer.sampler.set_state([s.cpu() for s in state["rng"]])

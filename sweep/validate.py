@@ -79,8 +79,12 @@ def check_ranges(cfg: Any) -> None:
         if v is None:
             continue
         lo, hi, lo_open, hi_open = range_words(key) or (None, None, False, False)
-        require(_number(v) and _in_range(v, lo, hi, lo_open, hi_open), key, v,
-                _range_text(_integer(v), lo, hi, lo_open, hi_open))
+        require(
+            _number(v) and _in_range(v, lo, hi, lo_open, hi_open),
+            key,
+            v,
+            _range_text(_integer(v), lo, hi, lo_open, hi_open),
+        )
 
 
 def check_analysis(cfg: Any) -> None:
@@ -88,8 +92,12 @@ def check_analysis(cfg: Any) -> None:
     for key in ("analysis.norm_threshold", "analysis.superposition_threshold"):
         v = OmegaConf.select(cfg, key, default=None)
         lo, hi, lo_open, hi_open = range_words(key) or (None, None, False, False)
-        require(_number(v) and _in_range(v, lo, hi, lo_open, hi_open), key, v,
-                _range_text(False, lo, hi, lo_open, hi_open))
+        require(
+            _number(v) and _in_range(v, lo, hi, lo_open, hi_open),
+            key,
+            v,
+            _range_text(False, lo, hi, lo_open, hi_open),
+        )
     figs = OmegaConf.select(cfg, "analysis.figures", default=None)
     if figs is not None:
         figs = list(figs)
@@ -104,8 +112,12 @@ def check_config(cfg: Any) -> None:
     imp = d.importance
     if str(imp.schedule) == "exponential":
         for key in ("start", "end"):
-            require(imp[key] > 0, f"data.importance.{key}", imp[key],
-                    "a number > 0 (exponential spacing)")
+            require(
+                imp[key] > 0,
+                f"data.importance.{key}",
+                imp[key],
+                "a number > 0 (exponential spacing)",
+            )
     n_min = min([m.n_features, *_ints((cfg.grid.get("axes") or {}).get("n_features"))])
     for key in ("relative_importance_features", "density_features"):
         feats = d[key]
@@ -114,29 +126,58 @@ def check_config(cfg: Any) -> None:
             continue
         feats = list(feats)
         for f in feats:
-            require(_integer(f) and 0 <= f < n_min, f"data.{key}", feats,
-                    f"feature indices in [0, {n_min - 1}] (n_features={n_min})")
+            require(
+                _integer(f) and 0 <= f < n_min,
+                f"data.{key}",
+                feats,
+                f"feature indices in [0, {n_min - 1}] (n_features={n_min})",
+            )
         # A repeated index would scale (or set) that feature twice: r² instead of r.
-        require(len(set(feats)) == len(feats), f"data.{key}", feats,
-                "distinct feature indices (no duplicates)")
+        require(
+            len(set(feats)) == len(feats),
+            f"data.{key}",
+            feats,
+            "distinct feature indices (no duplicates)",
+        )
     # one line naming train.snapshots if bad
     snapshot_steps(OmegaConf.select(cfg, "train.snapshots", default=None), int(t.steps))
-    require(t.warmup_steps < t.steps, "train.warmup_steps", t.warmup_steps,
-            f"an integer in [0, train.steps={t.steps})")
+    require(
+        t.warmup_steps < t.steps,
+        "train.warmup_steps",
+        t.warmup_steps,
+        f"an integer in [0, train.steps={t.steps})",
+    )
     dev = str(t.device)
     head, _, tail = dev.partition(":")
-    require(dev == "auto" or dev == "cpu" or (head == "cuda" and (tail == "" or tail.isdigit())),
-            "train.device", dev, "auto, cpu, cuda or cuda:N")
-    require(t.compile in ("auto", True, False), "train.compile", _plain(t.compile),
-            "auto, true or false")
+    require(
+        dev == "auto" or dev == "cpu" or (head == "cuda" and (tail == "" or tail.isdigit())),
+        "train.device",
+        dev,
+        "auto, cpu, cuda or cuda:N",
+    )
+    require(
+        t.compile in ("auto", True, False),
+        "train.compile",
+        _plain(t.compile),
+        "auto, true or false",
+    )
     seeds = _plain(cfg.grid.seeds)
     if _integer(seeds):
-        require(1 <= seeds <= MAX_AXIS, "grid.seeds", seeds,
-                f"an integer in [1, {MAX_AXIS}] or a list of seeds")
+        require(
+            1 <= seeds <= MAX_AXIS,
+            "grid.seeds",
+            seeds,
+            f"an integer in [1, {MAX_AXIS}] or a list of seeds",
+        )
     else:
-        require(isinstance(seeds, list) and 0 < len(seeds) <= MAX_AXIS
-                and all(_integer(s) and s >= 0 for s in seeds), "grid.seeds", seeds,
-                "an integer >= 1 or a non-empty list of integers >= 0")
+        require(
+            isinstance(seeds, list)
+            and 0 < len(seeds) <= MAX_AXIS
+            and all(_integer(s) and s >= 0 for s in seeds),
+            "grid.seeds",
+            seeds,
+            "an integer >= 1 or a non-empty list of integers >= 0",
+        )
         require(len(set(seeds)) == len(seeds), "grid.seeds", seeds, "distinct seeds")
 
 
@@ -148,14 +189,22 @@ def check_machine(cfg: Any) -> None:
 
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         index = int(dev.partition(":")[2] or 0)
-        require(index < n, "train.device", dev,
-                f"auto or cpu (this machine has {n} CUDA device{'s' if n != 1 else ''})")
+        require(
+            index < n,
+            "train.device",
+            dev,
+            f"auto or cpu (this machine has {n} CUDA device{'s' if n != 1 else ''})",
+        )
     target = str(OmegaConf.select(cfg, "hydra.launcher._target_", default="") or "")
     if "SlurmLauncher" in target:
         missing = [c for c in ("sbatch", "sacct") if shutil.which(c) is None]
-        require(not missing, "launcher", "slurm",
-                f"a machine with SLURM's commands on PATH ({', '.join(missing)} not found); "
-                "use launcher=local or launcher=submitit_local here")
+        require(
+            not missing,
+            "launcher",
+            "slurm",
+            f"a machine with SLURM's commands on PATH ({', '.join(missing)} not found); "
+            "use launcher=local or launcher=submitit_local here",
+        )
 
 
 def _ints(v: Any) -> list:

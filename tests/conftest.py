@@ -41,12 +41,37 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.Comp
                           timeout=timeout, env=env)
 
 
-@pytest.fixture(scope="module")
-def require_slurm() -> None:
-    """Skip without a SLURM cluster; fail instead when CI says one must be there."""
+def check_slurm() -> None:
+    """Return if SLURM is there; else skip, or fail when CI says one must be there."""
     if shutil.which("sinfo") is not None:
         return
     reason = "SLURM is not installed (no sinfo on PATH); see slurm/README.md"
     if os.environ.get("TOYSWEEP_REQUIRE_SLURM") == "1":
         pytest.fail(f"TOYSWEEP_REQUIRE_SLURM=1 but {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def require_slurm() -> None:
+    """Skip without a SLURM cluster; fail instead when CI says one must be there."""
+    check_slurm()
+
+
+SLURM_COMMANDS = frozenset({"srun", "sbatch", "sinfo", "squeue", "scancel", "scontrol", "sacct"})
+
+
+@pytest.fixture(autouse=True)
+def _hide_slurm_unless_marked(request: pytest.FixtureRequest,
+                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests not marked `slurm` find no SLURM command through shutil.which (as submitit and
+    require_slurm look), as on a machine without a cluster: an unmarked test that needs one
+    fails on the CI machine too, not only on a laptop."""
+    if request.node.get_closest_marker("slurm") is not None:
+        return
+    which = shutil.which
+
+    def no_slurm(cmd, *args, **kwargs):
+        return None if os.path.basename(str(cmd)) in SLURM_COMMANDS else which(cmd, *args,
+                                                                               **kwargs)
+
+    monkeypatch.setattr(shutil, "which", no_slurm)

@@ -101,6 +101,11 @@ BAD = [
     ("launcher=pbs", "launcher/pbs"),
     ("train.steps=[1,2", "train.steps=[1,2"),
     ("store.path=/proc/toysweep/phase", "not writable"),
+    # from the typed schema (sweep/config.py) and the checks made before anything is created
+    ("analysis.aggregate=bogus", "analysis.aggregate='bogus'"),
+    ("data.relative_importance_features=[1,1]", "no duplicates"),
+    ("grid.seeds=1000000000", "grid.seeds=1000000000"),
+    ("train.device=cuda:7", "train.device='cuda:7'"),
 ]
 
 

@@ -107,7 +107,7 @@ def test_model_axis_on_a_phase_grid_draws_the_generic_figures(tmp_path):
     ]
     assert driver.run(make_config(["+grid=phase", *TINY, *axes], store=store)) == 0
     s = analyse(store, verbose=False)
-    assert s["kind"] is None and s["skipped"] == ["phase_diagram"]
+    assert s["kind"] is None and s["skipped"] == ["phase_diagram", "boundaries"]
     assert stems(s) == ["feature_panels", "loss_curves"]
 
 

@@ -95,13 +95,13 @@ def test_kill_and_term_at_random_points_then_resume(tmp_path, reference):
 
 def test_second_sweep_on_same_store_is_refused(tmp_path):
     path = tmp_path / "store"
-    first = _start([*SMALL, "train.steps=3000", f"store.path={path}"], tmp_path)
+    first = _start([*SMALL, "train.steps=1000000", f"store.path={path}"], tmp_path)
     try:
         deadline = time.time() + 60
         while not (path / ".zmetadata").exists():
             assert time.time() < deadline and first.poll() is None, first.stderr.read()
             time.sleep(0.2)
-        second = run_cli(["-m", "sweep", *SMALL, "train.steps=3000", f"store.path={path}"],
+        second = run_cli(["-m", "sweep", *SMALL, "train.steps=1000000", f"store.path={path}"],
                          cwd=tmp_path)
         assert second.returncode == 2
         (line,) = second.stderr.strip().splitlines()

@@ -96,9 +96,15 @@ def test_config_maps_to_executor_parameters(launched: RecordingExecutor, tmp_pat
     assert [c[0] for c in ex.calls] == [["block=a"], ["block=b"]]  # one array task per block
 
 
-def test_executor_parameters_become_sbatch_lines(launched: RecordingExecutor) -> None:
+def test_executor_parameters_become_sbatch_lines(launched: RecordingExecutor,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """The recorded parameters, given to submitit's real SLURM executor, make these lines."""
     from submitit.auto.auto import AutoExecutor  # the real class (submitit.AutoExecutor is patched)
+    from submitit.slurm.slurm import SlurmExecutor
+
+    # SlurmExecutor refuses to start where `srun` is not on PATH (its affinity() probe); only
+    # the submission text is made here, nothing runs, so this test needs no cluster.
+    monkeypatch.setattr(SlurmExecutor, "affinity", classmethod(lambda cls: 1))
 
     executor = AutoExecutor(folder=launched.folder, cluster="slurm", **launched.init_kwargs)
     executor.update_parameters(**launched.params)

@@ -24,20 +24,43 @@ def train(overrides: list[str], backend: str):
     out = []
     for block in plan.blocks:
         inst = plan.instances(block)
-        out.append(train_block(block.shape.model, inst.seed, inst.density, inst.importance,
-                               block.shape.n_hidden, cfg.train, progress=False,
-                               correlation=block.shape.correlation,
-                               set_size=int(cfg.data.set_size)))
+        out.append(
+            train_block(
+                block.shape.model,
+                inst.seed,
+                inst.density,
+                inst.importance,
+                block.shape.n_hidden,
+                cfg.train,
+                progress=False,
+                correlation=block.shape.correlation,
+                set_size=int(cfg.data.set_size),
+            )
+        )
     return out
 
 
-@pytest.mark.parametrize("grid", [
-    ["+grid=absval", "model.n_features=5", "model.n_hidden=3", "grid.seeds=2",
-     "grid.axes.density=[0.05,0.3,1.0]"],
-    ["+grid=correlated", "grid.seeds=2", "grid.axes.density=[0.1,0.6]"],  # both correlations
-    ["+grid=correlated", "model.n_features=6", "data.set_size=3", "grid.seeds=[1,4]",
-     "grid.axes.density=[0.2,0.9]", "chunk.max_instances=3"],  # sets of 3, untiled blocks
-])
+@pytest.mark.parametrize(
+    "grid",
+    [
+        [
+            "+grid=absval",
+            "model.n_features=5",
+            "model.n_hidden=3",
+            "grid.seeds=2",
+            "grid.axes.density=[0.05,0.3,1.0]",
+        ],
+        ["+grid=correlated", "grid.seeds=2", "grid.axes.density=[0.1,0.6]"],  # both correlations
+        [
+            "+grid=correlated",
+            "model.n_features=6",
+            "data.set_size=3",
+            "grid.seeds=[1,4]",
+            "grid.axes.density=[0.2,0.9]",
+            "chunk.max_instances=3",
+        ],  # sets of 3, untiled blocks
+    ],
+)
 def test_fused_equals_autograd_in_float64(grid):
     # absval (its own gradients, signed inputs) and correlated/anticorrelated sets now train on
     # the fused path: the same trajectory as autograd + torch.optim.AdamW, to rounding.
@@ -56,13 +79,19 @@ def test_fused_equals_autograd_in_float64(grid):
 def test_padding_leaves_models_unchanged():
     # A block padded to equal chunks trains each real model exactly as alone (seed 3 at 0.3).
     saved = fused.CHUNK_ELEMENTS
-    over = ["+grid=phase", "grid.seeds=[0,3]", "grid.axes.density=[0.05,0.3,1.0]",
-            "grid.axes.relative_importance=[1.0]", *F64]
+    over = [
+        "+grid=phase",
+        "grid.seeds=[0,3]",
+        "grid.axes.density=[0.05,0.3,1.0]",
+        "grid.axes.relative_importance=[1.0]",
+        *F64,
+    ]
     try:
         fused.CHUNK_ELEMENTS = 2 * 2 * 64  # chunks of 2 instances: 6 → 3 chunks, 4 → 2 + pad
         (whole,) = train(over, "fused")
-        (alone,) = train([*over[:1], "grid.seeds=[3]", "grid.axes.density=[0.3]",
-                          *over[3:]], "fused")
+        (alone,) = train(
+            [*over[:1], "grid.seeds=[3]", "grid.axes.density=[0.3]", *over[3:]], "fused"
+        )
     finally:
         fused.CHUNK_ELEMENTS = saved
     np.testing.assert_array_equal(whole.W[3], alone.W[0])
@@ -94,8 +123,7 @@ def test_planner_leaves_small_grids_and_many_shapes_whole():
 
 @pytest.mark.parametrize("bad", ["workers=0", "workers=-2", "workers=many", "workers=1.5"])
 def test_bad_workers_is_one_line(bad, tmp_path):
-    out = run_cli(["-m", "sweep", "+grid=phase", bad, f"store.path={tmp_path / 's'}"],
-                  cwd=tmp_path)
+    out = run_cli(["-m", "sweep", "+grid=phase", bad, f"store.path={tmp_path / 's'}"], cwd=tmp_path)
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: workers=") and "expected" in lines[0]
@@ -105,13 +133,19 @@ def test_bad_workers_is_one_line(bad, tmp_path):
 def test_stores_identical_whatever_workers_and_blocks(tmp_path):
     # The same tiny sweep: one block in this process (workers=1), and six blocks on two local
     # worker processes (each at 1 thread). Every stored number must be equal.
-    tiny = ["+grid=phase", "grid.seeds=2", "grid.axes.density=[0.03,0.2,1.0]",
-            "grid.axes.relative_importance=[0.3,1.0,3.0]", "train.steps=300",
-            "train.compile=false", "analysis.run=false", "progress=false"]
+    tiny = [
+        "+grid=phase",
+        "grid.seeds=2",
+        "grid.axes.density=[0.03,0.2,1.0]",
+        "grid.axes.relative_importance=[0.3,1.0,3.0]",
+        "train.steps=300",
+        "train.compile=false",
+        "analysis.run=false",
+        "progress=false",
+    ]
     runs = {"one": ["workers=1"], "many": ["workers=2", "chunk.max_instances=3"]}
     for name, extra in runs.items():
-        out = run_cli(["-m", "sweep", *tiny, *extra, f"store.path={tmp_path / name}"],
-                      cwd=tmp_path)
+        out = run_cli(["-m", "sweep", *tiny, *extra, f"store.path={tmp_path / name}"], cwd=tmp_path)
         assert out.returncode == 0, out.stderr[-2000:]
         assert "18/18 cells finished" in out.stdout
     one, many = xr.open_zarr(tmp_path / "one"), xr.open_zarr(tmp_path / "many")
@@ -142,9 +176,19 @@ def test_compile_rule_follows_measured_costs():
 def test_compile_cache_makes_the_second_job_warm(tmp_path):
     # A job compiles into train.compile_cache and marks its kernels; the next job of the same
     # shape (a fresh process) finds them, and train.compile=auto then counts on a warm start.
-    args = ["-m", "sweep", "+grid=phase", "grid.seeds=2", "grid.axes.density=[0.1,1.0]",
-            "grid.axes.relative_importance=[1.0]", "train.steps=50", "train.compile=true",
-            "analysis.run=false", "workers=1", f"train.compile_cache={tmp_path / 'cache'}"]
+    args = [
+        "-m",
+        "sweep",
+        "+grid=phase",
+        "grid.seeds=2",
+        "grid.axes.density=[0.1,1.0]",
+        "grid.axes.relative_importance=[1.0]",
+        "train.steps=50",
+        "train.compile=true",
+        "analysis.run=false",
+        "workers=1",
+        f"train.compile_cache={tmp_path / 'cache'}",
+    ]
     first = run_cli([*args, f"store.path={tmp_path / 'a'}"], cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
     marks = list((tmp_path / "cache" / "toysweep-kernels").iterdir())

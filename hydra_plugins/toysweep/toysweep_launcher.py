@@ -25,8 +25,12 @@ class LocalWorkersLauncherConf(JobLibLauncherConf):
     _target_: str = "hydra_plugins.toysweep.toysweep_launcher.LocalWorkersLauncher"
 
 
-ConfigStore.instance().store(group="hydra/launcher", name="toysweep_local",
-                             node=LocalWorkersLauncherConf, provider="toysweep")
+ConfigStore.instance().store(
+    group="hydra/launcher",
+    name="toysweep_local",
+    node=LocalWorkersLauncherConf,
+    provider="toysweep",
+)
 
 
 def job_threads(setting: int, jobs_at_once: int) -> int:
@@ -37,8 +41,9 @@ def job_threads(setting: int, jobs_at_once: int) -> int:
 
 
 class LocalWorkersLauncher(JoblibLauncher):
-    def launch(self, job_overrides: Sequence[Sequence[str]],
-               initial_job_idx: int) -> Sequence[JobReturn]:
+    def launch(
+        self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
+    ) -> Sequence[JobReturn]:
         from sweep.cores import resolve_workers
 
         assert self.config is not None

@@ -8,8 +8,6 @@ SLURM), retries unfinished blocks, and reports. It lives in the `hydra_plugins` 
 because Hydra only instantiates sweepers found there.
 """
 
-
-
 import logging
 import re
 import time
@@ -33,8 +31,9 @@ class ToySweeperConf:
     _target_: str = "hydra_plugins.toysweep.toysweep_sweeper.ToySweeper"
 
 
-ConfigStore.instance().store(group="hydra/sweeper", name="toysweep", node=ToySweeperConf,
-                             provider="toysweep")
+ConfigStore.instance().store(
+    group="hydra/sweeper", name="toysweep", node=ToySweeperConf, provider="toysweep"
+)
 
 
 def _log_path(folder: str | None, job_id: str | None) -> str | None:
@@ -51,10 +50,12 @@ def _describe(ret: Any, folder: str | None) -> str:
     (`${store.path}`) that only resolve in the sweep's config, hence `folder` from there.
     """
     err = ret._return_value
-    job_id = OmegaConf.select(ret.hydra_cfg, "hydra.job.id", default=None,
-                              throw_on_resolution_failure=False)
-    job_dir = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir", default=None,
-                               throw_on_resolution_failure=False)
+    job_id = OmegaConf.select(
+        ret.hydra_cfg, "hydra.job.id", default=None, throw_on_resolution_failure=False
+    )
+    job_dir = OmegaConf.select(
+        ret.hydra_cfg, "hydra.runtime.output_dir", default=None, throw_on_resolution_failure=False
+    )
     logs = _log_path(folder, str(job_id) if job_id else None)
     where = f"job {job_id}, log {logs}" if logs else f"job dir {job_dir}"
     first = str(err).strip().splitlines()[0] if str(err).strip() else ""
@@ -64,8 +65,10 @@ def _describe(ret: Any, folder: str | None) -> str:
 # submitit's message for a job that ended without a result (cancelled, killed, out of memory):
 # "Job <id> (task: <n>) with path <folder>/<id>_<n>_result.pkl\nhas not produced any output
 # (state: <SLURM state>)..."; its exception carries nothing else, so the message is parsed.
-_UNCOMPLETED = re.compile(r"Job (?P<id>\S+) \(task: \d+\) with path (?P<path>\S+)_result\.pkl"
-                          r"\s+has not produced any output \(state: (?P<state>[^)]*)\)")
+_UNCOMPLETED = re.compile(
+    r"Job (?P<id>\S+) \(task: \d+\) with path (?P<path>\S+)_result\.pkl"
+    r"\s+has not produced any output \(state: (?P<state>[^)]*)\)"
+)
 
 
 def _lost(err: Exception) -> tuple[str, str] | None:
@@ -73,8 +76,9 @@ def _lost(err: Exception) -> tuple[str, str] | None:
     m = _UNCOMPLETED.search(str(err))
     if m is None:
         return None
-    return m["id"], f"job {m['id']} ended without a result (state: {m['state']}; log " \
-                    f"{m['path']}_log.out)"
+    return m[
+        "id"
+    ], f"job {m['id']} ended without a result (state: {m['state']}; log {m['path']}_log.out)"
 
 
 def _gather_array(err: Exception, todo: list[str]) -> dict[str, str] | None:
@@ -107,8 +111,10 @@ def _gather_array(err: Exception, todo: list[str]) -> dict[str, str] | None:
             failed[block] = lost[1] if lost else f"UncompletedJobError: {e}"
             continue
         except Exception as e:  # the task raised outside the Hydra job (e.g. unpickling)
-            failed[block] = f"{type(e).__name__}: {str(e).strip().splitlines()[0]} " \
-                            f"(job {job.job_id}, log {job.paths.stdout})"
+            failed[block] = (
+                f"{type(e).__name__}: {str(e).strip().splitlines()[0]} "
+                f"(job {job.job_id}, log {job.paths.stdout})"
+            )
             continue
         if ret.status == JobStatus.FAILED:
             failed[block] = _describe(ret, folder)
@@ -121,14 +127,16 @@ class ToySweeper(Sweeper):
         self.launcher: Any = None
         self.hydra_context: HydraContext | None = None
 
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
-              config: DictConfig) -> None:
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
         from hydra.core.plugins import Plugins
 
         self.config = config
         self.hydra_context = hydra_context
         self.launcher = Plugins.instance().instantiate_launcher(
-            hydra_context=hydra_context, task_function=task_function, config=config)
+            hydra_context=hydra_context, task_function=task_function, config=config
+        )
 
     def sweep(self, arguments: list[str]) -> Any:
         import sys
@@ -136,8 +144,27 @@ class ToySweeper(Sweeper):
         from sweep import driver
 
         assert self.config is not None
+        # -- adaptive refinement (issue 16): a grid with refine.levels > 0 is orchestrated
+        # level by level by sweep/refine.py, in this process, into one fine-grid store.
+        if OmegaConf.select(self.config, "refine.levels", default=None):
+            from sweep import refine
+
+            code = refine.run(self.config)
+            if code:
+                sys.exit(code)
+            return None
+        # -- end of adaptive refinement
         sweep = driver.prepare(self.config)
-        base = [a for a in arguments if not a.startswith(("block=", "store.path=", "workers="))]
+        base = [
+            a
+            for a in arguments
+            if not a.lstrip("+~").startswith(("block=", "store.path=", "store.run_id=", "workers="))
+        ]
+        # The store's real path and run id, quoted for Hydra's grammar (any spelling of path)
+        ident = [
+            f"store.path={driver.hydra_quote(str(sweep.path))}",
+            f"store.run_id={driver.store.identity(sweep.path)['run_id']}",
+        ]
         attempts = int(self.config.retries) + 1
         folder = OmegaConf.select(self.config, "hydra.launcher.submitit_folder", default=None)
         why: dict[str, str] = {}  # block -> the last failure reported for it
@@ -148,29 +175,38 @@ class ToySweeper(Sweeper):
             if not todo:
                 break
             if attempt:
-                log.warning(f"retrying {len(todo)} unfinished block(s), attempt {attempt + 1}"
-                            f" of {attempts}")
+                log.warning(
+                    f"retrying {len(todo)} unfinished block(s), attempt {attempt + 1} of {attempts}"
+                )
             # workers as resolved here: a job's plan (hence its block) must match this one
             # even where `auto` would resolve differently (a SLURM node's cores)
-            batch = [[*base, f"block={k}", f"store.path={sweep.path}",
-                      f"workers={sweep.plan.workers}"] for k in todo]
+            batch = [[*base, f"block={k}", *ident, f"workers={sweep.plan.workers}"] for k in todo]
             try:
                 returns = self.launcher.launch(batch, initial_job_idx=job_idx)
-                failed = {k: _describe(r, folder) for k, r in zip(todo, returns, strict=True)
-                          if r.status == JobStatus.FAILED}
+                failed = {
+                    k: _describe(r, folder)
+                    for k, r in zip(todo, returns, strict=True)
+                    if r.status == JobStatus.FAILED
+                }
             except Exception as e:  # a job cancelled or killed: submitit raises for it
                 failed = _gather_array(e, todo)
                 if failed is None:  # not a SLURM array task: report it as it came
                     lost = _lost(e)
-                    failed = {"?": lost[1] if lost else
-                              f"{type(e).__name__}: {' '.join(str(e).split())[:600]}"}
+                    failed = {
+                        "?": lost[1]
+                        if lost
+                        else f"{type(e).__name__}: {' '.join(str(e).split())[:600]}"
+                    }
             for k, line in failed.items():
                 log.error(f"failed: block {k}: {line}")
             why.update(failed)
             job_idx += len(batch)
         done = driver.store.finished_blocks(sweep.path, sweep.plan)
-        failures = [f"block {k}: {why.get(k, 'no failure reported (its job may have died)')}"
-                    for k in sweep.todo if k not in done]
+        failures = [
+            f"block {k}: {why.get(k, 'no failure reported (its job may have died)')}"
+            for k in sweep.todo
+            if k not in done
+        ]
         if "?" in why and failures:  # a failure that names no block (not a SLURM array task)
             failures.append(f"block ?: {why['?']}")
         code = driver.finish(sweep, failures)

@@ -24,5 +24,13 @@ def check(shape) -> str | None:
     return None
 
 
-KIND = KindSpec("absval", "ReLU(W_out ReLU(Wx) + b) ≈ |x|", forward, target=target,
-                untied=True, signed=True, fused="absval", check=check)
+KIND = KindSpec(
+    "absval",
+    "ReLU(W_out ReLU(Wx) + b) ≈ |x|",
+    forward,
+    target=target,
+    untied=True,
+    signed=True,
+    fused="absval",
+    check=check,
+)

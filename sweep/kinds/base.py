@@ -22,8 +22,8 @@ class KindSpec:
     forward(W, b, x, W_out) -> x' with W: (inst, hidden, feat), b: (inst, feat),
     x: (inst, batch, feat), W_out: (inst, feat, hidden) or None; returns (inst, batch, feat).
     target(x) is what the model must output (x itself by default).
-    fused: the kind name `sweep.fused`'s gradient functions (grads_gram / grads_bmm) take for
-    this kind, or None when it trains on the autograd path only.
+    fused: the kind name `sweep.fused`'s gradient functions (grads_gram / grads_bmm /
+    grads_absval) take for this kind, or None when it trains on the autograd path only.
     check(shape) returns why a shape (a `sweep.grid.Shape`) cannot be trained, or None.
     """
 

@@ -1,0 +1,291 @@
+"""Adaptive refinement of a phase grid along density: train more points only near boundaries.
+
+`python -m sweep +grid=phase-refine [refine.levels=4] [refine.budget=1125]`: the Hydra sweeper
+hands a config with refine.levels > 0 to `run` here; the analysis callback then draws it.
+
+The store is ONE regular grid, the *fine* grid: each interval of the grid file's density axis
+is bisected in log space `refine.levels` times, so the coarse points are every 2^levels-th fine
+point. Untrained points stay NaN with `finished` False (the analysis treats them as missing and
+the boundary extraction skips them). Why a fine regular grid rather than a tidy point set: it
+is the engine's own store (template, fingerprint, region writes, lock, resume), and it opens
+and plots like every other sweep (`ds.W.sel(...)`, `ds.finished` says which points exist).
+
+Level 0 trains the coarse points. After each level, along every row r the intervals between
+consecutive trained points where the lowest-loss phase of the extra feature is superposed at
+one end only are bisected (the log-midpoint, a fine point, is trained next level). Then, with
+budget left, the other intervals whose phases differ (ignored vs dedicated: a boundary in r,
+not p) and those whose seeds hold different sets of phases (`refine.seed_disagreement`). The
+boundary intervals come first, widest first; the others get only what the later levels'
+boundary intervals (assumed as many per level as now) leave of `refine.budget` (models,
+coarse pass included).
+Every decision is a pure function of stored results, so a rerun of the same command re-derives
+the same levels and trains only the points not yet finished (resume).
+
+The engine must not import analysis/, so the small classifier below (norm and superposition
+thresholds, the same rule as analysis.metrics.classify_phases) lives here; seeds are ranked by
+the store's loss.
+
+Not done yet: a level trains in this process, as one vectorised block (the models of a level
+are few, ~100), not through the Hydra launcher, so a refinement does not use SLURM; the r axis
+is not refined (the p(r) boundaries need rows; r = 1, where 2→1 has a boundary in r, is a row).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from sweep import driver, store
+from sweep.grid import Block, GridPlan, axis_values
+from sweep.train import TrainResult, train_block
+from sweep.validate import ConfigError
+
+R, P = "relative_importance", "density"
+IGNORED, DEDICATED, SUPERPOSED = 0, 1, 2  # analysis.metrics' codes
+
+
+def extra_phase(
+    W: np.ndarray, norm_threshold: float = 0.5, superposition_threshold: float = 0.5
+) -> np.ndarray:
+    """Phase code of the last feature for W (..., hidden, feature); -1 where W is NaN."""
+    W0 = np.nan_to_num(W)
+    norms = np.linalg.norm(W0, axis=-2)  # (..., feature)
+    safe = np.where(norms > 1e-8, norms, 1.0)
+    unit = W0[..., -1] / safe[..., -1:]  # (..., hidden): direction of the last feature
+    overlap = np.einsum("...h,...hf->...f", unit, W0)[..., :-1]  # (..., feature - 1)
+    sup = np.where(norms[..., -1] > 1e-8, np.sum(overlap**2, -1), 0.0)
+    phase = np.where(sup >= superposition_threshold - 1e-9, SUPERPOSED, DEDICATED)
+    phase = np.where(norms[..., -1] < norm_threshold, IGNORED, phase)
+    return np.where(np.isnan(W).all((-2, -1)), -1, phase)
+
+
+def fine_axis(coarse: list[float], levels: int) -> list[float]:
+    """Each interval of a sorted positive axis bisected in log space `levels` times."""
+    c = np.log(np.asarray(sorted(coarse), dtype=float))
+    k = 2**levels
+    t = np.arange(k) / k
+    fine = (c[:-1, None] + t[None, :] * np.diff(c)[:, None]).ravel()
+    return [float(v) for v in np.exp(np.append(fine, c[-1]))]
+
+
+def select(
+    trained: np.ndarray, best: np.ndarray, sets: np.ndarray, seeds_too: bool
+) -> list[tuple[int, int, int, int]]:
+    """Intervals to bisect next, as (priority, -width, row, midpoint) sorted best first.
+
+    trained: (row, fine point) bool; best: (row, point) lowest-loss phase (-1 untrained);
+    sets: (row, point) bitmask of the phases among usable seeds.
+    """
+    out = []
+    for i in range(trained.shape[0]):
+        idx = np.flatnonzero(trained[i])
+        for a, b in zip(idx[:-1], idx[1:], strict=True):
+            if b - a < 2:
+                continue  # already adjacent on the fine grid
+            ends = {int(best[i, a]), int(best[i, b])}
+            if -1 not in ends and len(ends) == 2 and SUPERPOSED in ends:
+                prio = 0  # a p-boundary: superposed on one side only
+            elif -1 not in ends and len(ends) == 2:
+                # ignored <-> dedicated: a boundary in r (2→1 at r = 1), not in p, where the
+                # two phases tie and the lowest-loss seed flips by chance: refine it last
+                prio = 1
+            elif seeds_too and sets[i, a] != sets[i, b]:
+                prio = 1
+            else:
+                continue
+            out.append((prio, -int(b - a), i, int(a + b) // 2))
+    return sorted(out)
+
+
+def _cells(ds: Any, dims: list[str], norm_t: float, sup_t: float) -> tuple[np.ndarray, ...]:
+    """(trained, best phase, phase-set bitmask) over (r, p) from a store."""
+    W = ds["W"].transpose(R, P, "seed", "hidden", "feature").values
+    loss = ds["loss"].transpose(R, P, "seed").values
+    fin = ds["finished"].transpose(R, P, "seed").values
+    usable = fin & ~ds["diverged"].transpose(R, P, "seed").values
+    ph = np.where(usable, extra_phase(W, norm_t, sup_t), -1)  # (r, p, seed)
+    best_seed = np.argmin(np.where(usable, loss, np.inf), -1)
+    best = np.take_along_axis(ph, best_seed[..., None], -1)[..., 0]
+    best = np.where(usable.any(-1), best, -1)
+    sets = np.zeros(best.shape, int)
+    for code in (IGNORED, DEDICATED, SUPERPOSED):
+        sets |= np.where((ph == code).any(-1), 1 << code, 0)
+    return fin.all(-1), best, sets
+
+
+def _check(cfg: DictConfig, plan: GridPlan) -> tuple[int, int | None, bool]:
+    ref = cfg.get("refine") or {}
+    levels, budget = ref.get("levels", 0), ref.get("budget")
+    seeds_too = ref.get("seed_disagreement", True)
+    if isinstance(levels, bool) or not isinstance(levels, int) or not 0 <= levels <= 8:
+        driver.fail(f"refine.levels={levels!r} is not allowed: expected an integer in [0, 8]")
+    if budget is not None and (
+        isinstance(budget, bool) or not isinstance(budget, int) or budget < 1
+    ):
+        driver.fail(f"refine.budget={budget!r} is not allowed: expected null or an integer >= 1")
+    if not isinstance(seeds_too, bool):
+        driver.fail(
+            f"refine.seed_disagreement={seeds_too!r} is not allowed: expected true or false"
+        )
+    if set(plan.axes) != {R, P} or len(plan.shapes) != 1:
+        driver.fail(
+            f"grid.axes={sorted(plan.axes)} is not allowed for refinement: expected "
+            "exactly the axes relative_importance and density, one model shape"
+        )
+    if list(plan.axes) != [R, P]:
+        driver.fail(
+            f"grid.axes order {list(plan.axes)} is not allowed for refinement: expected "
+            "relative_importance first, then density"
+        )
+    vals = plan.axes[P]
+    if any(v <= 0 for v in vals) or sorted(vals) != list(vals) or len(vals) < 2:
+        driver.fail(
+            f"grid.axes.density={vals} is not allowed for refinement: expected at least "
+            "two increasing positive densities"
+        )
+    return levels, budget, seeds_too
+
+
+def fine_config(cfg: DictConfig) -> DictConfig:
+    """The sweep config whose density axis is the fine grid (what the store records)."""
+    cfg = driver.task_config(cfg)
+    levels = OmegaConf.select(cfg, "refine.levels", default=0)
+    coarse = (
+        axis_values(OmegaConf.to_container(cfg.grid.axes[P], resolve=True), f"grid.axes.{P}")
+        if P in (cfg.grid.axes or {})
+        else []
+    )
+    if coarse and isinstance(levels, int) and not isinstance(levels, bool) and 0 <= levels <= 8:
+        with open_dict(cfg):
+            cfg.grid.axes[P] = fine_axis([float(v) for v in coarse], levels)
+    return cfg
+
+
+def _train(sweep: driver.Sweep, cells: list[tuple[int, int]], tag: str) -> float:
+    """Train the given (r, p) cells (all seeds) in one block and write each cell's region."""
+    plan, path, cfg = sweep.plan, sweep.path, sweep.cfg
+    shape = plan.shapes[0]
+    n_p, n_seed = len(plan.coords[P]), len(plan.seeds)
+    blocks = [
+        Block(
+            shape,
+            1_000_000 + i * n_p + j,
+            {R: slice(i, i + 1), P: slice(j, j + 1), "seed": slice(0, n_seed)},
+        )
+        for i, j in cells
+    ]
+    inst = [plan.instances(b) for b in blocks]
+    seeds = np.concatenate([x.seed for x in inst])
+    dens = np.concatenate([x.density for x in inst])
+    imp = np.concatenate([x.importance for x in inst])
+    # A checkpoint per set of cells: a resumed level trains exactly the same instances.
+    digest = hashlib.sha1(repr(cells).encode()).hexdigest()[:12]
+    ckpt_dir = path / ".jobs" / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ckpt = ckpt_dir / f"refine-{tag}-{digest}.pt"
+    res = train_block(
+        shape.model,
+        seeds,
+        dens,
+        imp,
+        shape.n_hidden,
+        cfg.train,
+        checkpoint=ckpt,
+        progress=bool(cfg.progress),
+        desc=f"refine {tag}",
+        correlation=shape.correlation,
+        set_size=int(cfg.data.set_size),
+    )
+    assert res is not None
+    for k, block in enumerate(blocks):
+        sl = slice(k * n_seed, (k + 1) * n_seed)
+        part = TrainResult(
+            res.W[sl],
+            res.b[sl],
+            res.loss[sl],
+            res.curve[sl],
+            res.diverged[sl],
+            res.seconds,
+            res.resumed_from,
+        )
+        store.write_block(path, plan, block, part)
+    ckpt.unlink(missing_ok=True)
+    return res.seconds
+
+
+def run(cfg: DictConfig) -> int:
+    """Coarse pass, then refinement levels, in one store; returns an exit code."""
+    fine = fine_config(cfg)
+    if str(fine.store.mode) == "overwrite":
+        # The engine's overwrite proves a new store by training its smallest block first: on a
+        # fine grid that block is untrained points by the thousand, not the coarse pass.
+        driver.fail(
+            "store.mode=overwrite is not allowed for a refined grid (refine.levels > 0): "
+            "expected resume; remove the store or pass store.path=<new path>"
+        )
+    try:  # every refusal before the store is touched
+        plan = GridPlan(fine)
+    except ConfigError as e:
+        driver.fail(f"{e} (in the sweep config)")
+    levels, budget, seeds_too = _check(fine, plan)
+    n_r, n_p, n_seed = len(plan.coords[R]), len(plan.coords[P]), len(plan.seeds)
+    step = 2**levels
+    norm_t = float(OmegaConf.select(fine, "analysis.norm_threshold", default=0.5))
+    sup_t = float(OmegaConf.select(fine, "analysis.superposition_threshold", default=0.5))
+    wanted = np.zeros((n_r, n_p), bool)
+    wanted[:, ::step] = True  # level 0: the coarse grid
+    if budget is not None and wanted.sum() * n_seed > budget:
+        driver.fail(
+            f"refine.budget={budget} is not allowed: expected at least the coarse "
+            f"pass, {int(wanted.sum()) * n_seed} models"
+        )
+    sweep = driver.prepare(fine)
+    plan, path = sweep.plan, sweep.path
+    trained_now, seconds, per_level = 0, 0.0, [int(wanted.sum())]
+    for level in range(levels + 1):
+        done, _, _ = _cells(store.open_store(path), plan.cell_dims, norm_t, sup_t)
+        todo = [(int(i), int(j)) for i, j in zip(*np.nonzero(wanted & ~done), strict=True)]
+        if todo:
+            seconds += _train(sweep, todo, f"L{level}")
+            trained_now += len(todo) * n_seed
+        if level == levels:
+            break
+        trained, best, sets = _cells(store.open_store(path), plan.cell_dims, norm_t, sup_t)
+        cands = select(wanted & trained, best, sets, seeds_too)
+        if budget is not None:
+            # Boundary intervals first; the others only with what the later levels' boundary
+            # intervals (about as many as now, per level) leave of the budget.
+            left = budget // n_seed - int(wanted.sum())
+            first = [c for c in cands if c[0] == 0][: max(left, 0)]
+            spare = left - len(first) - len(first) * (levels - level - 1)
+            cands = first + [c for c in cands if c[0] > 0][: max(spare, 0)]
+        picked = [(i, j) for _, _, i, j in cands]
+        if not picked:
+            break
+        per_level.append(len(picked))
+        for i, j in picked:
+            wanted[i, j] = True
+    wall = time.perf_counter() - sweep.started
+    total = int(wanted.sum()) * n_seed
+    # refine_complete tells the analysis callback that the untrained points are by design.
+    store.update_attrs(
+        path,
+        {
+            "refine_levels": levels,
+            "refine_budget": budget or 0,
+            "refine_models": total,
+            "refine_points_per_level": per_level,
+            "refine_complete": True,
+            "last_run_wall_seconds": round(wall, 2),
+        },
+    )
+    print(
+        f"sweep {fine.name}: refined {levels} levels, {total} models in the store "
+        f"(points per level {per_level}), trained {trained_now} now in {wall:.1f} s "
+        f"({seconds:.1f} s training); store {path}"
+    )
+    return 0
