@@ -354,6 +354,9 @@ def check_shapes(ds: xr.Dataset, path: Path) -> None:
         "feature": plan.max_features,
         "curve_step": len(curve_steps(int(cfg.train.steps), int(cfg.train.curve_points))),
     }
+    snaps = len(snapshot_steps(cfg.train.get("snapshots"), int(cfg.train.steps)))
+    if snaps:
+        want["snapshot_step"] = snaps
     have = {d: int(n) for d, n in ds.sizes.items()}
     chunks = tuple(ds["finished"].encoding.get("chunks") or ())
     if chunks and chunks != tuple(plan.chunks[d] for d in plan.cell_dims):
