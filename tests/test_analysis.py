@@ -352,7 +352,7 @@ def _foreign_zarr(dst: Path) -> Path:
         ("empty", "an empty directory, not a store"),
         ("foreign", "not a toysweep results store"),
         ("schema", "schema_version=99 but this toysweep reads schema_version=1"),
-        ("not_a_mapping", "config_yaml attr is not a mapping"),
+        ("not_a_mapping", "config_yaml attr cannot be read back"),
         ("bad_settings", "analysis.aggregate=median is not allowed: expected one of drop_worst"),
     ],
 )
