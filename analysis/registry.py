@@ -20,14 +20,17 @@ import yaml
 
 from analysis.context import FigureFn
 from analysis.figs import (
+    absval,
     arrows,
     boundary,
     curves,
+    dynamics,
     features,
     geometry,
     gram,
     latent,
     neurons,
+    perturbation,
     phase,
 )
 from analysis.settings import not_allowed
@@ -47,6 +50,9 @@ FIGURES: dict[str, FigureFn] = {
     "gram_grid": latent.gram_grid,
     "embeddings": latent.embeddings,
     "boundaries": boundary.draw,  # measured boundaries vs theory; 2→1 / 3→2 phase grids only
+    "dynamics": dynamics.draw,  # needs train.snapshots
+    "absval_check": absval.draw,  # absval: |x| computed? features per neuron
+    "perturbation": perturbation.draw,  # one feature's density varied (perturb grid)
 }
 
 CONF_GRIDS = Path(__file__).resolve().parent.parent / "conf" / "grid"

@@ -127,6 +127,10 @@ class TrainConfig:
     lr_schedule: LrSchedule = _f(LrSchedule.constant, "lr after warm-up")
     warmup_steps: int = _f(0, "linear warm-up steps (< steps)", lo=0)
     curve_points: int = _f(100, "loss-curve samples kept per model", lo=1, hi=100_000)
+    snapshots: Any = _f(
+        None,
+        "steps (from 1) at which W and b are stored: null, a list, or [log|lin, start, stop, num]",
+    )
     device: str = _f("auto", "auto | cpu | cuda | cuda:N")
     dtype: DType = _f(DType.float32, "float32 | float64")
     checkpoint_seconds: float = _f(60.0, "seconds between training checkpoints", lo=0, lo_open=True)
@@ -179,10 +183,8 @@ class AnalysisConfig:
 class RefineConfig:
     """Adaptive refinement of a phase grid along density (sweep/refine.py; issue 16)."""
 
-    levels: int = _f(0, "bisections of each density interval near boundaries (0: none)", lo=0,
-                     hi=8)
-    budget: int | None = _f(None, "most models in all, coarse pass included (null: no limit)",
-                            lo=1)
+    levels: int = _f(0, "bisections of each density interval near boundaries (0: none)", lo=0, hi=8)
+    budget: int | None = _f(None, "most models in all, coarse pass included (null: no limit)", lo=1)
     seed_disagreement: bool = _f(True, "with budget left, also bisect where seeds' phases differ")
 
 

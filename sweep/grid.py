@@ -19,7 +19,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from sweep import kinds
-from sweep.blocks import BlockJob
+from sweep.blocks import BlockJob, snapshot_steps
 from sweep.cores import resolve_workers
 from sweep.validate import CORRELATIONS, MAX_AXIS, MAX_CELLS, ConfigError, check_config
 
@@ -200,6 +200,10 @@ class GridPlan:
         per_elem = BYTES_PER_ELEMENT[str(self.cfg.train.backend)]
         batch = int(self.cfg.train.batch_size)
         per_inst = batch * self.max_features * per_elem
+        # train.snapshots: W, b (and W_out) per snapshot, held by the job until it writes, in
+        # float64 at most plus the float32 padded copy written to the store
+        snaps = len(snapshot_steps(self.cfg.train.get("snapshots"), int(self.cfg.train.steps)))
+        per_inst += snaps * (2 * self.max_hidden + 1) * self.max_features * 12
         budget = float(self.cfg.chunk.memory_mb) * 2**20
         # weights, gradients and AdamW moments of one model: ~8 float64-sized (hidden, feat)
         weights = self.max_hidden * self.max_features * 8 * 8

@@ -30,7 +30,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from sweep import kinds
-from sweep.blocks import TrainResult, curve_steps
+from sweep.blocks import TrainResult, curve_steps, snapshot_steps
 from sweep.grid import Block, GridPlan
 
 SCHEMA_VERSION = 1
@@ -57,6 +57,9 @@ def fingerprint(cfg: Any) -> str:
         part["chunk"] = {**part["chunk"], "memory_mb": int(mem)}
     for section, keys in NOT_RESULTS.items():
         part[section] = {k: v for k, v in (part[section] or {}).items() if k not in keys}
+    train: Any = part["train"]
+    if isinstance(train, dict) and "snapshots" in train and train["snapshots"] is None:
+        del train["snapshots"]  # unset: the fingerprint of stores made before the key
     fed = GridPlan(cfg).fed  # blocks cut for this many workers: a different count, other chunks
     if fed > 1:
         part["workers"] = fed
@@ -186,11 +189,27 @@ def template(plan: GridPlan, cfg: Any) -> xr.Dataset:
             "curve_step": record + 1,
         },
     )
-    if any(kinds.get(s.model).untied for s in plan.shapes):
+    untied = any(kinds.get(s.model).untied for s in plan.shapes)
+    if untied:
         dims_, arr = lazy(("hidden", "feature"), (nh, nf), np.float32, np.nan)
         ds["W_out"] = (dims_, arr)
         ds["W_out"].attrs["description"] = (
             "absval output weights W_out (feature, hidden), stored transposed as (hidden, feature)"
+        )
+    snaps = snapshot_steps(cfg.train.get("snapshots"), int(cfg.train.steps))
+    if len(snaps):  # learning dynamics: the weights at train.snapshots' steps
+        k = len(snaps)
+        ds = ds.assign_coords(snapshot_step=snaps)
+        ds["W_snapshot"] = lazy(
+            ("snapshot_step", "hidden", "feature"), (k, nh, nf), np.float32, np.nan
+        )
+        ds["b_snapshot"] = lazy(("snapshot_step", "feature"), (k, nf), np.float32, np.nan)
+        if untied:
+            ds["W_out_snapshot"] = lazy(
+                ("snapshot_step", "hidden", "feature"), (k, nh, nf), np.float32, np.nan
+            )
+        ds["W_snapshot"].attrs["description"] = (
+            "W after snapshot_step training steps (train.snapshots); NaN until written"
         )
     ds["finished"].encoding["chunks"] = tuple(chunks)
     ds["diverged"].encoding["chunks"] = tuple(chunks)
@@ -335,6 +354,9 @@ def check_shapes(ds: xr.Dataset, path: Path) -> None:
         "feature": plan.max_features,
         "curve_step": len(curve_steps(int(cfg.train.steps), int(cfg.train.curve_points))),
     }
+    snaps = len(snapshot_steps(cfg.train.get("snapshots"), int(cfg.train.steps)))
+    if snaps:
+        want["snapshot_step"] = snaps
     have = {d: int(n) for d, n in ds.sizes.items()}
     chunks = tuple(ds["finished"].encoding.get("chunks") or ())
     if chunks and chunks != tuple(plan.chunks[d] for d in plan.cell_dims):
@@ -507,6 +529,22 @@ def write_block(
         W_out = np.full((inst, nh, nf), np.nan, np.float32)
         W_out[:, :m, :n] = res.W_out.transpose(0, 2, 1)
         out["W_out"] = (dims + ["hidden", "feature"], W_out.reshape(*shape, nh, nf))
+    snap = plan.cell_dims + ["snapshot_step"]
+    # padded like W; W_out transposed to (hidden, feature)
+    Wsnap, bsnap = getattr(res, "W_snapshot", None), getattr(res, "b_snapshot", None)
+    Wout_snap = getattr(res, "W_out_snapshot", None)
+    if Wsnap is not None and bsnap is not None:
+        k = Wsnap.shape[1]
+        Ws = np.full((inst, k, nh, nf), np.nan, np.float32)
+        Ws[:, :, :m, :n] = Wsnap
+        out["W_snapshot"] = (snap + ["hidden", "feature"], Ws.reshape(*shape, k, nh, nf))
+        bs = np.full((inst, k, nf), np.nan, np.float32)
+        bs[:, :, :n] = bsnap
+        out["b_snapshot"] = (snap + ["feature"], bs.reshape(*shape, k, nf))
+        if Wout_snap is not None:
+            Wos = np.full((inst, k, nh, nf), np.nan, np.float32)
+            Wos[:, :, :m, :n] = Wout_snap.transpose(0, 1, 3, 2)
+            out["W_out_snapshot"] = (snap + ["hidden", "feature"], Wos.reshape(*shape, k, nh, nf))
     ds = xr.Dataset(
         {
             **out,

@@ -209,10 +209,11 @@ def train_block(
     device, dtype = trainer.W.device, trainer.W.dtype
     record = job.curve_steps
     curve = torch.full((inst, len(record)), float("nan"), device=device, dtype=dtype)
+    snaps = Snapshots(trainer, job.snapshot_steps)
     start = 0
     stamp = _stamp(job, identity)
     if checkpoint is not None and checkpoint.exists():
-        start = _load(checkpoint, trainer, curve, stamp)
+        start = _load(checkpoint, trainer, curve, stamp, snaps)
     if start:
         logging.getLogger(__name__).info(f"{desc}: resumed from step {start} ({checkpoint})")
     slot = {int(s): k for k, s in enumerate(record)}
@@ -233,6 +234,8 @@ def train_block(
         losses = trainer.step(step)  # (inst,)
         if step in slot:
             curve[:, slot[step]] = losses
+        if step + 1 in snaps.slot:  # W after step + 1 steps; a dict lookup on other steps
+            snaps.take(step + 1)
         if (step + 1) % tick == 0:
             bar.update(tick * inst)
             # models/s: whole trainings finished per second at the current pace
@@ -241,10 +244,10 @@ def train_block(
                 models_per_s=f"{done / max(time.perf_counter() - t0, 1e-9):.3g}", refresh=False
             )
         if checkpoint is not None and time.perf_counter() - last_save > tcfg.checkpoint_seconds:
-            _save(checkpoint, step + 1, trainer, curve, stamp)
+            _save(checkpoint, step + 1, trainer, curve, stamp, snaps)
             last_save = time.perf_counter()
         if stop_at is not None and step + 1 == stop_at and checkpoint is not None:
-            _save(checkpoint, step + 1, trainer, curve, stamp)
+            _save(checkpoint, step + 1, trainer, curve, stamp, snaps)
             bar.close()
             return None
     bar.close()
@@ -273,8 +276,53 @@ def train_block(
         W_out = trainer.W_out.detach().cpu().numpy()  # (inst, feat, hidden)
         diverged |= ~np.isfinite(W_out).all((1, 2))
     return TrainResult(
-        W, b, loss, curve.cpu().numpy(), diverged, time.perf_counter() - t0, start, W_out
+        W,
+        b,
+        loss,
+        curve.cpu().numpy(),
+        diverged,
+        time.perf_counter() - t0,
+        start,
+        W_out,
+        *snaps.arrays(),
     )
+
+
+class Snapshots:
+    """Copies of W, b (and W_out) at the steps of `train.snapshots`, NaN until taken.
+
+    Buffers: W (inst, snap, hidden, feat), b (inst, snap, feat), W_out (inst, snap, feat,
+    hidden). They are part of the checkpoint, so a resumed run keeps the snapshots it took.
+    """
+
+    def __init__(self, trainer: Any, steps: np.ndarray):
+        self.trainer = trainer
+        self.slot = {int(s): k for k, s in enumerate(steps)}  # step (1-based) -> index
+        self.names = ["W", "b"] + (["W_out"] if getattr(trainer, "W_out", None) is not None else [])
+        k = len(steps)
+        self.buf = (
+            {
+                n: torch.full(
+                    (getattr(trainer, n).shape[0], k, *getattr(trainer, n).shape[1:]),
+                    float("nan"),
+                    device=trainer.W.device,
+                    dtype=trainer.W.dtype,
+                )
+                for n in self.names
+            }
+            if k
+            else {}
+        )
+
+    def take(self, step: int) -> None:
+        with torch.no_grad():
+            for n in self.names:
+                self.buf[n][:, self.slot[step]] = getattr(self.trainer, n)
+
+    def arrays(self) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+        """(W, b, W_out) snapshot arrays, None for those not recorded."""
+        out = [self.buf[n].cpu().numpy() if n in self.buf else None for n in ("W", "b", "W_out")]
+        return out[0], out[1], out[2]
 
 
 def _stamp(job: BlockJob, identity: dict | None) -> dict:
@@ -287,10 +335,14 @@ def _stamp(job: BlockJob, identity: dict | None) -> dict:
         "n_features": job.n_features,
         "n_hidden": job.n_hidden,
         "seeds": [int(s) for s in job.seeds],
+        # only with snapshots, so checkpoints of runs without them still match
+        **({"snapshots": [int(s) for s in job.snapshot_steps]} if len(job.snapshot_steps) else {}),
     }
 
 
-def _save(path: Path, step: int, trainer, curve, stamp: dict) -> None:
+def _save(
+    path: Path, step: int, trainer, curve, stamp: dict, snaps: Snapshots | None = None
+) -> None:
     # Written to a temporary file then renamed, so a kill mid-write leaves the old checkpoint.
     tmp = path.with_suffix(".tmp")
     torch.save(
@@ -301,13 +353,14 @@ def _save(path: Path, step: int, trainer, curve, stamp: dict) -> None:
             "rng": trainer.sampler.state(),
             "curve": curve,
             "stamp": stamp,
+            "snapshots": snaps.buf if snaps is not None else {},
         },
         tmp,
     )
     os.replace(tmp, path)
 
 
-def _load(path: Path, trainer, curve, stamp: dict) -> int:
+def _load(path: Path, trainer, curve, stamp: dict, snaps: Snapshots | None = None) -> int:
     """Resume from a checkpoint of this very block and run; returns its step (0: not used)."""
     # weights_only: a checkpoint holds tensors and plain containers, nothing is unpickled.
     state = torch.load(path, map_location=curve.device, weights_only=True)
@@ -327,4 +380,7 @@ def _load(path: Path, trainer, curve, stamp: dict) -> int:
     trainer.load_state_dict(state)
     trainer.sampler.set_state([s.cpu() for s in state["rng"]])
     curve.copy_(state["curve"])
+    if snaps is not None:  # the stamp matched, so the saved buffers have these steps
+        for n, buf in snaps.buf.items():
+            buf.copy_(state["snapshots"][n])
     return int(state["step"])

@@ -15,6 +15,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from sweep.blocks import snapshot_steps
 from sweep.config import Correlation, range_words, ranged_keys
 from sweep.kinds import KINDS
 
@@ -138,6 +139,8 @@ def check_config(cfg: Any) -> None:
             feats,
             "distinct feature indices (no duplicates)",
         )
+    # one line naming train.snapshots if bad
+    snapshot_steps(OmegaConf.select(cfg, "train.snapshots", default=None), int(t.steps))
     require(
         t.warmup_steps < t.steps,
         "train.warmup_steps",

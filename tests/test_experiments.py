@@ -30,6 +30,8 @@ def tiny_overrides(name: str) -> list[str]:
     ]
     for key, values in axes.items():
         out.append(f"grid.axes.{key}=[{','.join(str(v) for v in values[:2])}]")
+    if cfg.train.get("snapshots") is not None:
+        out.append("train.snapshots=[log,1,5,3]")  # within the 5 steps
     return out
 
 
