@@ -353,7 +353,7 @@ def _foreign_zarr(dst: Path) -> Path:
         ("foreign", "not a toysweep results store"),
         ("schema", "schema_version=99 but this toysweep reads schema_version=1"),
         ("not_a_mapping", "config_yaml attr cannot be read back"),
-        ("bad_settings", "analysis.aggregate=median is not allowed: expected one of drop_worst"),
+        ("bad_settings", "Invalid value 'median', expected one of [drop_worst, lowest_loss]"),
     ],
 )
 def test_bad_input_one_line_and_untouched(
@@ -373,7 +373,8 @@ def test_bad_input_one_line_and_untouched(
     elif case == "bad_settings":
         cfg = config_of(xr.open_zarr(other_store))
         cfg["analysis"]["aggregate"] = "median"
-        _set_attr(copy_store(other_store, path), "config_yaml", yaml.safe_dump(cfg))
+        text = yaml.safe_dump(cfg, sort_keys=False)
+        _set_attr(copy_store(other_store, path), "config_yaml", text)
     before = tree_state(path) if path.is_dir() else None
     assert analysis_main([str(path)]) == 2
     err = capsys.readouterr().err
@@ -400,7 +401,8 @@ def test_errors_are_typed(tmp_path, other_store):
     # a store whose config names a family this analysis lacks: refused, unless the caller picks
     cfg = config_of(xr.open_zarr(other_store))
     cfg["analysis"]["figures"] = ["renamed_family"]
-    renamed = _set_attr(copy_store(other_store, tmp_path / "r"), "config_yaml", yaml.safe_dump(cfg))
+    text = yaml.safe_dump(cfg, sort_keys=False)
+    renamed = _set_attr(copy_store(other_store, tmp_path / "r"), "config_yaml", text)
     with pytest.raises(AnalysisError, match="analysis.figures=renamed_family is not allowed"):
         analyse(renamed)
     s = analyse(renamed, settings={"figures": ["loss_curves"]}, verbose=False)

@@ -36,7 +36,7 @@ def candidate_store(kind: str = "relu", mc_losses=(1e-5, 9e-5)) -> xr.Dataset:
             "feature_density": (["relative_importance", "density", "feature"], [[[P] * 3]]),
         },
         coords={"relative_importance": [R], "density": [P], "seed": [0, 1], "feature": [0, 1, 2]},
-        attrs={"config_yaml": yaml.safe_dump(cfg)},
+        attrs={"config_yaml": yaml.safe_dump(cfg, sort_keys=False)},
     )
 
 

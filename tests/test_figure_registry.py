@@ -42,7 +42,7 @@ def without_figures(store: Path, grid_name: str) -> Path:
     """The store as written before grids named their figures (no analysis.figures), renamed."""
     cfg = config_of(xr.open_zarr(store))
     cfg["analysis"].pop("figures", None)
-    set_attr(store, "config_yaml", yaml.safe_dump(cfg))
+    set_attr(store, "config_yaml", yaml.safe_dump(cfg, sort_keys=False))
     return set_attr(store, "grid_name", grid_name)
 
 

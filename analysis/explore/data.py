@@ -18,7 +18,8 @@ import xarray as xr
 import yaml
 
 from analysis import aggregate, metrics
-from sweep import store
+from sweep.store import StoreError, open_store
+from sweep.store import config_of as stored_config
 
 REQUIRED = ("W", "b", "loss", "loss_curve", "finished", "diverged", "importance", "feature_density")
 # What aggregate.model_metrics reads (it ranks seeds by the exact loss where one exists, which
@@ -43,8 +44,8 @@ def open_lazy(path: Path | str) -> xr.Dataset:
     if path.is_file():
         raise ExploreError(f"{path}: is a file, not a store (a store is a directory)")
     try:
-        ds = store.open_store(path)
-    except store.StoreError as e:
+        ds = open_store(path)
+    except StoreError as e:
         raise ExploreError(str(e)) from None
     missing = [v for v in REQUIRED if v not in ds]
     if missing:
@@ -53,9 +54,9 @@ def open_lazy(path: Path | str) -> xr.Dataset:
 
 
 def config_of(ds: xr.Dataset) -> dict:
-    """The store's resolved config (sweep.store.config_of), checked to be a mapping."""
+    """The store's resolved config (sweep.config_of), checked to be a mapping."""
     try:
-        cfg = store.config_of(ds)
+        cfg = stored_config(ds)
     except (KeyError, yaml.YAMLError) as e:
         raise ExploreError(f"store has no readable config_yaml attr ({type(e).__name__})") from None
     if not isinstance(cfg, dict):
