@@ -394,7 +394,7 @@ def test_cli_exit_code_and_stderr(tmp_path):
 def test_errors_are_typed(tmp_path, other_store):
     with pytest.raises(StoreError):
         analyse(tmp_path / "nope")
-    with pytest.raises(AnalysisError):
+    with pytest.raises(StoreError, match="config_yaml attr cannot be read back"):
         analyse(_set_attr(copy_store(other_store, tmp_path / "s"), "config_yaml", "[1]"))
     with pytest.raises(SettingsError):
         analyse(other_store, settings={"figures": ["nope"]})

@@ -85,7 +85,12 @@ def test_kill_and_term_at_random_points_then_resume(tmp_path, reference):
         proc = _start([*args, f"store.path={path}"], tmp_path)
         time.sleep(rng.uniform(2.5, 8.0))  # start-up (imports) takes ~2-3 s
         proc.send_signal(sig)
-        proc.communicate(timeout=60)
+        # The driver only, as `kill` would: its local worker processes may live on to finish
+        # (and write) the block they hold, and keep its output pipes open, so wait for the
+        # driver itself and stop reading.
+        proc.wait(timeout=60)
+        proc.stdout.close()
+        proc.stderr.close()
         if path.exists():
             _assert_finished_cells_match(path, reference)
         rerun = run_cli(["-m", "sweep", *args, f"store.path={path}"], cwd=tmp_path)

@@ -173,13 +173,30 @@ def test_cancelled_task_is_retried(tmp_path: Path) -> None:
     assert_same_store(path, _reference(tmp_path, [*TINY, "train.steps=100"]))
 
 
+# Makes training raise inside SLURM tasks only (SLURM_JOB_ID is set there, not in the driver):
+# a failure that no check before the sweep can see (a bad setting, e.g. train.device=cuda, is
+# now refused up front). Loaded by `site` from the tasks' PYTHONPATH.
+FAILING_TASK = """
+import os
+if os.environ.get("SLURM_JOB_ID"):
+    import sweep.train
+
+    def train_block(*args, **kwargs):
+        raise RuntimeError("planted failure inside the task")
+
+    sweep.train.train_block = train_block
+"""
+
+
 def test_failing_task_is_reported(tmp_path: Path) -> None:
-    """A task that raises (no CUDA on this machine): job id and log in the summary, exit 1."""
+    """A task that raises: job id and log in the summary, exit 1."""
     path = tmp_path / "store"
-    res = subprocess.run([sys.executable, *_cli(path, "train.steps=20", "train.device=cuda",
-                                                "retries=0")],
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(FAILING_TASK)
+    res = subprocess.run([sys.executable, *_cli(path, "train.steps=20", "retries=0")],
                          cwd=tmp_path, capture_output=True, text=True, timeout=DEADLINE_S,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+                         env={**os.environ, "PYTHONPATH": f"{inject}:{ROOT}"})
     assert res.returncode == 1, res.stdout + res.stderr
     assert "trained 0 models" in res.stdout and "0/12 cells finished" in res.stdout
     lines = [ln for ln in res.stderr.splitlines() if ln.startswith("  unfinished: ")]
