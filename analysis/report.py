@@ -24,7 +24,7 @@ import xarray as xr
 import yaml
 from matplotlib.figure import Figure
 
-from analysis import aggregate, registry, steps
+from analysis import aggregate, registry, steps, theory
 from analysis.context import Context
 from analysis.figs.style import save, theme
 from analysis.settings import Settings, SettingsError
@@ -47,29 +47,9 @@ class AnalysisError(RuntimeError):
 
 
 def phase_kind(cfg: Mapping[str, Any], ds: xr.Dataset) -> str | None:
-    """'2to1' or '3to2' when a store is a phase grid the closed forms describe, else None.
-
-    That is: ReLU model, n → m = 2 → 1 or 3 → 2, all importances 1 but the last feature's,
-    scaled by the relative_importance axis, one density for all features, and exactly the axes
-    relative_importance and density.
-    """
-    model, data = cfg.get("model") or {}, cfg.get("data") or {}
-    imp = data.get("importance") or {}
-    cell_dims = {d for d in ds["loss"].dims if d != "seed"}
-    if cell_dims != {"relative_importance", "density"} or model.get("kind") != "relu":
-        return None
-    if (
-        data.get("density_features") is not None
-        or imp.get("schedule") != "constant"
-        or float(imp.get("value", 1.0)) != 1.0
-    ):
-        return None
-    n, m = model.get("n_features"), model.get("n_hidden")
-    kinds: dict[tuple[Any, Any], str] = {(2, 1): "2to1", (3, 2): "3to2"}
-    kind = kinds.get((n, m))
-    if kind is None or list(data.get("relative_importance_features") or []) != [int(n or 0) - 1]:
-        return None
-    return kind
+    """'2to1' or '3to2' when a store is a phase grid the closed forms describe, else None
+    (analysis.theory.phase_kind over the store's cell dims)."""
+    return theory.phase_kind(cfg, (str(d) for d in ds["loss"].dims if d != "seed"))
 
 
 def load(store_path: Path | str) -> tuple[Path, xr.Dataset, dict[str, Any], Settings]:

@@ -10,8 +10,8 @@ feature whose phase the diagrams show; every feature has the same density p.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple
 
 import numpy as np
 import xarray as xr
@@ -222,3 +222,28 @@ def near_boundary(kind: str, relative_importance: np.ndarray, density: np.ndarra
     for di, dj in itertools.product((0, 1, 2), repeat=2):
         near |= padded[di : di + ni, dj : dj + nj] != phase.values
     return phase.copy(data=near).rename("near_boundary")
+
+
+def phase_kind(cfg: Mapping[str, Any], cell_dims: Iterable[str]) -> str | None:
+    """'2to1' or '3to2' when a store's config and cell dims are a phase grid the closed forms
+    describe, else None.
+
+    That is: ReLU model, n → m = 2 → 1 or 3 → 2, all importances 1 but the last feature's,
+    scaled by the relative_importance axis, one density for all features, and exactly the axes
+    relative_importance and density.
+    """
+    model, data = cfg.get("model") or {}, cfg.get("data") or {}
+    imp = data.get("importance") or {}
+    if set(cell_dims) != {"relative_importance", "density"} or model.get("kind") != "relu":
+        return None
+    if (
+        data.get("density_features") is not None
+        or imp.get("schedule") != "constant"
+        or float(imp.get("value", 1.0)) != 1.0
+    ):
+        return None
+    shape = (int(model.get("n_features") or 0), int(model.get("n_hidden") or 0))
+    kind = {(2, 1): "2to1", (3, 2): "3to2"}.get(shape)
+    if kind is None or list(data.get("relative_importance_features") or []) != [shape[0] - 1]:
+        return None
+    return kind

@@ -18,6 +18,7 @@ import xarray as xr
 import yaml
 
 from analysis import aggregate, metrics
+from analysis.theory import phase_kind
 from sweep.store import StoreError, open_store
 from sweep.store import config_of as stored_config
 
@@ -62,30 +63,6 @@ def config_of(ds: xr.Dataset) -> dict:
     if not isinstance(cfg, dict):
         raise ExploreError("store's config_yaml attr is not a mapping")
     return cfg
-
-
-def phase_kind(cfg: dict, cell_dims: list[str]) -> str | None:
-    """'2to1' / '3to2' for a phase grid the closed forms describe, else None.
-
-    The same test as analysis.report.phase_kind (kept here so the explorer depends only on
-    the stable modules): ReLU, 2→1 or 3→2, constant importance 1 but the last feature's,
-    scaled by relative_importance, one density, axes exactly relative_importance and density.
-    """
-    model, data = cfg.get("model") or {}, cfg.get("data") or {}
-    imp = data.get("importance") or {}
-    if set(cell_dims) != {"relative_importance", "density"} or model.get("kind") != "relu":
-        return None
-    if (
-        data.get("density_features") is not None
-        or imp.get("schedule") != "constant"
-        or float(imp.get("value", 1.0)) != 1.0
-    ):
-        return None
-    shape = (int(model.get("n_features") or 0), int(model.get("n_hidden") or 0))
-    kind = {(2, 1): "2to1", (3, 2): "3to2"}.get(shape)
-    if kind is None or list(data.get("relative_importance_features") or []) != [shape[0] - 1]:
-        return None
-    return kind
 
 
 def label(value: object) -> str:
