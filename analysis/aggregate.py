@@ -38,7 +38,7 @@ EXACT_CHUNK = 128
 def exact_losses(ds: xr.Dataset, usable: np.ndarray) -> np.ndarray | None:
     """Exact expected loss (quadrature) of every usable model, (..., seed), NaN elsewhere; or
     None where it cannot be computed: only the ReLU output model on independent features with
-    n <= 4 has it (analysis.exact_loss).
+    n <= 4 has it (sweep.quadrature).
 
     Why: the loss a job stores is a Monte Carlo estimate on 8,192 fresh samples, too noisy to
     rank seeds when features are sparse. In the 3->2 grid at p = 0.01 those samples hold about
@@ -46,13 +46,13 @@ def exact_losses(ds: xr.Dataset, usable: np.ndarray) -> np.ndarray | None:
     dimension; on the default phase3 grid the lowest-MC-loss seed was a local minimum in 7 of
     174 cells away from the boundaries, the lowest-exact-loss seed in none.
     """
-    from analysis.exact_loss import _MAX_FEATURES, expected_loss
+    from sweep.quadrature import MAX_FEATURES, expected_loss
 
     cfg = yaml.safe_load(ds.attrs.get("config_yaml", "")) or {}
     model, data = cfg.get("model") or {}, cfg.get("data") or {}
     if model.get("kind") != "relu" or "model" in ds.dims or "correlation" in ds.dims:
         return None
-    if data.get("correlation", "none") != "none" or ds.sizes["feature"] > _MAX_FEATURES:
+    if data.get("correlation", "none") != "none" or ds.sizes["feature"] > MAX_FEATURES:
         return None
     W = ds["W"].transpose(..., SEED, "hidden", "feature")
     dims = W.dims[:-2]

@@ -18,8 +18,16 @@ under independent label noise; ties go to the middle optimal split. Its location
   both phases (the gap changes sign there by construction, and it is smooth in p);
 - else the geometric midpoint of those two points (error at most half their spacing).
 
-The bootstrap resamples the seeds of every cell with replacement, recomputes each cell's
-phase by lowest loss and re-locates; the band runs from the 2.5 % quantile of the trained point
+The bootstrap resamples seeds with replacement, the same draw for every cell of a row, and
+recomputes each cell's phase by lowest loss and re-locates. Why one draw per row: a seed is one
+initial W used at every cell (sweep.train's init depends on the seed alone), and which minimum
+a run reaches is mostly decided by that initial W (2→1: the sign of W1·W2; 2 of 5 seeds reach
+the superposed minimum at every density near the boundary), so the seed is the sampling unit
+and a row's cells are not independent samples. Drawn per cell, resamples lost the successful
+seeds at one cell but not at its neighbours and moved the split to trained points 2-8 fine
+steps away (bands 0.03-0.14 decades on a row whose phases all seeds order the same way). A
+resample with no seed of one of the two phases finds no boundary and is left out; the share
+that found it is `_boot_valid`. The band runs from the 2.5 % quantile of the trained point
 below each resample's split to the 97.5 % quantile of the point above it, so it covers the
 grid's resolution as well as the seeds' uncertainty (a band of locations alone collapses to a
 point wherever all seeds agree, however coarse the grid). Untrained cells
@@ -165,12 +173,13 @@ def bootstrap_row(
     interpolate: bool = True,
 ) -> np.ndarray:
     """(n_boot, 3): location and the two points of the split (below, above) of seed-resampled
-    rows, each point's seeds drawn with replacement; NaN where a resample finds no boundary."""
+    rows, the row's seeds drawn with replacement (one draw for all its points: a seed is one
+    initial W at every point); NaN where a resample finds no boundary."""
     rng = np.random.default_rng(seed)
     n_pt, n_seed = phase.shape
     out = np.empty((n_boot, 3))
     for k in range(n_boot):
-        pick = rng.integers(0, n_seed, size=(n_pt, n_seed))
+        pick = np.broadcast_to(rng.integers(0, n_seed, size=n_seed), (n_pt, n_seed))
         out[k] = _locate_row(
             x,
             np.take_along_axis(phase, pick, -1),

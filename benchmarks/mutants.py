@@ -157,7 +157,7 @@ FAULTS = [
           "np.where(r <= 1, 4 * r / (2 + 5 * r), np.nan)",
           "np.where(r <= 1, 4 * r / (2 + 4 * r), np.nan)",
           "2→1 boundary 4r/(2+4r) instead of 4r/(2+5r)", THEORY),
-    Fault("quadrature-density", "theory", "analysis/exact_loss.py",
+    Fault("quadrature-density", "theory", "sweep/quadrature.py",
           "prob = np.prod(np.where(pl.masks, p[..., None, :], 1 - p[..., None, :]), axis=-1)",
           "prob = np.prod(np.where(pl.masks, p[..., None, :] ** 2, 1 - p[..., None, :]), axis=-1)",
           "exact expected loss: active probability p² instead of p", THEORY),

@@ -22,8 +22,12 @@ Every decision is a pure function of stored results, so a rerun of the same comm
 the same levels and trains only the points not yet finished (resume).
 
 The engine must not import analysis/, so the small classifier below (norm and superposition
-thresholds, the same rule as analysis.metrics.classify_phases) lives here; seeds are ranked by
-the store's loss.
+thresholds, the same rule as analysis.metrics.classify_phases) lives here. Seeds are ranked by
+their exact expected loss (sweep.quadrature) where it exists (ReLU output model, independent
+features, n <= 4), as the analysis ranks them; else by the store's loss. Why: the stored loss is
+a Monte Carlo estimate whose noise (~1 %) exceeds the gap between the competing minima near a
+boundary; ranked by it, a 2→1 run picked the wrong phase next to the boundary on 5 of 15 rows
+and bisected intervals the analysis then did not bracket the boundary with.
 
 Not done yet: a level trains in this process, as one vectorised block (the models of a level
 are few, ~100), not through the Hydra launcher, so a refinement does not use SLURM; the r axis
@@ -39,7 +43,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from sweep import driver, store
+from sweep import driver, quadrature, store
 from sweep.grid import Block, GridPlan, axis_values
 from sweep.train import TrainResult, train_block
 from sweep.validate import ConfigError
@@ -101,12 +105,38 @@ def select(
     return sorted(out)
 
 
-def _cells(ds: Any, dims: list[str], norm_t: float, sup_t: float) -> tuple[np.ndarray, ...]:
+def exact_ranking(cfg: DictConfig) -> bool:
+    """Whether seeds can be ranked by their exact expected loss (sweep.quadrature)."""
+    return (
+        str(cfg.model.kind) == "relu"
+        and str(cfg.data.correlation) == "none"
+        and int(cfg.model.n_features) <= quadrature.MAX_FEATURES
+    )
+
+
+def ranking_loss(ds: Any, usable: np.ndarray, exact: bool) -> np.ndarray:
+    """(r, p, seed) loss the seeds are ranked by: exact expected loss or the stored one."""
+    if not exact:
+        return np.asarray(ds["loss"].transpose(R, P, "seed").values, dtype=float)
+    W = ds["W"].transpose(R, P, "seed", "hidden", "feature").values.astype(float)
+    b = ds["b"].transpose(R, P, "seed", "feature").values.astype(float)
+    cells = ds["loss"].transpose(R, P, "seed")
+    imp = ds["importance"].broadcast_like(cells).transpose(R, P, "seed", "feature").values
+    dens = ds["feature_density"].broadcast_like(cells).transpose(R, P, "seed", "feature").values
+    out = np.full(usable.shape, np.inf)
+    idx = np.argwhere(usable)
+    for a in range(0, len(idx), 128):  # work arrays (models, quadrature rows): ~100 MB at n = 4
+        k = tuple(idx[a : a + 128].T)
+        out[k] = quadrature.expected_loss(W[k], b[k], imp[k], dens[k])
+    return out
+
+
+def _cells(ds: Any, exact: bool, norm_t: float, sup_t: float) -> tuple[np.ndarray, ...]:
     """(trained, best phase, phase-set bitmask) over (r, p) from a store."""
     W = ds["W"].transpose(R, P, "seed", "hidden", "feature").values
-    loss = ds["loss"].transpose(R, P, "seed").values
     fin = ds["finished"].transpose(R, P, "seed").values
     usable = fin & ~ds["diverged"].transpose(R, P, "seed").values
+    loss = ranking_loss(ds, usable, exact)
     ph = np.where(usable, extra_phase(W, norm_t, sup_t), -1)  # (r, p, seed)
     best_seed = np.argmin(np.where(usable, loss, np.inf), -1)
     best = np.take_along_axis(ph, best_seed[..., None], -1)[..., 0]
@@ -236,6 +266,7 @@ def run(cfg: DictConfig) -> int:
     step = 2**levels
     norm_t = float(OmegaConf.select(fine, "analysis.norm_threshold", default=0.5))
     sup_t = float(OmegaConf.select(fine, "analysis.superposition_threshold", default=0.5))
+    exact = exact_ranking(fine)
     wanted = np.zeros((n_r, n_p), bool)
     wanted[:, ::step] = True  # level 0: the coarse grid
     if budget is not None and wanted.sum() * n_seed > budget:
@@ -247,14 +278,14 @@ def run(cfg: DictConfig) -> int:
     plan, path = sweep.plan, sweep.path
     trained_now, seconds, per_level = 0, 0.0, [int(wanted.sum())]
     for level in range(levels + 1):
-        done, _, _ = _cells(store.open_store(path), plan.cell_dims, norm_t, sup_t)
+        done, _, _ = _cells(store.open_store(path), False, norm_t, sup_t)
         todo = [(int(i), int(j)) for i, j in zip(*np.nonzero(wanted & ~done), strict=True)]
         if todo:
             seconds += _train(sweep, todo, f"L{level}")
             trained_now += len(todo) * n_seed
         if level == levels:
             break
-        trained, best, sets = _cells(store.open_store(path), plan.cell_dims, norm_t, sup_t)
+        trained, best, sets = _cells(store.open_store(path), exact, norm_t, sup_t)
         cands = select(wanted & trained, best, sets, seeds_too)
         if budget is not None:
             # Boundary intervals first; the others only with what the later levels' boundary
@@ -280,6 +311,7 @@ def run(cfg: DictConfig) -> int:
             "refine_models": total,
             "refine_points_per_level": per_level,
             "refine_complete": True,
+            "refine_seed_ranking": "exact expected loss" if exact else "stored loss",
             "last_run_wall_seconds": round(wall, 2),
         },
     )

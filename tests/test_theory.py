@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from analysis import exact_loss
+from sweep import quadrature
 from analysis.metrics import DEDICATED, IGNORED, SUPERPOSED, classify_phases
 from analysis.theory import (
     CANDIDATES,
@@ -43,8 +43,8 @@ def test_closed_forms_match_monte_carlo_and_quadrature(kind, r, p):
         W, b = candidate_params(kind, name, p)
         mean, sem = monte_carlo_loss(x, W, b, importance)
         assert abs(mean - closed) < 5 * sem, (name, mean, sem, closed)
-        quadrature = float(expected_loss(W, b, importance, p))
-        assert quadrature == pytest.approx(float(closed), rel=1e-12, abs=1e-15), name
+        exact = float(expected_loss(W, b, importance, p))
+        assert exact == pytest.approx(float(closed), rel=1e-12, abs=1e-15), name
 
 
 def test_quadrature_matches_monte_carlo_and_finer_rule_at_random_weights(monkeypatch):
@@ -59,8 +59,8 @@ def test_quadrature_matches_monte_carlo_and_finer_rule_at_random_weights(monkeyp
         if n == 4:  # 4x the panels in 3 outer dimensions is 64x the work: skip
             continue
         with monkeypatch.context() as patch:  # the same rule with 4x the panels
-            finer_rule = exact_loss._plan(n, panels=4 * exact_loss._PANELS)
-            patch.setattr(exact_loss, "_plan", lambda n, rule=finer_rule: rule)
+            finer_rule = quadrature._plan(n, panels=4 * quadrature._PANELS)
+            patch.setattr(quadrature, "_plan", lambda n, rule=finer_rule: rule)
             finer = float(expected_loss(W, b, importance, density))
         assert loss == pytest.approx(finer, rel=1e-6)
 
@@ -69,7 +69,7 @@ def test_gradient_matches_finite_differences():
     rng = np.random.default_rng(2)
     W, b = rng.normal(size=(2, 3)), rng.normal(scale=0.3, size=3)
     importance, density = np.array([1.0, 1.0, 0.5]), np.array([0.3, 0.1, 0.6])
-    _, g_W, g_b = exact_loss._loss_and_grad(W, b, importance, density)
+    _, g_W, g_b = quadrature._loss_and_grad(W, b, importance, density)
     eps = 1e-6
     for idx in np.ndindex(W.shape):
         step = np.zeros_like(W)
