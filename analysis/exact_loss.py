@@ -18,6 +18,7 @@ from analysis.metrics import classify_phases
 from sweep.quadrature import MAX_FEATURES as _MAX_FEATURES  # noqa: F401
 from sweep.quadrature import ArrayLike, _loss_and_grad, expected_loss  # noqa: F401
 
+
 def minimise_expected_loss(
     n: int, m: int, importance: ArrayLike, density: ArrayLike, starts: int = 8, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, float]:

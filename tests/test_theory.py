@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 
-from sweep import quadrature
 from analysis.metrics import DEDICATED, IGNORED, SUPERPOSED, classify_phases
 from analysis.theory import (
     CANDIDATES,
@@ -19,6 +18,7 @@ from analysis.theory import (
     near_boundary,
     numerical_phase_map,
 )
+from sweep import quadrature
 
 
 def sample(n, density, samples, seed):
