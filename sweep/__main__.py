@@ -133,6 +133,10 @@ def main(cfg: DictConfig) -> dict | int:
 
     if cfg.block is None:  # RUN mode (hydra.mode=RUN): the whole sweep in this process
         return driver.run(cfg)
+    if str(cfg.block).startswith("refine-"):  # a job of an adaptive refinement's level
+        from sweep import refine
+
+        return refine.run_job(cfg)
     return driver.run_block(cfg)
 
 

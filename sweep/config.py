@@ -186,6 +186,7 @@ class RefineConfig:
     levels: int = _f(0, "bisections of each density interval near boundaries (0: none)", lo=0, hi=8)
     budget: int | None = _f(None, "most models in all, coarse pass included (null: no limit)", lo=1)
     seed_disagreement: bool = _f(True, "with budget left, also bisect where seeds' phases differ")
+    cells: str | None = _f(None, "set per job by the refinement: its cells 'i:j,...' (not by hand)")
 
 
 @dataclass

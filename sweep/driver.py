@@ -229,7 +229,7 @@ def _replace(path: Path, plan: GridPlan, cfg: DictConfig) -> str:
         )
     finally:
         side.with_name(f".{side.name}.swap").unlink(missing_ok=True)
-    with _swap_lock(path, exclusive=True):
+    with swap_lock(path, exclusive=True):
         try:
             store.swap_in(side, path)
         except store.StoreError as e:
@@ -238,7 +238,7 @@ def _replace(path: Path, plan: GridPlan, cfg: DictConfig) -> str:
     return first.key()
 
 
-def _swap_lock(path: Path, exclusive: bool) -> Any:
+def swap_lock(path: Path, exclusive: bool) -> Any:
     """Jobs hold this shared while they check the store's identity and write; the driver holds
     it exclusive while it swaps a new store in. So no job writes into a store that replaced the
     one it checked (a job of an older, overwritten run then finds the new identity and stops)."""
@@ -275,7 +275,7 @@ def hydra_quote(value: str) -> str:
     return f"'{inner}'"
 
 
-def _block_lock(path: Path, key: str) -> Any:
+def block_lock(path: Path, key: str) -> Any:
     """An open file holding an exclusive lock on one block (released when closed or on exit).
 
     Two jobs can get the same block, e.g. one left running by a driver that was killed and one
@@ -302,7 +302,7 @@ def run_block(cfg: DictConfig) -> dict:
     expected = {"fingerprint": store.fingerprint(cfg), "run_id": cfg.store.run_id}
     try:
         store.check_identity(path, expected)
-        with _block_lock(path, block.key()):
+        with block_lock(path, block.key()):
             if store.block_finished(path, plan, block):
                 return {"block": block.key(), "models": 0, "skipped": True}
             ckpt_dir = path / ".jobs" / "checkpoints"
@@ -311,7 +311,7 @@ def run_block(cfg: DictConfig) -> dict:
             job = plan.job(block)
             res = train_block(job, checkpoint=ckpt, progress=bool(cfg.progress), identity=expected)
             assert res is not None  # None only with stop_at
-            with _swap_lock(path, exclusive=False):
+            with swap_lock(path, exclusive=False):
                 store.write_block(path, plan, block, res, expected)
             ckpt.unlink(missing_ok=True)
     except store.StaleWrite as e:

@@ -29,15 +29,22 @@ a Monte Carlo estimate whose noise (~1 %) exceeds the gap between the competing 
 boundary; ranked by it, a 2→1 run picked the wrong phase next to the boundary on 5 of 15 rows
 and bisected intervals the analysis then did not bracket the boundary with.
 
-Not done yet: a level trains in this process, as one vectorised block (the models of a level
-are few, ~100), not through the Hydra launcher, so a refinement does not use SLURM; the r axis
-is not refined (the p(r) boundaries need rows; r = 1, where 2→1 has a boundary in r, is a row).
+Levels are jobs like any other: `python -m sweep` hands each level's cells, cut into one job per
+worker (`block=refine-L<level>-<digest>`, `refine.cells=i:j,...`), to the configured Hydra
+launcher (local workers or SLURM), waits for them, relaunches unfinished ones up to `retries`
+times, and only then decides the next level from the store. Jobs check the store's identity
+and take a lock per job, as the grid's blocks do. Not done: the r axis is not refined (the p(r)
+boundaries need rows; r = 1, where 2→1 has a boundary in r, is a row).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,6 +55,7 @@ from sweep.grid import Block, GridPlan, axis_values
 from sweep.train import TrainResult, train_block
 from sweep.validate import ConfigError
 
+log = logging.getLogger(__name__)
 R, P = "relative_importance", "density"
 IGNORED, DEDICATED, SUPERPOSED = 0, 1, 2  # analysis.metrics' codes
 
@@ -195,9 +203,26 @@ def fine_config(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-def _train(sweep: driver.Sweep, cells: list[tuple[int, int]], tag: str) -> float:
+def cells_spec(cells: list[tuple[int, int]]) -> str:
+    """A job's cells as `refine.cells`: "i:j,i:j" ((r, p) indices on the fine grid)."""
+    return ",".join(f"{i}:{j}" for i, j in cells)
+
+
+def parse_cells(spec: str, n_r: int, n_p: int) -> list[tuple[int, int]]:
+    """`refine.cells` back to (r, p) indices; ValueError on anything else."""
+    cells = []
+    for part in str(spec).split(","):
+        i, j = (int(v) for v in part.split(":"))
+        if not (0 <= i < n_r and 0 <= j < n_p):
+            raise ValueError(f"cell {part} is outside the {n_r} x {n_p} fine grid")
+        cells.append((i, j))
+    return cells
+
+
+def _train(
+    plan: GridPlan, path: Path, cfg: DictConfig, cells: list[tuple[int, int]], tag: str, ident: dict
+) -> float:
     """Train the given (r, p) cells (all seeds) in one block and write each cell's region."""
-    plan, path, cfg = sweep.plan, sweep.path, sweep.cfg
     shape = plan.shapes[0]
     n_p, n_seed = len(plan.coords[P]), len(plan.seeds)
     blocks = [
@@ -212,11 +237,10 @@ def _train(sweep: driver.Sweep, cells: list[tuple[int, int]], tag: str) -> float
     seeds = np.concatenate([x.seed for x in inst])
     dens = np.concatenate([x.density for x in inst])
     imp = np.concatenate([x.importance for x in inst])
-    # A checkpoint per set of cells: a resumed level trains exactly the same instances.
-    digest = hashlib.sha1(repr(cells).encode()).hexdigest()[:12]
+    # A checkpoint per job: a job's tag names its cells, so a resumed job trains the same ones.
     ckpt_dir = path / ".jobs" / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    ckpt = ckpt_dir / f"refine-{tag}-{digest}.pt"
+    ckpt = ckpt_dir / f"{tag}.pt"
     res = train_block(
         shape.model,
         seeds,
@@ -226,30 +250,126 @@ def _train(sweep: driver.Sweep, cells: list[tuple[int, int]], tag: str) -> float
         cfg.train,
         checkpoint=ckpt,
         progress=bool(cfg.progress),
-        desc=f"refine {tag}",
+        desc=tag,
         correlation=shape.correlation,
         set_size=int(cfg.data.set_size),
     )
     assert res is not None
-    for k, block in enumerate(blocks):
-        sl = slice(k * n_seed, (k + 1) * n_seed)
-        part = TrainResult(
-            res.W[sl],
-            res.b[sl],
-            res.loss[sl],
-            res.curve[sl],
-            res.diverged[sl],
-            res.seconds,
-            res.resumed_from,
-        )
-        store.write_block(path, plan, block, part)
+    with driver.swap_lock(path, exclusive=False):  # not while an overwrite swaps stores
+        for k, block in enumerate(blocks):
+            sl = slice(k * n_seed, (k + 1) * n_seed)
+            part = TrainResult(
+                res.W[sl],
+                res.b[sl],
+                res.loss[sl],
+                res.curve[sl],
+                res.diverged[sl],
+                res.seconds,
+                res.resumed_from,
+            )
+            store.write_block(path, plan, block, part, ident)
     ckpt.unlink(missing_ok=True)
     return res.seconds
 
 
-def run(cfg: DictConfig) -> int:
-    """Coarse pass, then refinement levels, in one store; returns an exit code."""
+def _finished(path: Path) -> np.ndarray:
+    """(r, p) bool: points whose every seed is finished."""
+    fin = store.open_store(path)["finished"].transpose(R, P, "seed").values
+    return np.asarray(np.asarray(fin, dtype=bool).all(-1))
+
+
+def run_job(cfg: DictConfig) -> dict:
+    """The body of one refinement job (block=refine-..., refine.cells=...): train those cells
+    that are not finished yet. Like driver.run_block: it writes nothing into a store that is
+    not the run it was launched for (a stale job), and two jobs of one tag take turns."""
     fine = fine_config(cfg)
+    plan = GridPlan(fine)
+    path = Path(str(fine.store.path))
+    tag = str(fine.block)
+    cells = parse_cells(str(fine.refine.cells), len(plan.coords[R]), len(plan.coords[P]))
+    ident = {"fingerprint": store.fingerprint(fine), "run_id": fine.store.run_id}
+    try:
+        store.check_identity(path, ident)
+        with driver.block_lock(path, tag):
+            fin = _finished(path)
+            todo = [c for c in cells if not fin[c]]
+            seconds = _train(plan, path, fine, todo, tag, ident) if todo else 0.0
+    except store.StaleWrite as e:
+        log.warning(f"{tag}: stale job, nothing written: {e}")
+        return {"block": tag, "models": 0, "stale": True}
+    return {"block": tag, "models": len(todo) * len(plan.seeds), "seconds": seconds}
+
+
+# launch(sweep, [(tag, cells spec), ...]) -> {tag: failure report}: how a level's jobs run
+Launch = Callable[[driver.Sweep, list[tuple[str, str]]], dict[str, str]]
+
+
+def in_process(cfg: DictConfig) -> Launch:
+    """A launch that runs a level's jobs one after the other in this process (driver.run,
+    tests). cfg: the sweep's config as given (coarse axis), as a launched job composes it."""
+
+    def launch(sweep: driver.Sweep, jobs: list[tuple[str, str]]) -> dict[str, str]:
+        return _run_here(cfg, sweep, jobs)
+
+    return launch
+
+
+def _run_here(cfg: DictConfig, sweep: driver.Sweep, jobs: list[tuple[str, str]]) -> dict[str, str]:
+    failed = {}
+    for tag, cells in jobs:
+        job = driver.job_config(cfg, sweep.path, tag)
+        with open_dict(job):
+            job.refine.cells = cells
+        try:
+            run_job(job)
+        except Exception as e:  # noqa: BLE001 - reported, the level goes on
+            failed[tag] = f"{type(e).__name__}: {e}"
+    return failed
+
+
+def _jobs(sweep: driver.Sweep, cells: list[tuple[int, int]], level: int) -> list[tuple[str, str]]:
+    """A level's cells cut into jobs: one per worker (chunk.max_instances caps a job's models),
+    each named by a digest of its cells, so a rerun of the level gets the same names."""
+    n_seed = len(sweep.plan.seeds)
+    cap = OmegaConf.select(sweep.cfg, "chunk.max_instances", default=None)
+    per_job = -(-len(cells) // max(1, min(int(sweep.plan.workers), len(cells))))
+    if cap:
+        per_job = max(1, min(per_job, int(cap) // n_seed))
+    out = []
+    for a in range(0, len(cells), per_job):
+        part = cells[a : a + per_job]
+        digest = hashlib.sha1(repr(part).encode()).hexdigest()[:12]
+        out.append((f"refine-L{level}-{digest}", cells_spec(part)))
+    return out
+
+
+def _level(sweep: driver.Sweep, todo: list[tuple[int, int]], level: int, launch: Launch) -> int:
+    """Train a level's cells as jobs, relaunching unfinished ones up to `retries` times.
+    Returns the number of cells still unfinished (their failures printed)."""
+    why: dict[str, str] = {}
+    for attempt in range(int(sweep.cfg.retries) + 1):
+        fin = _finished(sweep.path)
+        left = [c for c in todo if not fin[c]]
+        if not left:
+            return 0
+        if attempt:
+            log.warning(f"retrying {len(left)} unfinished cell(s), attempt {attempt + 1}")
+        jobs = _jobs(sweep, left, level)
+        why.update(launch(sweep, jobs))
+    fin = _finished(sweep.path)
+    left = [c for c in todo if not fin[c]]
+    for tag, line in why.items():
+        print(f"  unfinished: {tag}: {line}", file=sys.stderr)
+    return len(left)
+
+
+def run(cfg: DictConfig, launch: Launch | None = None) -> int:
+    """Coarse pass, then refinement levels, in one store; returns an exit code.
+
+    launch: how a level's jobs run; the Hydra sweeper passes its launcher (local workers,
+    SLURM), driver.run and the tests run them in this process."""
+    fine = fine_config(cfg)
+    launch = launch or in_process(cfg)
     if str(fine.store.mode) == "overwrite":
         # The engine's overwrite proves a new store by training its smallest block first: on a
         # fine grid that block is untrained points by the thousand, not the coarse pass.
@@ -276,12 +396,19 @@ def run(cfg: DictConfig) -> int:
         )
     sweep = driver.prepare(fine)
     plan, path = sweep.plan, sweep.path
-    trained_now, seconds, per_level = 0, 0.0, [int(wanted.sum())]
+    trained_now, per_level = 0, [int(wanted.sum())]
     for level in range(levels + 1):
         done, _, _ = _cells(store.open_store(path), False, norm_t, sup_t)
         todo = [(int(i), int(j)) for i, j in zip(*np.nonzero(wanted & ~done), strict=True)]
         if todo:
-            seconds += _train(sweep, todo, f"L{level}")
+            unfinished = _level(sweep, todo, level, launch)
+            if unfinished:
+                print(
+                    f"error: level {level}: {unfinished} of {len(todo)} points unfinished; "
+                    "rerun the same command to train only those",
+                    file=sys.stderr,
+                )
+                return 1
             trained_now += len(todo) * n_seed
         if level == levels:
             break
@@ -317,7 +444,7 @@ def run(cfg: DictConfig) -> int:
     )
     print(
         f"sweep {fine.name}: refined {levels} levels, {total} models in the store "
-        f"(points per level {per_level}), trained {trained_now} now in {wall:.1f} s "
-        f"({seconds:.1f} s training); store {path}"
+        f"(points per level {per_level}), trained {trained_now} now in {wall:.1f} s; "
+        f"store {path}"
     )
     return 0

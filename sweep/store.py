@@ -87,10 +87,11 @@ def identity(path: Path) -> dict:
 
 def check_identity(path: Path, expected: dict) -> None:
     """Refuse to touch a store whose identity is not the one a job was launched for: its
-    creation id (unique to one creation, hence to one config), else its fingerprint."""
+    creation id (unique to one creation) and its fingerprint (the job's own config's: a job
+    whose settings differ from the store's, run id or not, would write other numbers there)."""
     found = identity(path)
-    key = "run_id" if expected.get("run_id") is not None else "fingerprint"
-    if found.get(key) != expected.get(key):
+    keys = [k for k in ("run_id", "fingerprint") if expected.get(k) is not None]
+    if any(found.get(k) != expected.get(k) for k in keys):
         raise StaleWrite(
             f"{path}: the store there is run {found.get('run_id')} (fingerprint "
             f"{found.get('fingerprint')}), not run {expected.get('run_id')} "

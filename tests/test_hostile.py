@@ -463,6 +463,27 @@ def test_stale_job_of_an_overwritten_store_writes_nothing(finished, tmp_path, ca
     assert tree_hash(path) == before
 
 
+def test_job_with_the_run_id_but_other_settings_writes_nothing(finished, tmp_path, caplog):
+    """A job carrying the store's run id but settings that differ from the store's (a
+    hand-launched job, a launcher that composed another config) would train other numbers into
+    the store's cells: it is refused like a stale job."""
+    path = tmp_path / "s"
+    shutil.copytree(finished, path)
+    from sweep import store
+    from sweep.grid import GridPlan
+
+    other = make_config([*BASE, "train.lr=0.01"], store=path)
+    key = GridPlan(other).blocks[0].key()
+    job = driver.job_config(other, path, key, run_id=store.identity(path)["run_id"])
+    zarr_finished = xr.open_zarr(path)["finished"].values.copy()
+    before = tree_hash(path)
+    with caplog.at_level("WARNING"):
+        out = driver.run_block(job)
+    assert out.get("stale") and out["models"] == 0
+    assert tree_hash(path) == before
+    np.testing.assert_array_equal(xr.open_zarr(path)["finished"].values, zarr_finished)
+
+
 def test_checkpoint_of_another_run_or_shape_is_not_loaded(finished, tmp_path, caplog):
     from sweep.grid import GridPlan
     from sweep.train import train_block

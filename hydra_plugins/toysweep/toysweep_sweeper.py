@@ -138,6 +138,35 @@ class ToySweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config
         )
 
+    @staticmethod
+    def _ident(sweep: Any) -> list[str]:
+        """The store's real path and run id, quoted for Hydra's grammar (any spelling of path)."""
+        from sweep import driver
+
+        return [
+            f"store.path={driver.hydra_quote(str(sweep.path))}",
+            f"store.run_id={driver.store.identity(sweep.path)['run_id']}",
+        ]
+
+    def _launch(
+        self, keys: list[str], batch: list[list[str]], job_idx: int, folder: str | None
+    ) -> dict[str, str]:
+        """Run one batch of jobs (job k trains keys[k]); returns key -> failure report."""
+        try:
+            returns = self.launcher.launch(batch, initial_job_idx=job_idx)
+            return {
+                k: _describe(r, folder)
+                for k, r in zip(keys, returns, strict=True)
+                if r.status == JobStatus.FAILED
+            }
+        except Exception as e:  # a job cancelled or killed: submitit raises for it
+            failed = _gather_array(e, keys)
+            if failed is None:  # not a SLURM array task: report it as it came
+                lost = _lost(e)
+                said = " ".join(str(e).split())[:600]
+                failed = {"?": lost[1] if lost else f"{type(e).__name__}: {said}"}
+            return failed
+
     def sweep(self, arguments: list[str]) -> Any:
         import sys
 
@@ -146,27 +175,37 @@ class ToySweeper(Sweeper):
         assert self.config is not None
         # -- adaptive refinement (issue 16): a grid with refine.levels > 0 is orchestrated
         # level by level by sweep/refine.py, in this process, into one fine-grid store.
+        folder = OmegaConf.select(self.config, "hydra.launcher.submitit_folder", default=None)
+        base = [
+            a
+            for a in arguments
+            if not a.lstrip("+~").startswith(
+                ("block=", "store.path=", "store.run_id=", "workers=", "refine.cells=")
+            )
+        ]
         if OmegaConf.select(self.config, "refine.levels", default=None):
             from sweep import refine
 
-            code = refine.run(self.config)
+            launched = [0]  # jobs launched so far: the next launch's first job index
+
+            def launch(sweep: Any, jobs: list[tuple[str, str]]) -> dict[str, str]:
+                """A level's jobs (tag, cells) through the configured launcher, as below."""
+                batch = [
+                    [*base, f"block={tag}", f"refine.cells={driver.hydra_quote(cells)}"]
+                    + [*self._ident(sweep), f"workers={sweep.plan.workers}"]
+                    for tag, cells in jobs
+                ]
+                launched[0] += len(batch)
+                return self._launch([t for t, _ in jobs], batch, launched[0] - len(batch), folder)
+
+            code = refine.run(self.config, launch=launch)
             if code:
                 sys.exit(code)
             return None
         # -- end of adaptive refinement
         sweep = driver.prepare(self.config)
-        base = [
-            a
-            for a in arguments
-            if not a.lstrip("+~").startswith(("block=", "store.path=", "store.run_id=", "workers="))
-        ]
-        # The store's real path and run id, quoted for Hydra's grammar (any spelling of path)
-        ident = [
-            f"store.path={driver.hydra_quote(str(sweep.path))}",
-            f"store.run_id={driver.store.identity(sweep.path)['run_id']}",
-        ]
+        ident = self._ident(sweep)
         attempts = int(self.config.retries) + 1
-        folder = OmegaConf.select(self.config, "hydra.launcher.submitit_folder", default=None)
         why: dict[str, str] = {}  # block -> the last failure reported for it
         job_idx = 0
         for attempt in range(attempts):
@@ -181,22 +220,7 @@ class ToySweeper(Sweeper):
             # workers as resolved here: a job's plan (hence its block) must match this one
             # even where `auto` would resolve differently (a SLURM node's cores)
             batch = [[*base, f"block={k}", *ident, f"workers={sweep.plan.workers}"] for k in todo]
-            try:
-                returns = self.launcher.launch(batch, initial_job_idx=job_idx)
-                failed = {
-                    k: _describe(r, folder)
-                    for k, r in zip(todo, returns, strict=True)
-                    if r.status == JobStatus.FAILED
-                }
-            except Exception as e:  # a job cancelled or killed: submitit raises for it
-                failed = _gather_array(e, todo)
-                if failed is None:  # not a SLURM array task: report it as it came
-                    lost = _lost(e)
-                    failed = {
-                        "?": lost[1]
-                        if lost
-                        else f"{type(e).__name__}: {' '.join(str(e).split())[:600]}"
-                    }
+            failed = self._launch(todo, batch, job_idx, folder)
             for k, line in failed.items():
                 log.error(f"failed: block {k}: {line}")
             why.update(failed)
