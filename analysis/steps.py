@@ -29,12 +29,19 @@ def best_seed_index(agg: xr.Dataset) -> xr.DataArray:
     return idx.where(loss.notnull().any("seed"), -1).astype(np.int64)
 
 
-def sticky_dataset(best: xr.Dataset, tol: float = STICKY_TOL) -> xr.Dataset:
+def sticky_dataset(
+    best: xr.Dataset, tol: float = STICKY_TOL, norm_threshold: float = 0.5
+) -> xr.Dataset:
     """D_i, D* and the nearest sticky value of every feature of the best seed, with counts.
 
     Returns `dimensionality_best` (cells..., feature), `dims_per_feature_best` (cells...),
-    `sticky_label` (index into metrics.STICKY_VALUES, -1 = none within tol) and `sticky_count`
-    (cells..., sticky): features per sticky value, the last entry "none".
+    `sticky_label` (index into metrics.STICKY_VALUES, -1 = none within tol), `sticky_count`
+    (cells..., sticky): features per sticky value, the last entry "none"; `represented` (cells...):
+    features with ‖W_i‖ >= norm_threshold, and `sticky_share` (cells..., sticky): the share of
+    those at each sticky value. Why a share of the represented: at 400 → 30 most features are
+    not represented at any density (at most ~60-150 of 400 are), which hides the geometry of
+    the rest; and a dense model spreads all features thinly over its 30 dimensions (D_i ≈ m/n,
+    ‖W_i‖ ≈ 0.27), which is not a sticky geometry either.
     """
     W = best["W"].transpose(..., "hidden", "feature")
     cells = W.dims[:-2]
@@ -45,6 +52,12 @@ def sticky_dataset(best: xr.Dataset, tol: float = STICKY_TOL) -> xr.Dataset:
     counts = np.stack(
         [(idx == j).sum(-1) for j in range(k)] + [((idx == -1) & ~np.isnan(D)).sum(-1)], -1
     )
+    rep = metrics.feature_norms(W.values) >= norm_threshold  # (cells..., feature)
+    rep_counts = np.stack(
+        [(rep & (idx == j)).sum(-1) for j in range(k)] + [(rep & (idx == -1)).sum(-1)], -1
+    )
+    n_rep = rep.sum(-1)
+    share = rep_counts / np.maximum(n_rep, 1)[..., None]
     names = [s.name for s in metrics.STICKY_VALUES] + ["none"]
     label_doc = "index along `sticky` of the nearest sticky value of D_i within tolerance; -1: none"
     return xr.Dataset(
@@ -53,6 +66,8 @@ def sticky_dataset(best: xr.Dataset, tol: float = STICKY_TOL) -> xr.Dataset:
             "dims_per_feature_best": (cells, metrics.dimensions_per_feature(W.values)),
             "sticky_label": ((*cells, "feature"), idx.astype(np.int64), {"description": label_doc}),
             "sticky_count": ((*cells, "sticky"), counts.astype(np.int64)),
+            "represented": (cells, n_rep.astype(np.int64)),
+            "sticky_share": ((*cells, "sticky"), share),
         },
         coords={
             **{d: W[d].values for d in cells},
@@ -60,13 +75,17 @@ def sticky_dataset(best: xr.Dataset, tol: float = STICKY_TOL) -> xr.Dataset:
             "sticky": names,
             "sticky_value": ("sticky", [s.value for s in metrics.STICKY_VALUES] + [np.nan]),
         },
-        attrs={"sticky_tolerance": tol, "sticky_seed_rule": "lowest-loss usable seed"},
+        attrs={
+            "sticky_tolerance": tol,
+            "sticky_seed_rule": "lowest-loss usable seed",
+            "represented_norm_threshold": norm_threshold,
+        },
     )
 
 
 def geometry(ctx: Context) -> xr.Dataset:
     """D_i, D* and sticky values of the lowest-loss seed of every cell (geometry grid)."""
-    return sticky_dataset(best_models(ctx))
+    return sticky_dataset(best_models(ctx), norm_threshold=ctx.settings.norm_threshold)
 
 
 def neurons(ctx: Context) -> xr.Dataset:

@@ -77,6 +77,18 @@ def test_sticky_labels_of_known_frames():
     assert [names[c] for c in codes[0]] == ["pentagon"] * 5
     assert [names[c] for c in codes[1]] == ["antipodal pair"] * 4 + ["not learned"]
     assert sticky["sticky_count"].sum("sticky").values.tolist() == [5, 5]
+    # shares among represented features (norm >= 0.5): the unlearned fifth feature is not one
+    assert sticky["represented"].values.tolist() == [5, 4]
+    share = sticky["sticky_share"].sel(sticky=["pentagon", "antipodal pair"]).values
+    np.testing.assert_array_equal(share, [[1.0, 0.0], [0.0, 1.0]])
+    # a dense model spreads every feature over its dimensions: D_i = m/n, nothing represented
+    t = 2 * np.pi * np.arange(40)[:, None] * np.array([1, 2]) / 40  # a harmonic tight frame
+    q = np.sqrt(2 / 40) * np.concatenate([np.cos(t), np.sin(t)], 1)  # (feature, hidden)
+    spread = xr.Dataset({"W": (("density", "hidden", "feature"), q.T[None])},
+                        coords={"density": [1.0]})
+    dense = steps.sticky_dataset(spread)
+    assert int(dense["represented"][0]) == 0
+    np.testing.assert_allclose(dense["dimensionality_best"][0], 4 / 40)
 
 
 def test_monosemanticity():

@@ -25,7 +25,8 @@ def _spread(values: list[float], gap: float) -> list[float]:
 def draw(ctx: Context) -> dict[str, Figure]:
     """`dimensionality`: D* against 1/(1-S); D_i scatter with the sticky values; sticky counts
     per density (the geometry step's variables)."""
-    names = ["dimensionality_best", "dims_per_feature_best", "sticky_label", "sticky_count"]
+    names = ["dimensionality_best", "dims_per_feature_best", "sticky_label", "sticky_share"]
+    names += ["represented"]
     sticky = ctx.analysis[names]
     sticky = sticky.isel({d: 0 for d in sticky["dims_per_feature_best"].dims if d != "density"})
     sticky = sticky.sortby("density", ascending=False)
@@ -67,8 +68,8 @@ def draw(ctx: Context) -> dict[str, Figure]:
     ax_i.set_title(
         f"D_i of every feature (colour: nearest sticky value within ±{STICKY_TOL})", fontsize=10
     )
-    counts = sticky["sticky_count"].transpose("density", "sticky").values
-    share = counts / np.maximum(counts.sum(-1, keepdims=True), 1)
+    share = sticky["sticky_share"].transpose("density", "sticky").values
+    represented = sticky["represented"].values
     bottom = np.zeros(len(x))
     widths = x * 0.12
     for j, (name, colour) in enumerate(zip(names, colours, strict=True)):
@@ -76,7 +77,9 @@ def draw(ctx: Context) -> dict[str, Figure]:
             x, share[:, j], bottom=bottom, width=widths, color=colour, label=name, align="center"
         )
         bottom += share[:, j]
-    ax_c.set_ylabel("share of features")
+    for xi, count in zip(x, represented, strict=True):
+        ax_c.text(xi, 1.01, str(int(count)), ha="center", va="bottom", fontsize=6, rotation=90)
+    ax_c.set_ylabel(f"share of represented features (‖W_i‖ ≥ {ctx.settings.norm_threshold:g})")
     ax_c.set_ylim(0, 1)
     ax_c.legend(
         fontsize=7.5,
@@ -86,7 +89,7 @@ def draw(ctx: Context) -> dict[str, Figure]:
         title="nearest sticky value",
         title_fontsize=8,
     )
-    ax_c.set_title("features per sticky value", fontsize=10)
+    ax_c.set_title("represented features (count above) per sticky value", fontsize=10, pad=16)
     for ax in (ax_d, ax_i, ax_c):
         ax.set_xscale("log")
         ax.set_xlabel("1 / (1 − S) = 1 / density")
