@@ -115,7 +115,7 @@ def test_intro_sparsest_density_is_a_pentagon(tmp_path):
 def test_geometry_dimensions_per_feature_stick_at_one_half(tmp_path):
     """D* = m/‖W‖²_F falls from 1 (dense) to a plateau at 1/2 (antipodal pairs).
 
-    At 100 → 10 (the grid's 200 → 20 is too slow for a test) the plateau spans p ≈ 0.28-0.4
+    At 100 → 10 (the grid's 400 → 30 is too slow for a test) the plateau spans p ≈ 0.28-0.4
     (the full grid: p ≈ 0.28-0.45).
     """
     cfg = make_config(
