@@ -376,10 +376,11 @@ def run(cfg: DictConfig) -> int:
 
         return refine.run(cfg)
     sweep = prepare(cfg)
-    failures = []
-    for key in sweep.todo:
-        try:
-            run_block(job_config(sweep.cfg, sweep.path, key))
-        except Exception as e:  # report, keep going with the other blocks
-            failures.append(f"block {key}: {type(e).__name__}: {e}")
-    return finish(sweep, failures)
+    with sweep.lock:  # the store's lock: released when this ends, not at garbage collection
+        failures = []
+        for key in sweep.todo:
+            try:
+                run_block(job_config(sweep.cfg, sweep.path, key))
+            except Exception as e:  # report, keep going with the other blocks
+                failures.append(f"block {key}: {type(e).__name__}: {e}")
+        return finish(sweep, failures)

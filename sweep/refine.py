@@ -395,56 +395,57 @@ def run(cfg: DictConfig, launch: Launch | None = None) -> int:
             f"pass, {int(wanted.sum()) * n_seed} models"
         )
     sweep = driver.prepare(fine)
-    plan, path = sweep.plan, sweep.path
-    trained_now, per_level = 0, [int(wanted.sum())]
-    for level in range(levels + 1):
-        done, _, _ = _cells(store.open_store(path), False, norm_t, sup_t)
-        todo = [(int(i), int(j)) for i, j in zip(*np.nonzero(wanted & ~done), strict=True)]
-        if todo:
-            unfinished = _level(sweep, todo, level, launch)
-            if unfinished:
-                print(
-                    f"error: level {level}: {unfinished} of {len(todo)} points unfinished; "
-                    "rerun the same command to train only those",
-                    file=sys.stderr,
-                )
-                return 1
-            trained_now += len(todo) * n_seed
-        if level == levels:
-            break
-        trained, best, sets = _cells(store.open_store(path), exact, norm_t, sup_t)
-        cands = select(wanted & trained, best, sets, seeds_too)
-        if budget is not None:
-            # Boundary intervals first; the others only with what the later levels' boundary
-            # intervals (about as many as now, per level) leave of the budget.
-            left = budget // n_seed - int(wanted.sum())
-            first = [c for c in cands if c[0] == 0][: max(left, 0)]
-            spare = left - len(first) - len(first) * (levels - level - 1)
-            cands = first + [c for c in cands if c[0] > 0][: max(spare, 0)]
-        picked = [(i, j) for _, _, i, j in cands]
-        if not picked:
-            break
-        per_level.append(len(picked))
-        for i, j in picked:
-            wanted[i, j] = True
-    wall = time.perf_counter() - sweep.started
-    total = int(wanted.sum()) * n_seed
-    # refine_complete tells the analysis callback that the untrained points are by design.
-    store.update_attrs(
-        path,
-        {
-            "refine_levels": levels,
-            "refine_budget": budget or 0,
-            "refine_models": total,
-            "refine_points_per_level": per_level,
-            "refine_complete": True,
-            "refine_seed_ranking": "exact expected loss" if exact else "stored loss",
-            "last_run_wall_seconds": round(wall, 2),
-        },
-    )
-    print(
-        f"sweep {fine.name}: refined {levels} levels, {total} models in the store "
-        f"(points per level {per_level}), trained {trained_now} now in {wall:.1f} s; "
-        f"store {path}"
-    )
-    return 0
+    with sweep.lock:  # the store's lock: released when this ends, not at garbage collection
+        plan, path = sweep.plan, sweep.path
+        trained_now, per_level = 0, [int(wanted.sum())]
+        for level in range(levels + 1):
+            done, _, _ = _cells(store.open_store(path), False, norm_t, sup_t)
+            todo = [(int(i), int(j)) for i, j in zip(*np.nonzero(wanted & ~done), strict=True)]
+            if todo:
+                unfinished = _level(sweep, todo, level, launch)
+                if unfinished:
+                    print(
+                        f"error: level {level}: {unfinished} of {len(todo)} points unfinished; "
+                        "rerun the same command to train only those",
+                        file=sys.stderr,
+                    )
+                    return 1
+                trained_now += len(todo) * n_seed
+            if level == levels:
+                break
+            trained, best, sets = _cells(store.open_store(path), exact, norm_t, sup_t)
+            cands = select(wanted & trained, best, sets, seeds_too)
+            if budget is not None:
+                # Boundary intervals first; the others only with what the later levels' boundary
+                # intervals (about as many as now, per level) leave of the budget.
+                left = budget // n_seed - int(wanted.sum())
+                first = [c for c in cands if c[0] == 0][: max(left, 0)]
+                spare = left - len(first) - len(first) * (levels - level - 1)
+                cands = first + [c for c in cands if c[0] > 0][: max(spare, 0)]
+            picked = [(i, j) for _, _, i, j in cands]
+            if not picked:
+                break
+            per_level.append(len(picked))
+            for i, j in picked:
+                wanted[i, j] = True
+        wall = time.perf_counter() - sweep.started
+        total = int(wanted.sum()) * n_seed
+        # refine_complete tells the analysis callback that the untrained points are by design.
+        store.update_attrs(
+            path,
+            {
+                "refine_levels": levels,
+                "refine_budget": budget or 0,
+                "refine_models": total,
+                "refine_points_per_level": per_level,
+                "refine_complete": True,
+                "refine_seed_ranking": "exact expected loss" if exact else "stored loss",
+                "last_run_wall_seconds": round(wall, 2),
+            },
+        )
+        print(
+            f"sweep {fine.name}: refined {levels} levels, {total} models in the store "
+            f"(points per level {per_level}), trained {trained_now} now in {wall:.1f} s; "
+            f"store {path}"
+        )
+        return 0

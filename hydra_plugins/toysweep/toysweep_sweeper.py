@@ -204,36 +204,40 @@ class ToySweeper(Sweeper):
             return None
         # -- end of adaptive refinement
         sweep = driver.prepare(self.config)
-        ident = self._ident(sweep)
-        attempts = int(self.config.retries) + 1
-        why: dict[str, str] = {}  # block -> the last failure reported for it
-        job_idx = 0
-        for attempt in range(attempts):
+        with sweep.lock:  # the store's lock: released when this ends, not at garbage collection
+            ident = self._ident(sweep)
+            attempts = int(self.config.retries) + 1
+            why: dict[str, str] = {}  # block -> the last failure reported for it
+            job_idx = 0
+            for attempt in range(attempts):
+                done = driver.store.finished_blocks(sweep.path, sweep.plan)
+                todo = [k for k in sweep.todo if k not in done]
+                if not todo:
+                    break
+                if attempt:
+                    n = len(todo)
+                    log.warning(
+                        f"retrying {n} unfinished block(s), attempt {attempt + 1} of {attempts}"
+                    )
+                # workers as resolved here: a job's plan (hence its block) must match this one
+                # even where `auto` would resolve differently (a SLURM node's cores)
+                batch = [
+                    [*base, f"block={k}", *ident, f"workers={sweep.plan.workers}"] for k in todo
+                ]
+                failed = self._launch(todo, batch, job_idx, folder)
+                for k, line in failed.items():
+                    log.error(f"failed: block {k}: {line}")
+                why.update(failed)
+                job_idx += len(batch)
             done = driver.store.finished_blocks(sweep.path, sweep.plan)
-            todo = [k for k in sweep.todo if k not in done]
-            if not todo:
-                break
-            if attempt:
-                log.warning(
-                    f"retrying {len(todo)} unfinished block(s), attempt {attempt + 1} of {attempts}"
-                )
-            # workers as resolved here: a job's plan (hence its block) must match this one
-            # even where `auto` would resolve differently (a SLURM node's cores)
-            batch = [[*base, f"block={k}", *ident, f"workers={sweep.plan.workers}"] for k in todo]
-            failed = self._launch(todo, batch, job_idx, folder)
-            for k, line in failed.items():
-                log.error(f"failed: block {k}: {line}")
-            why.update(failed)
-            job_idx += len(batch)
-        done = driver.store.finished_blocks(sweep.path, sweep.plan)
-        failures = [
-            f"block {k}: {why.get(k, 'no failure reported (its job may have died)')}"
-            for k in sweep.todo
-            if k not in done
-        ]
-        if "?" in why and failures:  # a failure that names no block (not a SLURM array task)
-            failures.append(f"block ?: {why['?']}")
-        code = driver.finish(sweep, failures)
-        if code:
-            sys.exit(code)
-        return None
+            failures = [
+                f"block {k}: {why.get(k, 'no failure reported (its job may have died)')}"
+                for k in sweep.todo
+                if k not in done
+            ]
+            if "?" in why and failures:  # a failure that names no block (not a SLURM array task)
+                failures.append(f"block ?: {why['?']}")
+            code = driver.finish(sweep, failures)
+            if code:
+                sys.exit(code)
+            return None
