@@ -173,6 +173,17 @@ FAULTS = [
     Fault("agreement-wrong-feature", "aggregation", "analysis/aggregate.py",
           'extra = agg["phase"].isel(feature=-1)', 'extra = agg["phase"].isel(feature=0)',
           "agreement with theory judged on feature 0, not the extra feature", AGGREGATION),
+    # ---- refinement and store identity (issue 16; issue 10)
+    Fault("refine-stored-loss", "refinement", "sweep/refine.py",
+          "    loss = ranking_loss(ds, usable, exact)",
+          "    loss = ranking_loss(ds, usable, False)",
+          "refinement ranks seeds by the sampled stored loss, not the exact one",
+          ["tests/test_boundaries.py"]),
+    Fault("identity-run-id-only", "storage", "sweep/store.py",
+          'keys = [k for k in ("run_id", "fingerprint") if expected.get(k) is not None]',
+          'keys = ["run_id" if expected.get("run_id") is not None else "fingerprint"]',
+          "a job with the store's run id but other settings may write",
+          ["tests/test_hostile.py"]),
 ]
 
 
