@@ -285,24 +285,27 @@ def test_preempted_task_resumes_from_checkpoint(tmp_path: Path) -> None:
 
 
 def test_refinement_levels_run_as_slurm_jobs(tmp_path: Path) -> None:
-    """An adaptive refinement through launcher=slurm: every level is an array of tasks, and the
+    """An adaptive refinement through launcher=slurm: every level is one submission, and the
     store equals the same refinement run in this process, point for point (which points got
     trained, and their numbers), so each level decided the same as the local run."""
     from sweep import refine
 
     over = ["+grid=phase-refine", "grid.axes.relative_importance=[0.3,3.0]",
             "grid.axes.density=[log,0.1,1.0,3]", "grid.seeds=2", "train.steps=300",
-            "train.lr=0.01", "refine.levels=2", "refine.budget=40"]
+            "train.lr=0.01", "refine.levels=2", "refine.budget=40",
+            "chunk.max_instances=4"]  # 2 points a job: the coarse pass is an array of 3 tasks
     assert refine.run(make_config(over, store=tmp_path / "local")) == 0
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     args = ["-m", "sweep", *over, *QUIET, *SLURM, f"store.path={tmp_path / 'slurm'}"]
     out = subprocess.run([sys.executable, *args], cwd=tmp_path, capture_output=True, text=True,
                          timeout=3 * DEADLINE_S, env=env)
     assert out.returncode == 0, out.stdout + out.stderr
+    # a level of one job is a plain job (folder <id>), of several an array (<id>_<task>)
     tasks = [p.name for p in (tmp_path / "slurm" / ".jobs" / "slurm").iterdir()
-             if re.fullmatch(r"\d+_\d+", p.name)]
+             if re.fullmatch(r"\d+(_\d+)?", p.name)]
     levels = store.open_store(tmp_path / "slurm").attrs["refine_points_per_level"]
     assert len({t.split("_")[0] for t in tasks}) == len(levels) >= 2, (tasks, levels)
+    assert sum("_" in t for t in tasks) == 3, tasks  # the coarse pass: 6 points, 3 tasks
     a, b = store.open_store(tmp_path / "slurm"), store.open_store(tmp_path / "local")
     assert int(a["finished"].all("seed").sum()) == sum(levels)
     for name in ("finished", *store.TRAINED):
