@@ -4,6 +4,7 @@ block per job, and report. The Hydra sweeper (hydra_plugins/toysweep) calls `pre
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import logging
 import os
@@ -174,14 +175,20 @@ def _prepare_locked(cfg: DictConfig, plan: GridPlan, path: Path, lock: Any) -> S
                     "away first)"
                 )
             fresh = replace = True
-        elif not store.same_settings(existing, cfg):
-            fail(
-                f"store {path} was made by a different grid or settings (fingerprint "
-                f"{existing.attrs['fingerprint']} != {store.fingerprint(cfg)}); pass "
-                "store.mode=overwrite to replace it, or store.path=<new path> for a new store"
-            )
         else:
+            cfg, plan = _keep_layout(cfg, plan, existing, path)
+            if not store.same_settings(existing, cfg):
+                fail(
+                    f"store {path} was made by a different grid or settings (fingerprint "
+                    f"{existing.attrs['fingerprint']} != {store.fingerprint(cfg)}); pass "
+                    "store.mode=overwrite to replace it, or store.path=<new path> for a new "
+                    "store"
+                )
             _repair(path, plan, cfg, existing)
+    # Pin the layout in the config the store records and every job gets (chunk.feed), so the
+    # store plans the same blocks on any machine and with any `workers`.
+    with open_dict(cfg):
+        cfg.chunk.feed = plan.fed
     proved = None
     try:
         if replace:
@@ -195,6 +202,28 @@ def _prepare_locked(cfg: DictConfig, plan: GridPlan, path: Path, lock: Any) -> S
     done = store.finished_blocks(path, plan)
     todo = [b.key() for b in plan.blocks if b.key() not in done or b.key() == proved]
     return Sweep(cfg, plan, path, todo, lock)
+
+
+def _keep_layout(
+    cfg: DictConfig, plan: GridPlan, existing: Any, path: Path
+) -> tuple[DictConfig, GridPlan]:
+    """A resume trains the store's own blocks: they were cut for the worker count of the run
+    that made it (grid.SPLIT_WORK), which another machine's cores or another `workers` would
+    cut differently. Numbers do not depend on the cut (a model trains alone in any block), so
+    only the cut is kept; a chunk.feed given by hand that differs is refused by the fingerprint."""
+    if OmegaConf.select(cfg, "chunk.feed") is not None:
+        return cfg, plan
+    try:
+        fed = store.stored_feed(existing)
+    except Exception:  # noqa: BLE001 - an unreadable config: the fingerprint check refuses it
+        return cfg, plan
+    if fed == plan.fed:
+        return cfg, plan
+    kept = copy.deepcopy(cfg)
+    with open_dict(kept):
+        kept.chunk.feed = fed
+    log.info(f"store {path}: resuming its blocks as cut for {fed} workers, not {plan.fed}")
+    return kept, GridPlan(kept)
 
 
 def _repair(path: Path, plan: GridPlan, cfg: DictConfig, existing: Any) -> None:

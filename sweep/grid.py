@@ -187,6 +187,8 @@ class GridPlan:
         self.max_features = max(s.n_features for s in self.shapes)
         self.max_hidden = max(s.n_hidden for s in self.shapes)
         self.workers = resolve_workers(cfg.get("workers", 1))  # blocks trained at once
+        # workers the blocks are cut for: the store's recorded layout when there is one
+        self.feed = int(cfg.chunk.get("feed") or self.workers)
         self.fed = 1  # workers the blocks were cut for (1: the layout ignores workers)
         self.chunks = self._chunk_sizes()
         self.blocks = [b for s in self.shapes for b in self._blocks(s)]
@@ -253,13 +255,13 @@ class GridPlan:
         Only for grids with fewer shapes than workers and enough work to pay for another
         process (SPLIT_WORK). Cuts are balanced (15 rows for 2 workers: 8 + 7, not 7 + 7 + 1).
         """
-        pieces = math.ceil(self.workers / len(self.shapes))  # blocks wanted per shape
+        pieces = math.ceil(self.feed / len(self.shapes))  # blocks wanted per shape
         per_shape = math.prod(len(self.coords[d]) for d in free)
         t = self.cfg.train
         work = per_shape * len(self.shapes) * int(t.batch_size) * self.max_features * int(t.steps)
         if pieces <= 1 or work < SPLIT_WORK:
             return chunks
-        self.fed = self.workers  # the layout depends on the worker count: part of the fingerprint
+        self.fed = self.feed  # the layout depends on the worker count: part of the fingerprint
         for d in free:
             n = len(self.coords[d])
             blocks = {e: math.ceil(len(self.coords[e]) / chunks[e]) for e in free}

@@ -320,6 +320,7 @@ def _run_here(cfg: DictConfig, sweep: driver.Sweep, jobs: list[tuple[str, str]])
         job = driver.job_config(cfg, sweep.path, tag)
         with open_dict(job):
             job.refine.cells = cells
+            job.chunk.feed = sweep.plan.fed  # the store's layout, as the sweeper's jobs get it
         try:
             run_job(job)
         except Exception as e:  # noqa: BLE001 - reported, the level goes on

@@ -37,7 +37,10 @@ SCHEMA_VERSION = 1
 # Config sections that decide the numbers in a store; two configs with the same sections (and
 # so the same fingerprint) can resume each other's stores.
 RESULT_SECTIONS = ("name", "model", "data", "train", "grid", "chunk")
-NOT_RESULTS = {"train": ("device", "checkpoint_seconds", "threads", "compile_cache")}
+NOT_RESULTS = {
+    "train": ("device", "checkpoint_seconds", "threads", "compile_cache"),
+    "chunk": ("feed",),  # the layout it sets is hashed below as "workers", as it always was
+}
 TRAINED = ("W", "b", "loss", "loss_curve", "diverged")
 
 
@@ -327,9 +330,43 @@ def same_settings(ds: xr.Dataset, cfg: Any) -> bool:
     if ds.attrs.get("fingerprint") == fp:
         return True
     try:
-        return fingerprint(typed_config(config_of(ds))) == fp
+        return fingerprint(layout_config(ds)) == fp
     except Exception:  # noqa: BLE001 - an unreadable config is simply not the same
         return False
+
+
+# Most worker counts searched for the layout of a store made before chunk.feed was recorded.
+MAX_FEED = 1024
+
+
+def layout_config(ds: xr.Dataset) -> Any:
+    """A store's config with its blocks' layout pinned (chunk.feed), so that it plans the same
+    blocks on any machine. A store made before the layout was recorded, with `workers: auto`,
+    was cut for the cores of the machine that made it: that count is the one whose
+    fingerprint is the store's (searched), else the one that gives the store's chunks."""
+    cfg = typed_config(config_of(ds))
+    if cfg.chunk.feed is not None or cfg.workers not in ("auto", None):
+        return cfg
+    cfg.chunk.feed = MAX_FEED
+    if GridPlan(cfg).fed == 1:  # too little work to be cut for workers: one layout for all
+        cfg.chunk.feed = 1
+        return cfg
+    chunks = tuple(ds["finished"].encoding.get("chunks") or ())
+    by_chunks = None
+    for k in range(1, MAX_FEED + 1):
+        cfg.chunk.feed = k
+        plan = GridPlan(cfg)
+        if ds.attrs.get("fingerprint") == fingerprint(cfg):
+            return cfg
+        if by_chunks is None and tuple(plan.chunks[d] for d in plan.cell_dims) == chunks:
+            by_chunks = k
+    cfg.chunk.feed = by_chunks or 1
+    return cfg
+
+
+def stored_feed(ds: xr.Dataset) -> int:
+    """The worker count a store's blocks were cut for (see layout_config)."""
+    return GridPlan(layout_config(ds)).fed
 
 
 def typed_config(raw: dict) -> Any:
@@ -342,7 +379,7 @@ def typed_config(raw: dict) -> Any:
 def check_shapes(ds: xr.Dataset, path: Path) -> None:
     """Refuse a store whose config_yaml does not describe its arrays (e.g. edited by hand)."""
     try:
-        cfg = typed_config(config_of(ds))
+        cfg = layout_config(ds)
         plan = GridPlan(cfg)
     except Exception as e:  # noqa: BLE001 - any unreadable or invalid config
         raise StoreError(

@@ -26,6 +26,10 @@ import sweep.config  # noqa: F401 - registers the config schema (toysweep_schema
 log = logging.getLogger(__name__)
 
 
+# Options the sweeper sets for each job itself: a user's own spelling of them is dropped.
+JOB_KEYS = ("block=", "store.path=", "store.run_id=", "workers=", "refine.cells=", "chunk.feed=")
+
+
 @dataclass
 class ToySweeperConf:
     _target_: str = "hydra_plugins.toysweep.toysweep_sweeper.ToySweeper"
@@ -140,12 +144,14 @@ class ToySweeper(Sweeper):
 
     @staticmethod
     def _ident(sweep: Any) -> list[str]:
-        """The store's real path and run id, quoted for Hydra's grammar (any spelling of path)."""
+        """The store's real path (quoted for Hydra's grammar: any spelling), its run id, and
+        the worker count its blocks are cut for (the store's own, on a resume)."""
         from sweep import driver
 
         return [
             f"store.path={driver.hydra_quote(str(sweep.path))}",
             f"store.run_id={driver.store.identity(sweep.path)['run_id']}",
+            f"chunk.feed={sweep.plan.fed}",
         ]
 
     def _launch(
@@ -176,13 +182,7 @@ class ToySweeper(Sweeper):
         # -- adaptive refinement (issue 16): a grid with refine.levels > 0 is orchestrated
         # level by level by sweep/refine.py, in this process, into one fine-grid store.
         folder = OmegaConf.select(self.config, "hydra.launcher.submitit_folder", default=None)
-        base = [
-            a
-            for a in arguments
-            if not a.lstrip("+~").startswith(
-                ("block=", "store.path=", "store.run_id=", "workers=", "refine.cells=")
-            )
-        ]
+        base = [a for a in arguments if not a.lstrip("+~").startswith(JOB_KEYS)]
         if OmegaConf.select(self.config, "refine.levels", default=None):
             from sweep import refine
 
