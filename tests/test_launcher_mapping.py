@@ -118,3 +118,30 @@ def test_executor_parameters_become_sbatch_lines(launched: RecordingExecutor,
     lines = set(text.splitlines())
     for flag in expected:
         assert f"#SBATCH {flag}" in lines, f"{flag} missing from:\n{text}"
+
+
+def test_the_sweeper_reports_stale_and_failed_jobs() -> None:
+    """A job that wrote nothing because the store was not its run (a stale job) is reported
+    as such, not as "no failure reported (its job may have died)"; a failed job by its error."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.toysweep.toysweep_sweeper import ToySweeper
+
+    def ret(status: JobStatus, value: object) -> JobReturn:
+        r = JobReturn()
+        r.status, r._return_value, r.hydra_cfg = status, value, OmegaConf.create({})
+        return r
+
+    returns = [
+        ret(JobStatus.COMPLETED, {"block": "a", "models": 4}),
+        ret(JobStatus.COMPLETED, {"block": "b", "models": 0, "stale": True}),
+        ret(JobStatus.FAILED, RuntimeError("boom")),
+    ]
+    sweeper = ToySweeper.__new__(ToySweeper)
+    sweeper.launcher = SimpleNamespace(launch=lambda batch, initial_job_idx: returns)
+    said = sweeper._launch(["a", "b", "c"], [[], [], []], 0, None)
+    assert sorted(said) == ["b", "c"]
+    assert said["b"].startswith("stale job, nothing written")
+    assert said["c"].startswith("RuntimeError: boom")

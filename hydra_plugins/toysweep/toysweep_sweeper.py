@@ -66,6 +66,20 @@ def _describe(ret: Any, folder: str | None) -> str:
     return f"{type(err).__name__}: {first} ({where})"
 
 
+def _report(ret: Any, folder: str | None) -> str | None:
+    """What went wrong with one job, or None: a job that raised, or one that ended without
+    writing because the store was not the run it was launched for (a stale job)."""
+    if ret.status == JobStatus.FAILED:
+        return _describe(ret, folder)
+    value = ret._return_value
+    if isinstance(value, dict) and value.get("stale"):
+        return (
+            "stale job, nothing written: the store's run id or settings are not the ones the "
+            "job was launched with (was the store overwritten or changed meanwhile?)"
+        )
+    return None
+
+
 # submitit's message for a job that ended without a result (cancelled, killed, out of memory):
 # "Job <id> (task: <n>) with path <folder>/<id>_<n>_result.pkl\nhas not produced any output
 # (state: <SLURM state>)..."; its exception carries nothing else, so the message is parsed.
@@ -160,11 +174,8 @@ class ToySweeper(Sweeper):
         """Run one batch of jobs (job k trains keys[k]); returns key -> failure report."""
         try:
             returns = self.launcher.launch(batch, initial_job_idx=job_idx)
-            return {
-                k: _describe(r, folder)
-                for k, r in zip(keys, returns, strict=True)
-                if r.status == JobStatus.FAILED
-            }
+            said = {k: _report(r, folder) for k, r in zip(keys, returns, strict=True)}
+            return {k: line for k, line in said.items() if line}
         except Exception as e:  # a job cancelled or killed: submitit raises for it
             failed = _gather_array(e, keys)
             if failed is None:  # not a SLURM array task: report it as it came
