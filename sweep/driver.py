@@ -184,6 +184,15 @@ def _prepare_locked(cfg: DictConfig, plan: GridPlan, path: Path, lock: Any) -> S
                     "store.mode=overwrite to replace it, or store.path=<new path> for a new "
                     "store"
                 )
+            # The fingerprint hashes the axes as a mapping; their order is the store's dims'
+            # order, and a plan in another order would write its blocks across the wrong cells.
+            dims = tuple(str(d) for d in existing["W"].dims[: len(plan.cell_dims)])
+            if dims != tuple(plan.cell_dims):
+                fail(
+                    f"store {path} has its axes in the order {', '.join(dims)}; the config "
+                    f"gives {', '.join(plan.cell_dims)}: list grid.axes in the store's order, "
+                    "or pass store.path=<new path> for a new store"
+                )
             _repair(path, plan, cfg, existing)
     # Pin the layout in the config the store records and every job gets (chunk.feed), so the
     # store plans the same blocks on any machine and with any `workers`.
@@ -233,6 +242,11 @@ def _repair(path: Path, plan: GridPlan, cfg: DictConfig, existing: Any) -> None:
         log.warning(f"store {path}: rebuilt missing metadata {', '.join(rebuilt)}")
     if existing.attrs.get("run_id") is None:
         store.update_attrs(path, {"run_id": store.new_run_id()})
+    fingerprint = store.fingerprint(cfg)
+    if existing.attrs.get("fingerprint") != fingerprint:
+        # Same settings, hashed under an older toysweep's rules (same_settings re-hashed its
+        # config_yaml): record today's hash, which every job checks before it writes.
+        store.update_attrs(path, {"fingerprint": fingerprint})
     if cfg.store.verify:
         fixed = store.verify_static(path, plan, cfg)
         if fixed:

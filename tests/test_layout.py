@@ -7,6 +7,10 @@ Before the store recorded its cut (chunk.feed), `workers: auto` re-planned with 
 machine's cores: the analysis refused the store ("its chunks ... are not the blocks this
 toysweep plans") and a resume was refused as "made by a different grid or settings", with
 advice to overwrite it.
+
+The same for the other parts of a store's layout that the fingerprint does not hash: the order
+of the axes (the store's dims), and the fingerprint's own rules (a store hashed by an older
+toysweep resumes, and its jobs, which check today's hash, write).
 """
 
 from __future__ import annotations
@@ -158,3 +162,48 @@ def test_resumed_jobs_on_local_workers_get_the_store_cut(tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     for v, a in _arrays(tmp_path / "s").items():
         np.testing.assert_array_equal(a, made[v])
+
+
+def test_axes_in_another_order_are_refused(tmp_path, capsys):
+    """The same axes listed in the other order hash alike, but the store's dims keep the
+    first order: a resume that planned in the new one wrote blocks across the wrong cells
+    (measured before this check: W left NaN on a third of the cells, all flagged finished)."""
+    from omegaconf import OmegaConf, open_dict
+
+    from tests.test_hostile import tree_hash
+
+    path = tmp_path / "s"
+    axes = ["grid.axes.density=[0.1,0.3,1.0]", "grid.axes.relative_importance=[0.5,2.0]"]
+    assert driver.run(make_config([*TINY, "workers=1", *axes], store=path)) == 0
+    _drop_chunks(path, "W")  # a resume would retrain every block
+    before = tree_hash(path)
+    cfg = make_config([*TINY, "workers=1", *axes], store=path)
+    with open_dict(cfg):
+        given = OmegaConf.to_container(cfg.grid.axes)
+        cfg.grid.axes = {k: given[k] for k in reversed(list(given))}
+    assert store.fingerprint(cfg) == store.open_store(path).attrs["fingerprint"]
+    with pytest.raises(SystemExit) as e:
+        driver.run(cfg)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert (
+        "relative_importance, density, seed" in err[0] and "density, relative_importance" in err[0]
+    )
+    assert tree_hash(path) == before
+
+
+def test_store_hashed_under_older_rules_resumes_and_its_jobs_write(tmp_path):
+    """A store whose recorded fingerprint an older toysweep computed (other hashing rules),
+    with the same settings in its config_yaml: the resume re-hashes it, records today's hash,
+    and the jobs, which check it before they write, retrain its damaged blocks exactly."""
+    path = tmp_path / "s"
+    cfg = [*TINY, "workers=1", "chunk.max_instances=6"]
+    assert driver.run(make_config(cfg, store=path)) == 0
+    made = _arrays(path)
+    store.update_attrs(path, {"fingerprint": "0123456789abcdef"})  # an older rule's hash
+    assert _drop_chunks(path, "W") >= 2
+    assert driver.run(make_config(cfg, store=path)) == 0
+    for v, a in _arrays(path).items():
+        np.testing.assert_array_equal(a, made[v])
+    assert store.identity(path)["fingerprint"] == store.fingerprint(make_config(cfg))
