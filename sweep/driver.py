@@ -178,11 +178,14 @@ def _prepare_locked(cfg: DictConfig, plan: GridPlan, path: Path, lock: Any) -> S
         else:
             cfg, plan = _keep_layout(cfg, plan, existing, path)
             if not store.same_settings(existing, cfg):
+                diffs = store.differences(existing, cfg) or [
+                    f"fingerprint {store.fingerprint(cfg)}, the store's "
+                    f"{existing.attrs['fingerprint']}"
+                ]
                 fail(
-                    f"store {path} was made by a different grid or settings (fingerprint "
-                    f"{existing.attrs['fingerprint']} != {store.fingerprint(cfg)}); pass "
-                    "store.mode=overwrite to replace it, or store.path=<new path> for a new "
-                    "store"
+                    f"store {path} was made by a different grid or settings "
+                    f"({'; '.join(diffs)}); pass store.mode=overwrite to replace it, or "
+                    "store.path=<new path> for a new store"
                 )
             # The fingerprint hashes the axes as a mapping; their order is the store's dims'
             # order, and a plan in another order would write its blocks across the wrong cells.

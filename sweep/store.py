@@ -50,6 +50,38 @@ class StoreError(RuntimeError):
 
 def fingerprint(cfg: Any) -> str:
     """Hash of the config sections that decide a store's layout and numbers."""
+    return hashlib.sha256(json.dumps(_hashed(cfg), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def differences(ds: xr.Dataset, cfg: Any, most: int = 3) -> list[str]:
+    """The hashed settings in which cfg differs from a store's, as `key=now (the store's:
+    then)`, at most `most` of them; [] when none can be named (e.g. an unreadable config)."""
+    try:
+        then, now = _flat(_hashed(layout_config(ds))), _flat(_hashed(cfg))
+    except Exception:  # noqa: BLE001 - the caller falls back to the fingerprints
+        return []
+    for flat in (then, now):  # the hash names the blocks' cut "workers"; users set chunk.feed
+        flat["chunk.feed"] = flat.pop("workers", 1)
+    keys = [k for k in [*now, *(k for k in then if k not in now)] if now.get(k) != then.get(k)]
+    return [f"{k}={_short(now.get(k))} (the store's: {_short(then.get(k))})" for k in keys[:most]]
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def _short(v: Any) -> str:
+    text = "unset" if v is None else json.dumps(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _hashed(cfg: Any) -> dict[str, Any]:
+    """The part of a config that the fingerprint hashes."""
     c: dict[str, Any] = OmegaConf.to_container(  # type: ignore[assignment]
         cfg, resolve=True, enum_to_str=True
     )
@@ -66,7 +98,7 @@ def fingerprint(cfg: Any) -> str:
     fed = GridPlan(cfg).fed  # blocks cut for this many workers: a different count, other chunks
     if fed > 1:
         part["workers"] = fed
-    return hashlib.sha256(json.dumps(part, sort_keys=True).encode()).hexdigest()[:16]
+    return part
 
 
 class StaleWrite(StoreError):

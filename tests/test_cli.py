@@ -58,7 +58,8 @@ def test_phase_grid_end_to_end(tmp_path):
     changed = run_cli(["-m", "sweep", *TINY, "train.steps=21", f"store.path={store}"], cwd=tmp_path)
     assert changed.returncode == 2
     assert (
-        "different grid or settings" in changed.stderr and "store.mode=overwrite" in changed.stderr
+        "different grid or settings (train.steps=21 (the store's: 20))" in changed.stderr
+        and "store.mode=overwrite" in changed.stderr
     )
     np.testing.assert_array_equal(xr.open_zarr(store).W.values, before)
 

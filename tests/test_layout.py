@@ -137,7 +137,7 @@ def test_a_different_cut_given_by_hand_is_refused(tmp_path, monkeypatch, capsys)
         driver.run(make_config([*TINY, "chunk.feed=3"], store=path))
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "different grid or settings" in err[0]
+    assert len(err) == 1 and "different grid or settings (chunk.feed=3 (the store's: 2))" in err[0]
     for v, a in _arrays(path).items():
         np.testing.assert_array_equal(a, before[v])
 
