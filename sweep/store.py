@@ -367,8 +367,9 @@ def same_settings(ds: xr.Dataset, cfg: Any) -> bool:
         return False
 
 
-# Most worker counts searched for the layout of a store made before chunk.feed was recorded.
-MAX_FEED = 1024
+# Most worker counts searched for the layout of a store made before chunk.feed was recorded
+# (about 5 ms each for the phase grid; only such stores, and only with `workers: auto`).
+MAX_FEED = 512
 
 
 def layout_config(ds: xr.Dataset) -> Any:
@@ -388,10 +389,11 @@ def layout_config(ds: xr.Dataset) -> Any:
     for k in range(1, MAX_FEED + 1):
         cfg.chunk.feed = k
         plan = GridPlan(cfg)
+        if tuple(plan.chunks[d] for d in plan.cell_dims) != chunks:
+            continue  # the store was made by a plan with its chunks: only those can match
+        by_chunks = by_chunks or k
         if ds.attrs.get("fingerprint") == fingerprint(cfg):
             return cfg
-        if by_chunks is None and tuple(plan.chunks[d] for d in plan.cell_dims) == chunks:
-            by_chunks = k
     cfg.chunk.feed = by_chunks or 1
     return cfg
 
