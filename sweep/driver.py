@@ -187,15 +187,6 @@ def _prepare_locked(cfg: DictConfig, plan: GridPlan, path: Path, lock: Any) -> S
                     f"({'; '.join(diffs)}); pass store.mode=overwrite to replace it, or "
                     "store.path=<new path> for a new store"
                 )
-            # The fingerprint hashes the axes as a mapping; their order is the store's dims'
-            # order, and a plan in another order would write its blocks across the wrong cells.
-            dims = tuple(str(d) for d in existing["W"].dims[: len(plan.cell_dims)])
-            if dims != tuple(plan.cell_dims):
-                fail(
-                    f"store {path} has its axes in the order {', '.join(dims)}; the config "
-                    f"gives {', '.join(plan.cell_dims)}: list grid.axes in the store's order, "
-                    "or pass store.path=<new path> for a new store"
-                )
             _repair(path, plan, cfg, existing)
     # Pin the layout in the config the store records and every job gets (chunk.feed), so the
     # store plans the same blocks on any machine and with any `workers`.
@@ -225,10 +216,7 @@ def _keep_layout(
     only the cut is kept; a chunk.feed given by hand that differs is refused by the fingerprint."""
     if OmegaConf.select(cfg, "chunk.feed") is not None:
         return cfg, plan
-    try:
-        fed = store.stored_feed(existing)
-    except Exception:  # noqa: BLE001 - an unreadable config: the fingerprint check refuses it
-        return cfg, plan
+    fed = store.stored_feed(existing)  # its config was read back when the store was opened
     if fed == plan.fed:
         return cfg, plan
     kept = copy.deepcopy(cfg)

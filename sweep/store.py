@@ -77,7 +77,7 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
 
 def _short(v: Any) -> str:
     text = "unset" if v is None else json.dumps(v)
-    return text if len(text) <= 40 else text[:37] + "..."
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _hashed(cfg: Any) -> dict[str, Any]:
@@ -95,9 +95,13 @@ def _hashed(cfg: Any) -> dict[str, Any]:
     train: Any = part["train"]
     if isinstance(train, dict) and "snapshots" in train and train["snapshots"] is None:
         del train["snapshots"]  # unset: the fingerprint of stores made before the key
-    fed = GridPlan(cfg).fed  # blocks cut for this many workers: a different count, other chunks
-    if fed > 1:
-        part["workers"] = fed
+    plan = GridPlan(cfg)
+    if plan.fed > 1:  # blocks cut for this many workers: a different count, other chunks
+        part["workers"] = plan.fed
+    # The store's dims in order: the axes above are hashed as a mapping, without their order,
+    # and a plan in another order would write its blocks across the wrong cells. (Stores
+    # hashed before this resume through same_settings' re-hash, which records today's.)
+    part["dims"] = list(plan.cell_dims)
     return part
 
 

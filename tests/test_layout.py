@@ -104,9 +104,11 @@ def test_a_store_keeps_its_cut_on_other_cores_and_workers(tmp_path, monkeypatch)
         np.testing.assert_array_equal(a, made[v])
 
 
-def test_store_made_before_the_cut_was_recorded(tmp_path, monkeypatch):
+@pytest.mark.parametrize("hashed", ["today", "by older rules"])
+def test_store_made_before_the_cut_was_recorded(tmp_path, monkeypatch, hashed):
     """An older store's config says only `workers: auto`: its cut is found from its
-    fingerprint, so it opens and resumes on a machine with other cores."""
+    fingerprint (or, hashed under older rules, from its chunks), so it opens and resumes on a
+    machine with other cores."""
     path = tmp_path / "s"
     _on_cores(monkeypatch, 3)
     assert driver.run(make_config(TINY, store=path)) == 0
@@ -116,6 +118,8 @@ def test_store_made_before_the_cut_was_recorded(tmp_path, monkeypatch):
     old = yaml.safe_load(attrs["config_yaml"])
     old["chunk"].pop("feed")
     attrs["config_yaml"] = yaml.safe_dump(old, sort_keys=False)
+    if hashed != "today":
+        attrs["fingerprint"] = "0123456789abcdef"
     attrs_file.write_text(json.dumps(attrs))
     store.repair_metadata(path)  # the consolidated copy follows .zattrs
     store.update_attrs(path, {})
@@ -165,9 +169,11 @@ def test_resumed_jobs_on_local_workers_get_the_store_cut(tmp_path):
 
 
 def test_axes_in_another_order_are_refused(tmp_path, capsys):
-    """The same axes listed in the other order hash alike, but the store's dims keep the
-    first order: a resume that planned in the new one wrote blocks across the wrong cells
-    (measured before this check: W left NaN on a third of the cells, all flagged finished)."""
+    """The same axes listed in the other order: the store's dims keep the first order, so
+    the order is part of the fingerprint. (Before, the axes were hashed as a mapping only; a
+    resume that planned in the new order wrote its blocks across the wrong cells, measured:
+    W left NaN on a third of the cells, all flagged finished.) A job of such a config is
+    stale too: it checks the fingerprint before it writes."""
     from omegaconf import OmegaConf, open_dict
 
     from tests.test_hostile import tree_hash
@@ -181,15 +187,14 @@ def test_axes_in_another_order_are_refused(tmp_path, capsys):
     with open_dict(cfg):
         given = OmegaConf.to_container(cfg.grid.axes)
         cfg.grid.axes = {k: given[k] for k in reversed(list(given))}
-    assert store.fingerprint(cfg) == store.open_store(path).attrs["fingerprint"]
+    assert store.fingerprint(cfg) != store.open_store(path).attrs["fingerprint"]
     with pytest.raises(SystemExit) as e:
         driver.run(cfg)
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1
-    assert (
-        "relative_importance, density, seed" in err[0] and "density, relative_importance" in err[0]
-    )
+    assert len(err) == 1 and "different grid or settings" in err[0]
+    assert 'dims=["density", "relative_importance", "seed"]' in err[0]
+    assert '(the store\'s: ["relative_importance", "density", "seed"])' in err[0]
     assert tree_hash(path) == before
 
 
