@@ -163,6 +163,10 @@ def test_embedding_step_keeps_planar_distances_and_marks_collapsed():
     emb = embedding.embedding_dataset(best, threshold=0.5)
     assert emb["collapsed"].values[0].tolist() == [True] * 2 + [False] * 6
     mds = emb.sel(embedding_method="mds", embed_cell=0)
-    np.testing.assert_allclose(mds["embedding_rho"].values, 1.0, atol=1e-6)
+    # SMACOF is iterative and stops at a relative stress change (sklearn's eps), so a planar
+    # configuration is recovered up to that tolerance, not exactly: ρ ≥ 0.999 still says every
+    # pairwise distance keeps its rank but a handful of near-ties (a random 2-D layout of these
+    # points gives ρ ≈ 0.3-0.6; sklearn 1.9 gives 0.99973, earlier releases 1 - 1e-9).
+    assert 0.999 <= float(mds["embedding_rho"].values) <= 1.0
     learned = mds["embedding"].sel(subset="learned").values  # (feature, component)
     assert np.isnan(learned[:2]).all() and np.isfinite(learned[2:]).all()
