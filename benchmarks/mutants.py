@@ -4,11 +4,13 @@
     python benchmarks/mutants.py --full             # each fault on the whole fast suite
     python benchmarks/mutants.py --only fused-bias-grad store-loss-scaled
     python benchmarks/mutants.py --list
+    python benchmarks/mutants.py --tier unit        # each fault on the unit tier alone
 
 For each fault (file, exact old text, new text): copy the repository (tracked and untracked,
 not ignored, files) to a temporary folder, replace the text there, and run the fast suite
 (`-m 'not slow and not slurm'`, `-x`) on the fault's listed test files, or on everything with
---full, under a per-fault time limit. A fault is *caught* when the tests fail, *missed* when
+--full, or on the whole unit tier (`-m unit`, every test file) with --tier unit, under a
+per-fault time limit. A fault is *caught* when the tests fail, *missed* when
 they pass. When its old text is no longer in the file (the code moved on), the fault is
 reported as "pattern not found" rather than silently skipped: update the fault.
 First the listed tests run once on the unchanged copy; they must pass, else every "caught"
@@ -184,6 +186,12 @@ FAULTS = [
           'keys = ["run_id" if expected.get("run_id") is not None else "fingerprint"]',
           "a job with the store's run id but other settings may write",
           ["tests/test_hostile.py"]),
+    # ---- boundaries (issue 16; issue 22)
+    Fault("bootstrap-per-cell", "boundaries", "analysis/boundaries.py",
+          "pick = np.broadcast_to(rng.integers(0, n_seed, size=n_seed), (n_pt, n_seed))",
+          "pick = rng.integers(0, n_seed, size=(n_pt, n_seed))",
+          "the boundary bootstrap resamples each cell's seeds instead of a row's together",
+          ["tests/test_boundaries.py"]),
 ]
 
 
@@ -198,10 +206,13 @@ def copy_repo(dst: Path) -> None:
             shutil.copy2(src, dst / rel)
 
 
-def run_tests(tree: Path, tests: list[str], timeout: float) -> tuple[str, float, str]:
-    """Run the fast suite on `tests` in `tree`: ('pass' | 'fail' | 'timeout', seconds, tail)."""
+def run_tests(
+    tree: Path, tests: list[str], timeout: float, marks: str = "not slow and not slurm"
+) -> tuple[str, float, str]:
+    """Run the suite's `marks` on `tests` in `tree`: ('pass' | 'fail' | 'timeout', seconds,
+    tail)."""
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-           "-m", "not slow and not slurm", *tests]
+           "-m", marks, *tests]
     env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
     t0 = time.perf_counter()
     try:
@@ -225,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", nargs="*", help="fault names to run (default: all)")
     ap.add_argument("--full", action="store_true", help="run the whole fast suite per fault")
+    ap.add_argument("--tier", choices=["unit"], help="run this tier (every file) per fault")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per fault")
     ap.add_argument("--no-baseline", action="store_true", help="skip the unchanged-copy run")
     ap.add_argument("--list", action="store_true", help="list the faults and exit")
@@ -244,12 +256,14 @@ def main(argv: list[str] | None = None) -> int:
             stale += n != 1
             print(f"{f.name:34} {'ok' if n == 1 else f'pattern found {n}x'}")
         return 1 if stale else 0
+    whole = args.full or args.tier is not None
+    marks = args.tier or "not slow and not slurm"
     with tempfile.TemporaryDirectory(prefix="toysweep-mutants-") as tmp:
         tree = Path(tmp) / "repo"
         copy_repo(tree)
         if not args.no_baseline:
-            tests = [] if args.full else sorted({t for f in faults for t in f.tests})
-            state, secs, tail = run_tests(tree, tests, 4 * args.timeout)
+            tests = [] if whole else sorted({t for f in faults for t in f.tests})
+            state, secs, tail = run_tests(tree, tests, 4 * args.timeout, marks)
             print(f"baseline (no fault): {state} in {secs:.0f} s", flush=True)
             if state != "pass":
                 print(tail)
@@ -265,8 +279,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 path.write_text(original.replace(f.old, f.new))
                 try:
-                    state, secs, tail = run_tests(tree, [] if args.full else f.tests,
-                                                  args.timeout)
+                    state, secs, tail = run_tests(tree, [] if whole else f.tests,
+                                                  args.timeout, marks)
                 finally:
                     path.write_text(original)
                 result = {"fail": "caught", "pass": "MISSED", "timeout": "timeout"}[state]
@@ -274,8 +288,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((f, result, secs, where))
             print(f"{f.name:34} {result:18} {secs:6.0f} s  {where}", flush=True)
     caught = sum(r[1] == "caught" for r in rows)
-    print(f"\n{caught}/{len(rows)} planted faults caught by the fast suite "
-          f"({'whole suite' if args.full else 'listed tests'} per fault)\n")
+    scope = f"the {args.tier} tier" if args.tier else "whole suite" if args.full else "listed tests"
+    print(f"\n{caught}/{len(rows)} planted faults caught ({scope} per fault)\n")
     print("| fault | area | what | result | caught by |")
     print("|---|---|---|---|---|")
     for f, result, _, where in rows:

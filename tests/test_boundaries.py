@@ -115,6 +115,23 @@ def test_bootstrap_band_widens_when_few_seeds_find_the_minimum() -> None:
     assert lo < truth(0.3) / 1.3 and 0 <= np.log10(hi / truth(0.3)) < 0.07
 
 
+@pytest.mark.unit
+def test_bootstrap_resamples_a_rows_seeds_together() -> None:
+    """Seed 0 is superposed and seed 1 ignored at every point of the row (a seed's initial W
+    decides its basin everywhere). A resample of whole seeds holds both (and finds the one
+    boundary the data have, at the same place) or one (and finds none); seeds resampled cell
+    by cell would mix them point by point and move the split."""
+    r, p = np.array([0.3]), np.geomspace(0.01, 1, 61)
+    ph, loss = synthetic(r, p, 2, stuck=None)
+    x, phase, lo = p, ph.values[0], loss.values[0]
+    at = boundaries.locate_row(x, phase, lo, NAME)
+    assert np.isfinite(at)
+    boots = boundaries.bootstrap_row(x, phase, lo, NAME, n_boot=200, seed=1)[:, 0]
+    found = boots[np.isfinite(boots)]
+    assert 60 <= len(found) <= 140  # both seeds drawn: half the resamples
+    np.testing.assert_array_equal(found, at)
+
+
 # ---------------------------------------------------------------- exact minimum
 
 
