@@ -9,10 +9,18 @@ no worker to start, so small sweeps and tests pay nothing.
 Chosen by measurement on the 2-core build machine (README, Performance): joblib's workers
 import torch once each and are reused for every block; submitit's local executor starts a
 fresh interpreter per block (~10 s of imports each, 40 s against 9 s for a tiny sweep).
+
+Workers stop when the driver dies, by any signal (`DriverWatch`): loky's workers otherwise train
+on for minutes after a SIGKILL of the driver, orphaned to init.
 """
 
-from collections.abc import Sequence
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn
@@ -40,6 +48,68 @@ def job_threads(setting: int, jobs_at_once: int) -> int:
     return setting if setting > 0 else threads_per_job(jobs_at_once)
 
 
+# How often a worker looks for its driver: a dead driver's workers stop within this (plus the
+# time to leave a torch kernel), and a check costs one getppid() call.
+WATCH_SECONDS = 0.5
+_watching: set[int] = set()  # drivers this process watches already (loky reuses workers)
+
+
+def watch_driver(driver: int) -> None:
+    """Exit this process as soon as the process `driver` is gone (a daemon thread polls).
+
+    Why a thread and not prctl(PR_SET_PDEATHSIG): the death signal is Linux-only, and it fires
+    when the *thread* that forked the worker ends, not its process: loky forks replacement
+    workers from its executor-manager thread, which may end while the driver lives. Why not the
+    process group: a SIGKILL of the driver signals nobody else. loky's workers are direct
+    children of the driver (checked: `ps --forest` during a sweep), so the driver is gone when
+    getppid() no longer names it (the kernel re-parents orphans), which a reused pid cannot
+    fake; a worker started otherwise falls back to probing the pid.
+    """
+    if driver == os.getpid() or driver in _watching:
+        return
+    _watching.add(driver)
+    direct = os.getppid() == driver
+
+    def alive() -> bool:
+        if direct:
+            return os.getppid() == driver
+        try:
+            os.kill(driver, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # alive, another user's (the pid was reused)
+            return True
+        return True
+
+    def watch() -> None:
+        while alive():
+            time.sleep(WATCH_SECONDS)
+        logging.getLogger(__name__).error(
+            f"the driver (pid {driver}) is gone: stopping this worker (pid {os.getpid()}); "
+            "rerun the sweep to train its unfinished blocks"
+        )
+        # os._exit, not sys.exit: this thread cannot raise into the training thread. Chunk
+        # writes are atomic and `finished` comes last, so a block cut short is retrained.
+        os._exit(1)
+
+    threading.Thread(target=watch, name=f"watch-driver-{driver}", daemon=True).start()
+
+
+class DriverWatch:
+    """The task function of a worker's job: first watch the driver, then run the job.
+
+    Pickled to the worker with each job (joblib sends the task function), so the driver's pid
+    travels in the job itself, not in an environment a SLURM job could inherit.
+    """
+
+    def __init__(self, task: Callable[..., Any], driver: int):
+        self.task, self.driver = task, driver
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        watch_driver(self.driver)
+        return self.task(*args, **kwargs)
+
+
 class LocalWorkersLauncher(JoblibLauncher):
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
@@ -51,4 +121,10 @@ class LocalWorkersLauncher(JoblibLauncher):
         threads = job_threads(int(self.config.train.get("threads", 0)), jobs)
         self.joblib["n_jobs"] = jobs  # 1: joblib runs the jobs in this process
         overrides = [[*o, f"train.threads={threads}"] for o in job_overrides]
-        return super().launch(overrides, initial_job_idx)
+        task = self.task_function
+        if jobs > 1 and task is not None:  # worker processes: each watches this driver
+            self.task_function = DriverWatch(task, os.getpid())
+        try:
+            return super().launch(overrides, initial_job_idx)
+        finally:
+            self.task_function = task
