@@ -12,6 +12,8 @@ from analysis import aggregate, theory
 from analysis.metrics import DEDICATED, SUPERPOSED
 from analysis.settings import Settings
 
+pytestmark = pytest.mark.unit
+
 R, P = 0.55, 0.01  # inside the patch where training found both minima (issue 14)
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from sweep.groups import make_sampler
+
+pytestmark = pytest.mark.unit
 
 
 def sample(correlation: str, density: np.ndarray, set_size: int) -> np.ndarray:

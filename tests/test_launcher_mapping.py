@@ -14,6 +14,8 @@ from hydra.utils import instantiate
 
 from tests.conftest import CONF
 
+pytestmark = pytest.mark.unit
+
 # One override per launcher setting, each with a value unlike its default.
 OVERRIDES = {
     "partition": "gpu-long",

@@ -9,6 +9,8 @@ import pytest
 
 from tests.conftest import SLURM_COMMANDS, check_slurm
 
+pytestmark = pytest.mark.unit
+
 
 def test_unmarked_tests_see_no_slurm_commands():
     for cmd in SLURM_COMMANDS:

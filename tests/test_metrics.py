@@ -15,6 +15,8 @@ from analysis.metrics import (
     superposition,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def polygon(k: int) -> np.ndarray:
     """k unit vectors evenly spaced on the circle: W (2, k)."""

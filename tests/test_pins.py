@@ -17,6 +17,8 @@ from analysis import aggregate, metrics
 from analysis.metrics import DEDICATED, IGNORED, SUPERPOSED
 from tests.conftest import make_config
 
+pytestmark = pytest.mark.unit
+
 EPS = 0.01  # how far each fixture sits from its threshold of 0.5
 
 

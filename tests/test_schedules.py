@@ -17,6 +17,8 @@ import torch
 from sweep.train import lr_lambda, make_trainer
 from tests.conftest import make_config
 
+pytestmark = pytest.mark.unit
+
 STEPS, LR, WD = 12, 0.05, 0.5
 
 

@@ -6,11 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import xarray as xr
 
 from analysis import steps
 from analysis.context import Context
 from analysis.settings import Settings
+
+pytestmark = pytest.mark.unit
 
 
 def test_jumps_found_where_d_changes_fast_and_only_there():

@@ -20,6 +20,8 @@ from analysis.theory import (
 )
 from sweep import quadrature
 
+pytestmark = pytest.mark.unit
+
 
 def sample(n, density, samples, seed):
     """x (sample, feat): 0 with probability 1 - p, else U[0, 1] (u < p gives u / p ~ U[0, 1])."""

@@ -21,6 +21,8 @@ from analysis.theory import expected_loss
 from sweep import driver
 from tests.conftest import make_config
 
+pytestmark = pytest.mark.unit
+
 # README: the stored loss is the mean over 8 fresh batches of train.batch_size samples.
 EVAL_SAMPLES = 8 * 1024
 GRID = ["+grid=phase", "train.steps=300", "grid.seeds=2",
