@@ -289,23 +289,30 @@ def reset_damaged(path: Path, flag: str = FLAG) -> list[str]:
     c = cover(path, flag)
     emptied = []
     for lead in np.ndindex(*c.flag.grid):
-        size = tuple(
-            min(n, s - i * n) for i, n, s in zip(lead, c.flag.chunks, c.flag.shape, strict=True)
-        )
-        cell = tuple(
-            slice(i * n, i * n + k) for i, n, k in zip(lead, c.flag.chunks, size, strict=True)
-        )
-        files = [a.folder / k for a in (c.flag, *c.cells.values()) for k in a.files(lead)]
+        if _sound(c, path, lead):  # the common case, without taking (making) a lock file
+            continue
         with _chunk_lock(path, lead):  # not between a live writer's writes and its record
-            if not any(f.exists() for f in files):
+            if _sound(c, path, lead):
                 continue
-            if _committed(c, path, lead, size).any() and _readable(c.flags, cell):
-                continue
-            for f in files:
-                f.unlink(missing_ok=True)
+            for a in (c.flag, *c.cells.values()):
+                for k in a.files(lead):
+                    (a.folder / k).unlink(missing_ok=True)
             _record_path(path, lead).unlink(missing_ok=True)
         emptied.append(".".join(map(str, lead)))
     return emptied
+
+
+def _sound(c: Cover, path: Path, lead: tuple[int, ...]) -> bool:
+    """A chunk with no files, or with a record that holds and readable flags."""
+    files = [a.folder / k for a in (c.flag, *c.cells.values()) for k in a.files(lead)]
+    if not any(f.exists() for f in files):
+        return True
+    cell = tuple(
+        slice(i * n, min((i + 1) * n, s))
+        for i, n, s in zip(lead, c.flag.chunks, c.flag.shape, strict=True)
+    )
+    size = tuple(sl.stop - sl.start for sl in cell)
+    return bool(_committed(c, path, lead, size).any()) and _readable(c.flags, cell)
 
 
 def _readable(arr: Any, idx: tuple[slice, ...]) -> bool:
