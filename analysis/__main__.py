@@ -2,7 +2,9 @@
 
 No retraining: the store is only read. Prints the agreement with theory (phase grids), counts
 and the figure paths; a store that cannot be analysed, or a bad setting, gives one line on
-stderr and exit code 2. Settings given here override the store's `analysis:` config.
+stderr and exit code 2; any other failure (a chunk that does not decode, an output that cannot
+be written) one line and exit code 1 (sweep/cli.py). Settings given here override the store's
+`analysis:` config.
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from sweep import cli
+
 
 def parser() -> argparse.ArgumentParser:
     from analysis.registry import FIGURES
     from analysis.settings import RULES
 
-    p = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.split("\n")[0])
+    p = cli.Parser(prog="python -m analysis", description=__doc__.split("\n")[0])
     p.add_argument("store", help="a sweep's store, e.g. results/phase")
     p.add_argument(
         "--figures-dir", default=None, help="where to write the figures (default: <store>/figures)"
@@ -44,7 +48,8 @@ def number(text: str | None) -> float | str | None:
         return text
 
 
-def main(argv: list[str] | None = None) -> int:
+@cli.one_line()
+def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
 
     from analysis.report import AnalysisError, analyse
@@ -58,10 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         "superposition_threshold": number(args.superposition_threshold),
     }
     try:
-        analyse(args.store, args.figures_dir, settings=settings)
+        with cli.about(f"analysing {args.store}"):
+            analyse(args.store, args.figures_dir, settings=settings)
     except (StoreError, AnalysisError, SettingsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return cli.refused(e)
     return 0
 
 

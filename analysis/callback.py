@@ -12,7 +12,9 @@ Registered in conf/config.yaml:
   ends the run with one line `error: analysis.<key>=<value> is not allowed: expected ...` and
   exit code 2, so nothing is trained with settings the analysis would refuse afterwards.
 - `on_multirun_end` (after the sweeper, only reached when every block finished) analyses the
-  store with the run's `analysis.*` settings when `analysis.run` is true.
+  store with the run's `analysis.*` settings when `analysis.run` is true. Any failure there is
+  one line and a nonzero exit (`finish`): Hydra turns an exception a callback raises into a
+  warning and exit code 0, so nothing may leave this callback as an exception.
 
 The `on_run_*` hooks do the same for `hydra.mode=RUN`, where one process runs the whole sweep.
 Heavy imports (xarray, matplotlib) wait until the analysis runs: Hydra also instantiates the
@@ -29,6 +31,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from analysis.settings import KEYS, SettingsError, not_allowed
+from sweep import cli
 
 
 def _section(config: DictConfig) -> dict[str, Any]:
@@ -56,47 +59,55 @@ def check(config: DictConfig) -> dict[str, Any]:
     return section
 
 
-def _fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
 def run_analysis(config: DictConfig) -> dict[str, Any] | None:
     """Analyse the run's store when analysis.run is true and all its cells are finished."""
     section = check(config)
     if not section.get("run", True):
         return None
-    from analysis.report import AnalysisError, analyse
-    from sweep.store import StoreError, open_store
+    from analysis.report import analyse
+    from sweep.store import open_store
 
     path = Path(str(config.store.path)).expanduser().absolute()
-    try:
+    with cli.about(f"the end-of-sweep analysis of {path}"):
         ds = open_store(path)
         # A refined grid (sweep/refine.py) leaves points untrained by design: complete when its
         # levels are done (attr `refine_complete`).
         if not (bool(ds["finished"].all()) or bool(ds.attrs.get("refine_complete", False))):
             return None  # the sweep has reported its unfinished cells; nothing to draw yet
         return analyse(path, settings=section)
-    except (StoreError, AnalysisError) as e:
-        _fail(str(e))
-    return None
+
+
+def finish(config: DictConfig) -> None:
+    """`run_analysis`, ending the process in one line with a nonzero exit if it fails: a
+    refused store or setting exit 2, anything else (an unwritable figures folder) exit 1."""
+    from analysis.report import AnalysisError
+    from sweep.store import StoreError
+
+    def analysis() -> None:
+        run_analysis(config)
+
+    code = cli.exit_code(analysis, (StoreError, AnalysisError, SettingsError))
+    if code:
+        sys.exit(code)
 
 
 class AnalysisCallback(Callback):
     """Check `analysis.*` before a sweep; analyse its store after it (see the module doc)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        try:
+        def settings() -> None:
             check(config)
-        except SettingsError as e:
-            _fail(str(e))
+
+        code = cli.exit_code(settings, (SettingsError,))
+        if code:
+            sys.exit(code)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        run_analysis(config)
+        finish(config)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.on_multirun_start(config)
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         if OmegaConf.select(config, "block", default=None) is None:  # not a single job
-            run_analysis(config)
+            finish(config)

@@ -1,16 +1,21 @@
 """`python -m sweep +grid=<name> [overrides]`: expand a grid and train it.
 
-Without a grid the embedded default, the 2→1 phase diagram (`+grid=phase`), runs.
+Without a grid the embedded default, the 2→1 phase diagram (`+grid=phase`), runs. Every
+failure ends in one line on stderr and a nonzero exit (sweep/cli.py); `--debug` or
+`TOYSWEEP_DEBUG=1` adds the traceback.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
+
+from sweep import cli
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
@@ -140,14 +145,19 @@ def main(cfg: DictConfig) -> dict | int:
     return driver.run_block(cfg)
 
 
+@cli.one_line(
+    interrupted="interrupted; finished cells are kept, rerun the same command to train the rest"
+)
+def command(argv: list[str]) -> int:
+    """The command line: checks that end in one line before Hydra starts, then the sweep."""
+    sys.argv[1:] = check_argv(argv)
+    check_composes(sys.argv[1:])
+    # Hydra's own report of an exception is a trimmed traceback; with HYDRA_FULL_ERROR it
+    # re-raises instead, and `one_line` reports it in one line.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    main()
+    return 0
+
+
 if __name__ == "__main__":
-    try:
-        sys.argv[1:] = check_argv(sys.argv[1:])
-        check_composes(sys.argv[1:])
-        main()
-    except KeyboardInterrupt:
-        print(
-            "error: interrupted; finished cells are kept, rerun the same command to train the rest",
-            file=sys.stderr,
-        )
-        sys.exit(130)
+    sys.exit(command())

@@ -3,7 +3,8 @@
 Serves the explorer on 127.0.0.1 (a free port unless --port) and prints its URL; on a cluster,
 forward the port: `ssh -L 5006:localhost:5006 login-node`, then `--port 5006`. With
 `--export out.html` it writes one self-contained HTML file instead (opens offline).
-Bad input: one line on stderr, exit code 2, nothing written.
+Bad input: one line on stderr, exit code 2, nothing written; any other failure (a chunk that
+does not decode, an export that cannot be written) one line and exit code 1 (sweep/cli.py).
 """
 
 from __future__ import annotations
@@ -12,20 +13,14 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import NoReturn
 
 from analysis.explore.data import ExploreError, label
+from sweep import cli
 
 
 def _fail(msg: str) -> int:
     print(f"error: {msg}", file=sys.stderr)
     return 2
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # argparse's usage block -> our one line
-        print(f"error: {message} (see python -m analysis.explore --help)", file=sys.stderr)
-        sys.exit(2)
 
 
 def parse_select(items: list[str]) -> dict[str, list[str]]:
@@ -38,9 +33,10 @@ def parse_select(items: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+@cli.one_line()
+def main(argv: list[str]) -> int:
     t0 = time.perf_counter()
-    ap = _Parser(prog="python -m analysis.explore", description=__doc__.split("\n")[0])
+    ap = cli.Parser(prog="python -m analysis.explore", description=__doc__.split("\n")[0])
     ap.add_argument("store", help="a sweep's store, e.g. results/phase")
     ap.add_argument(
         "--host",
@@ -75,45 +71,51 @@ def main(argv: list[str] | None = None) -> int:
                 "existing directory"
             )
     try:
-        select = parse_select(args.select)
-        from analysis.explore.data import Explorer
-
-        ex = Explorer(args.store)
-        for key, val in (("--x", args.x), ("--y", args.y), *((f"--select {d}", d) for d in select)):
-            if val is not None and val not in ex.cell_dims:
-                raise ExploreError(
-                    f"{key}={val} is not allowed: expected a grid axis of the "
-                    f"store, one of {', '.join(ex.cell_dims) or '(none)'}"
-                )
-        if args.x is not None and args.x == args.y:
-            raise ExploreError(f"--y={args.y} is not allowed: expected an axis other than --x")
-        for d, values in select.items():
-            known = [label(v) for v in ex.coords[d]]
-            bad = [v for v in values if v not in known]
-            if bad:
-                raise ExploreError(
-                    f"--select {d}={bad[0]} is not allowed: expected one of {', '.join(known)}"
-                )
-        ex.summary()  # per-cell numbers, slab by slab
-        if out is not None:
-            from analysis.explore.app import export
-
-            path, n = export(ex, out, args.x, args.y, select)
-            print(
-                f"wrote {path} ({n} cells, {path.stat().st_size / 2**20:.1f} MB, "
-                f"{time.perf_counter() - t0:.1f} s); open it in a browser, no server needed"
-            )
-            return 0
-        from analysis.explore.app import serve
-
-        print(
-            f"read {ex.path}: {len(ex.summary())} cells × {len(ex.seeds)} seeds in "
-            f"{time.perf_counter() - t0:.1f} s",
-            flush=True,
-        )
-        serve(ex, args.host, args.port, args.x, args.y)
+        with cli.about(f"exploring {args.store}"):
+            return explore(args, out, t0)
     except ExploreError as e:
         return _fail(str(e))
+
+
+def explore(args: argparse.Namespace, out: Path | None, t0: float) -> int:
+    """Read the store, check the axes asked for, then export the HTML file or serve."""
+    select = parse_select(args.select)
+    from analysis.explore.data import Explorer
+
+    ex = Explorer(args.store)
+    for key, val in (("--x", args.x), ("--y", args.y), *((f"--select {d}", d) for d in select)):
+        if val is not None and val not in ex.cell_dims:
+            raise ExploreError(
+                f"{key}={val} is not allowed: expected a grid axis of the "
+                f"store, one of {', '.join(ex.cell_dims) or '(none)'}"
+            )
+    if args.x is not None and args.x == args.y:
+        raise ExploreError(f"--y={args.y} is not allowed: expected an axis other than --x")
+    for d, values in select.items():
+        known = [label(v) for v in ex.coords[d]]
+        bad = [v for v in values if v not in known]
+        if bad:
+            raise ExploreError(
+                f"--select {d}={bad[0]} is not allowed: expected one of {', '.join(known)}"
+            )
+    ex.summary()  # per-cell numbers, slab by slab
+    if out is not None:
+        from analysis.explore.app import export
+
+        path, n = export(ex, out, args.x, args.y, select)
+        print(
+            f"wrote {path} ({n} cells, {path.stat().st_size / 2**20:.1f} MB, "
+            f"{time.perf_counter() - t0:.1f} s); open it in a browser, no server needed"
+        )
+        return 0
+    from analysis.explore.app import serve
+
+    print(
+        f"read {ex.path}: {len(ex.summary())} cells × {len(ex.seeds)} seeds in "
+        f"{time.perf_counter() - t0:.1f} s",
+        flush=True,
+    )
+    serve(ex, args.host, args.port, args.x, args.y)
     return 0
 
 
