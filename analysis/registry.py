@@ -12,13 +12,14 @@ families of the grid file its config matches (`fallback_figures`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
+from matplotlib.axes import Axes
 
-from analysis.context import FigureFn
+from analysis.context import Context, FigureFn
 from analysis.figs import (
     absval,
     arrows,
@@ -53,6 +54,13 @@ FIGURES: dict[str, FigureFn] = {
     "dynamics": dynamics.draw,  # needs train.snapshots
     "absval_check": absval.draw,  # absval: |x| computed? features per neuron
     "perturbation": perturbation.draw,  # one feature's density varied (perturb grid)
+}
+
+# Families with a single-axes form, drawn into a caller's matplotlib Axes (the public API's
+# `toysweep.figure(name, ds, ax=ax)`): (ctx, ax) -> False when nothing applies to the store.
+AXES: dict[str, Callable[[Context, Axes], bool]] = {
+    "phase_diagram": phase.draw_axes,  # the trained panel with the analytic boundaries
+    "boundaries": boundary.draw_axes,  # the boundary diagram (not the distance figure)
 }
 
 CONF_GRIDS = Path(__file__).resolve().parent.parent / "conf" / "grid"

@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import xarray as xr
 from matplotlib.artist import Artist
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -56,12 +57,35 @@ def _theory_lines(ax, kind: str, r_lo: float, r_hi: float) -> None:
 
 def boundary_diagram(agg: xr.Dataset, kind: str) -> Figure:
     """Trained points by phase, measured boundaries with bands, exact and closed-form curves."""
+    fig, ax = plt.subplots(figsize=(7.5, 6.0))
+    handles = _diagram(ax, agg, kind)
+    fig.legend(
+        handles=handles,
+        fontsize=8,
+        loc="lower center",
+        ncol=3,
+        frameon=False,
+        bbox_to_anchor=(0.5, -0.1),
+    )
+    return fig
+
+
+def draw_axes(ctx: Context, ax: Axes) -> bool:
+    """`boundary_diagram` alone, into ax, its legend inside; False (nothing drawn) for a store
+    that is not a closed-form phase grid."""
+    if ctx.kind is None or "boundary" not in ctx.analysis:
+        return False
+    ax.legend(handles=_diagram(ax, ctx.analysis, ctx.kind), fontsize=7, loc="lower left")
+    return True
+
+
+def _diagram(ax: Axes, agg: xr.Dataset, kind: str) -> list[Artist]:
+    """Draw the boundary diagram into ax; return its legend's handles."""
     title, extra = SYMBOLS[kind]
     a = agg.transpose(R, P, ...)
     r, p = a[R].values, a[P].values
     phase = a["phase_lowest_loss"].values
     disagree = a["seeds_disagree_feature"].isel(feature=-1).values
-    fig, ax = plt.subplots(figsize=(7.5, 6.0))
     rr, pp = np.meshgrid(r, p, indexing="ij")
     trained = phase >= 0
     size = 14 if trained.sum() < 600 else 8
@@ -114,15 +138,7 @@ def boundary_diagram(agg: xr.Dataset, kind: str) -> Figure:
         Line2D([], [], color="black", lw=1.4, label="exact expected-loss minimum"),
         Line2D([], [], color="black", lw=1.0, ls="--", label="closed form (fixed candidates)"),
     ]
-    fig.legend(
-        handles=handles,
-        fontsize=8,
-        loc="lower center",
-        ncol=3,
-        frameon=False,
-        bbox_to_anchor=(0.5, -0.1),
-    )
-    return fig
+    return handles
 
 
 def boundary_distance(agg: xr.Dataset, kind: str) -> Figure:

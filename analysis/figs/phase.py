@@ -43,6 +43,35 @@ def draw(ctx: Context) -> dict[str, Figure]:
     return {f"phase_diagram_{ctx.kind}": phase_diagram(ctx.analysis, ctx.kind)}
 
 
+def draw_axes(ctx: Context, ax: Axes) -> bool:
+    """The trained panel alone, into ax: the extra feature's phase over (r, p) with the analytic
+    boundaries on top (missing cells grey-hatched, disagreeing seeds hatched); False (nothing
+    drawn) for a store that is not a closed-form phase grid."""
+    if ctx.kind is None:
+        return False
+    title, extra = SYMBOLS[ctx.kind]
+    a = ctx.analysis.transpose("relative_importance", "density", ...)
+    r, p = a["relative_importance"].values, a["density"].values
+    last = a.isel(feature=-1)
+    _phase_panel(
+        ax, last["phase"].values, r, p, a["missing"].values, last["seeds_disagree_feature"].values
+    )
+    _boundary_lines(ax, ctx.kind, r, p)
+    set_axis(ax, "x", "relative_importance", r, f"relative importance r of feature {extra}")
+    set_axis(ax, "y", "density", p)
+    ax.set_title(
+        f"{title}: phase of feature {extra} (rule {a.attrs.get('aggregate', '?')}); agreement "
+        f"{a.attrs.get('agreement', np.nan):.1%}",
+        fontsize=10,
+    )
+    handles = [
+        Patch(facecolor=PHASE_COLOURS[c], label=PHASE_NAMES[c])
+        for c in (IGNORED, DEDICATED, SUPERPOSED)
+    ]
+    ax.legend(handles=handles, fontsize=8, loc="lower left", framealpha=0.8)
+    return True
+
+
 def _phase_panel(
     ax: Axes,
     phase: np.ndarray,

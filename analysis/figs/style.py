@@ -6,6 +6,7 @@ with a cross hatch everywhere, so "no data" never looks like a phase.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +14,10 @@ from typing import Any
 
 import matplotlib
 
-matplotlib.use("Agg")  # files only; never needs a display
+# Files only, never a display: Agg, unless MPLBACKEND names a backend (a Jupyter kernel sets
+# its inline one there, which shows the figures toysweep.figure returns in a notebook).
+if not os.environ.get("MPLBACKEND"):
+    matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
