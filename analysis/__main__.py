@@ -54,7 +54,7 @@ def main(argv: list[str]) -> int:
 
     from analysis.report import AnalysisError, analyse
     from analysis.settings import SettingsError
-    from sweep.store import StoreError
+    from sweep.reader import StoreError
 
     settings = {
         "figures": args.figures,

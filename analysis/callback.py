@@ -65,7 +65,7 @@ def run_analysis(config: DictConfig) -> dict[str, Any] | None:
     if not section.get("run", True):
         return None
     from analysis.report import analyse
-    from sweep.store import open_store
+    from sweep.reader import open_store
 
     path = Path(str(config.store.path)).expanduser().absolute()
     with cli.about(f"the end-of-sweep analysis of {path}"):
@@ -81,7 +81,7 @@ def finish(config: DictConfig) -> None:
     """`run_analysis`, ending the process in one line with a nonzero exit if it fails: a
     refused store or setting exit 2, anything else (an unwritable figures folder) exit 1."""
     from analysis.report import AnalysisError
-    from sweep.store import StoreError
+    from sweep.reader import StoreError
 
     def analysis() -> None:
         run_analysis(config)

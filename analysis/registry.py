@@ -6,13 +6,13 @@ of analysis/figs/. A grid file picks its families:
     analysis:
       figures: [phase_diagram, feature_panels, loss_curves]
 
-A store whose config names none (stores written before grids named their figures) gets the
-families of the grid file its config matches (`fallback_figures`).
+A config that names none (`analysis.figures: null`) gets the generic panels
+(`GENERIC_FIGURES`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,7 @@ AXES: dict[str, Callable[[Context, Axes], bool]] = {
 }
 
 CONF_GRIDS = Path(__file__).resolve().parent.parent / "conf" / "grid"
-PHASE_FIGURES = ("phase_diagram", "boundaries", "feature_panels", "loss_curves")
+# what a config that names no families (analysis.figures: null) gets
 GENERIC_FIGURES = ("feature_panels", "loss_curves")
 
 
@@ -84,48 +84,3 @@ def grid_files() -> dict[str, dict[str, Any]]:
         with open(path) as f:
             out[path.stem] = yaml.safe_load(f) or {}
     return out
-
-
-def _leaves(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping):
-            out.update(_leaves(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def _matches(grid: Mapping[str, Any], cfg: Mapping[str, Any]) -> int:
-    """How many model/data/refine settings a grid file fixes, when the config has all of them
-    and the same grid axes; -1 otherwise."""
-    axes = set(((grid.get("grid") or {}).get("axes") or {}).keys())
-    if axes != set(((cfg.get("grid") or {}).get("axes") or {}).keys()):
-        return -1
-    # refine: phase-refine fixes the same model and data as phase, and its refine section
-    # (levels > 0) tells the two apart (a phase store has the schema's levels = 0)
-    want = _leaves({k: grid.get(k) or {} for k in ("model", "data", "refine")})
-    have = _leaves({k: cfg.get(k) or {} for k in ("model", "data", "refine")})
-    return len(want) if all(have.get(k) == v for k, v in want.items()) else -1
-
-
-def fallback_figures(cfg: Mapping[str, Any], grid_name: str, kind: str | None) -> tuple[str, ...]:
-    """Families for a store whose config names none, in order of preference:
-
-    1. the grid file of the store's name (stores written before grids named their figures);
-    2. the grid file whose model/data settings and axes the store's config matches (a grid run
-       under another name, e.g. `+grid=intro name=intro2`; the most specific match wins);
-    3. the phase-diagram families for a closed-form phase grid, else the generic panels.
-    """
-    grids = grid_files()
-    listed: dict[str, list[str]] = {
-        n: list((g.get("analysis") or {}).get("figures") or []) for n, g in grids.items()
-    }
-    if listed.get(grid_name):
-        return tuple(listed[grid_name])
-    scores = {n: _matches(g, cfg) for n, g in grids.items() if listed.get(n)}
-    best = max(scores.values(), default=-1)
-    winners = [n for n, s in scores.items() if s == best]
-    if best >= 0 and len(winners) == 1:
-        return tuple(listed[winners[0]])
-    return PHASE_FIGURES if kind is not None else GENERIC_FIGURES

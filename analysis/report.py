@@ -3,11 +3,11 @@
 `analyse(store, settings=...)` is what `python -m analysis <store>` and the end-of-sweep Hydra
 callback (analysis.callback) call. In order:
 
-1. open and check the store (sweep.store), read its config and analysis settings; the caller's
+1. open and check the store (sweep.reader), read its config and analysis settings; the caller's
    settings override the store's;
 2. per-model metrics and one value per cell (analysis.aggregate), then the analysis steps
    (analysis.steps: theory, geometry, neurons, feature sets);
-3. draw the figure families the settings, the store's config or the fallback name
+3. draw the figure families the settings or the store's config name (else the generic ones)
    (analysis.registry), in memory;
 4. only then write: the analysis dataset beside the store, the figures into `<store>/figures/`.
 """
@@ -28,7 +28,7 @@ from analysis import aggregate, registry, steps, theory
 from analysis.context import Context
 from analysis.figs.style import save, theme
 from analysis.settings import Settings, SettingsError
-from sweep.store import StoreError, config_of, open_store
+from sweep.reader import StoreError, config_of, open_store
 
 REQUIRED_VARS = (
     "W",
@@ -79,11 +79,10 @@ def load(store_path: Path | str) -> tuple[Path, xr.Dataset, dict[str, Any], Sett
 
 
 def grid_figures(ds: xr.Dataset, cfg: dict, stored: Settings) -> tuple[str, ...]:
-    """The families of the store's grid: its config's, else the registry's fallback."""
+    """The families the store's config names, else the generic panels."""
     if stored.figures is not None:
         return registry.check_figures(stored.figures)
-    grid_name = str(ds.attrs.get("grid_name", ""))
-    return registry.fallback_figures(cfg, grid_name, phase_kind(cfg, ds))
+    return registry.GENERIC_FIGURES
 
 
 def analyse(

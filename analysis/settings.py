@@ -31,7 +31,7 @@ def not_allowed(key: str, value: Any, expected: str) -> SettingsError:
 class Settings:
     """How seeds are pooled and phases read, and which figure families are drawn.
 
-    `figures` None means "what the store's grid names" (or the fallback, analysis.registry);
+    `figures` None means "what the store's grid names" (or the generic panels, analysis.registry);
     the names are checked against the registry by analysis.registry.check_figures.
     """
 

@@ -117,3 +117,23 @@ class TrainResult:
     W_snapshot: np.ndarray | None = None
     b_snapshot: np.ndarray | None = None
     W_out_snapshot: np.ndarray | None = None
+
+    def part(self, sl: slice) -> TrainResult:
+        """The results of the instances `sl` (one chunk of a job that trained several)."""
+
+        def cut(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[sl]
+
+        return TrainResult(
+            self.W[sl],
+            self.b[sl],
+            self.loss[sl],
+            self.curve[sl],
+            self.diverged[sl],
+            self.seconds,
+            self.resumed_from,
+            cut(self.W_out),
+            cut(self.W_snapshot),
+            cut(self.b_snapshot),
+            cut(self.W_out_snapshot),
+        )

@@ -153,11 +153,7 @@ class GridConfig:
 @dataclass
 class ChunkConfig:
     memory_mb: float = _f(2048, "working-memory budget of one job, MiB", lo=0, lo_open=True)
-    max_instances: int | None = _f(None, "optional cap on models per job", lo=1)
-    # The blocks' layout depends on the worker count they were cut for (grid.SPLIT_WORK); the
-    # driver records it here in the store's config, and a resume keeps the store's own, so the
-    # blocks stay the same on a machine with other cores or with another `workers`.
-    feed: int | None = _f(None, "workers the grid is cut into blocks for (null: workers)", lo=1)
+    max_instances: int | None = _f(None, "optional cap on models per job and per chunk", lo=1)
 
 
 @dataclass

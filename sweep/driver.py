@@ -1,10 +1,10 @@
-"""What a sweep does around training: check the config and the store, plan the jobs, train one
-block per job, and report. The Hydra sweeper (hydra_plugins/toysweep) calls `prepare` and
-`finish` around its launcher; `run` does the same in-process without Hydra's machinery."""
+"""What a sweep does around training: check the config and the store, group its unfinished
+chunks into jobs (sweep.jobs), train each job's chunks as one tensor, and report. The Hydra
+sweeper (hydra_plugins/toysweep) calls `prepare` and `finish` around its launcher; `run` does
+the same in-process without Hydra's machinery."""
 
 from __future__ import annotations
 
-import copy
 import fcntl
 import logging
 import os
@@ -20,8 +20,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from sweep import store
-from sweep.grid import GridPlan
+from sweep import jobs, layout, writes
+from sweep.grid import Block, GridPlan, job_name
+from sweep.identity import StaleWrite, check_identity, differences, fingerprint, identity
+from sweep.reader import StoreError
 from sweep.train import train_block
 from sweep.validate import ConfigError, check_machine
 
@@ -30,12 +32,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Sweep:
-    """A prepared sweep: its plan, store path, the blocks left to train and the driver lock."""
+    """A prepared sweep: its plan, store path, the chunks left to train, the jobs that train
+    them (this run's grouping) and the driver lock."""
 
     cfg: DictConfig
     plan: GridPlan
     path: Path
     todo: list[str]
+    jobs: list[str]
     lock: Any
     started: float = field(default_factory=time.perf_counter)
 
@@ -133,6 +137,9 @@ def check(cfg: DictConfig) -> tuple[DictConfig, GridPlan, Path]:
     path = store_path(task)
     if path.exists() and not path.is_dir():
         fail(f"store.path={given!r} is a file, expected a directory for the zarr store")
+    nested = layout.nesting(path)
+    if nested:  # an outer store's overwrite would delete it; an inner one's files are foreign
+        fail(f"store.path={given!r} is not allowed: {nested}; expected a path outside any store")
     _check_writable(path, given)
     return task, plan, path
 
@@ -156,17 +163,17 @@ def prepare(cfg: DictConfig) -> Sweep:
 
 def _prepare_locked(cfg: DictConfig, plan: GridPlan, path: Path, lock: Any) -> Sweep:
     given = str(cfg.store.path)
-    # Leftovers of a store.create killed half-way (we hold the lock: nobody else is creating).
+    # Leftovers of a layout.create killed half-way (we hold the lock: nobody else is creating).
     for stale in path.parent.glob(f".{path.name}.new-*"):
         shutil.rmtree(stale, ignore_errors=True)
     fresh = not path.exists() or not any(path.iterdir())
     replace = False
     if not fresh:
         try:
-            existing = store.open_store(path)
-        except store.StoreError as e:
+            existing = layout.open_checked(path)
+        except StoreError as e:
             fail(f"store.path={given!r}: {e}; refusing to touch it")
-        foreign = store.foreign_entries(path)
+        foreign = layout.foreign_entries(path)
         if str(cfg.store.mode) == "overwrite":
             if foreign:
                 fail(
@@ -176,80 +183,49 @@ def _prepare_locked(cfg: DictConfig, plan: GridPlan, path: Path, lock: Any) -> S
                 )
             fresh = replace = True
         else:
-            cfg, plan = _keep_layout(cfg, plan, existing, path)
-            if not store.same_settings(existing, cfg):
-                diffs = store.differences(existing, cfg) or [
-                    f"fingerprint {store.fingerprint(cfg)}, the store's "
-                    f"{existing.attrs['fingerprint']}"
+            if fingerprint(cfg) != existing.attrs["fingerprint"]:
+                diffs = differences(existing.attrs["config_yaml"], cfg) or [
+                    f"fingerprint {fingerprint(cfg)}, the store's {existing.attrs['fingerprint']}"
                 ]
                 fail(
                     f"store {path} was made by a different grid or settings "
                     f"({'; '.join(diffs)}); pass store.mode=overwrite to replace it, or "
                     "store.path=<new path> for a new store"
                 )
-            _repair(path, plan, cfg, existing)
-    # Pin the layout in the config the store records and every job gets (chunk.feed), so the
-    # store plans the same blocks on any machine and with any `workers`.
-    with open_dict(cfg):
-        cfg.chunk.feed = plan.fed
+            _repair(path, plan, cfg)
     proved = None
     try:
         if replace:
             proved = _replace(path, plan, cfg)
         elif fresh:
-            store.create(path, plan, cfg)
+            layout.create(path, plan, cfg)
     except OSError as e:
         fail(
             f"store.path={given!r}: cannot write the store ({e.strerror or e}); nothing was changed"
         )
-    done = store.finished_blocks(path, plan)
-    todo = [b.key() for b in plan.blocks if b.key() not in done or b.key() == proved]
-    return Sweep(cfg, plan, path, todo, lock)
+    done = writes.finished_chunks(path, plan)
+    todo = [b.key() for b in plan.blocks if b.key() not in done]
+    trained = todo + ([proved] if proved else [])  # the proved chunk counts as trained now
+    return Sweep(cfg, plan, path, trained, jobs.group(plan, todo), lock)
 
 
-def _keep_layout(
-    cfg: DictConfig, plan: GridPlan, existing: Any, path: Path
-) -> tuple[DictConfig, GridPlan]:
-    """A resume trains the store's own blocks: they were cut for the worker count of the run
-    that made it (grid.SPLIT_WORK), which another machine's cores or another `workers` would
-    cut differently. Numbers do not depend on the cut (a model trains alone in any block), so
-    only the cut is kept; a chunk.feed given by hand that differs is refused by the fingerprint."""
-    if OmegaConf.select(cfg, "chunk.feed") is not None:
-        return cfg, plan
-    fed = store.stored_feed(existing)  # its config was read back when the store was opened
-    if fed == plan.fed:
-        return cfg, plan
-    kept = copy.deepcopy(cfg)
-    with open_dict(kept):
-        kept.chunk.feed = fed
-    log.info(f"store {path}: resuming its blocks as cut for {fed} workers, not {plan.fed}")
-    return kept, GridPlan(kept)
-
-
-def _repair(path: Path, plan: GridPlan, cfg: DictConfig, existing: Any) -> None:
-    """Resuming a store: rebuild lost metadata, give an old store a run id, verify if asked."""
-    rebuilt = store.repair_metadata(path)
+def _repair(path: Path, plan: GridPlan, cfg: DictConfig) -> None:
+    """Resuming a store: rebuild lost metadata, verify the static variables if asked."""
+    rebuilt = layout.repair_metadata(path)
     if rebuilt:
         log.warning(f"store {path}: rebuilt missing metadata {', '.join(rebuilt)}")
-    if existing.attrs.get("run_id") is None:
-        store.update_attrs(path, {"run_id": store.new_run_id()})
-    fingerprint = store.fingerprint(cfg)
-    if existing.attrs.get("fingerprint") != fingerprint:
-        # Same settings, hashed under an older toysweep's rules (same_settings re-hashed its
-        # config_yaml): record today's hash, which every job checks before it writes.
-        store.update_attrs(path, {"fingerprint": fingerprint})
     if cfg.store.verify:
-        fixed = store.verify_static(path, plan, cfg)
+        fixed = layout.verify_static(path, plan, cfg)
         if fixed:
             log.warning(f"store {path}: rewrote damaged {', '.join(fixed)}")
     elif rebuilt:
-        store.update_attrs(path, {})
+        writes.update_attrs(path, {})
 
 
 def _replace(path: Path, plan: GridPlan, cfg: DictConfig) -> str:
-    """store.mode=overwrite: build beside, prove the first block, then swap in (see prepare).
-    Returns the key of the block trained here."""
-    side = store.create(path, plan, cfg, beside=True)
+    """store.mode=overwrite: build beside, prove the first chunk, then swap in (see prepare).
+    Returns the key of the chunk trained here."""
+    side = layout.create(path, plan, cfg, beside=True)
     first = min(plan.blocks, key=lambda b: b.size)
     try:
         run_block(job_config(cfg, side, first.key()))
@@ -257,7 +233,7 @@ def _replace(path: Path, plan: GridPlan, cfg: DictConfig) -> str:
         shutil.rmtree(side, ignore_errors=True)
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else ""
         fail(
-            f"store.mode=overwrite: the new run's first block {first.key()} failed "
+            f"store.mode=overwrite: the new run's first chunk {first.key()} failed "
             f"({type(e).__name__}: {first_line}); the store at {path} is untouched",
             code=1,
         )
@@ -265,8 +241,8 @@ def _replace(path: Path, plan: GridPlan, cfg: DictConfig) -> str:
         side.with_name(f".{side.name}.swap").unlink(missing_ok=True)
     with swap_lock(path, exclusive=True):
         try:
-            store.swap_in(side, path)
-        except store.StoreError as e:
+            layout.swap_in(side, path)
+        except StoreError as e:
             shutil.rmtree(side, ignore_errors=True)
             fail(f"store.path={str(cfg.store.path)!r}: {e}")
     return first.key()
@@ -290,12 +266,13 @@ def task_config(cfg: DictConfig) -> DictConfig:
 
 
 def job_config(cfg: DictConfig, path: Path, block: str, run_id: str | None = None) -> DictConfig:
-    """The config of one job: the sweep's, with the block, the store's real path and run id."""
+    """The config of one job: the sweep's, with its chunks (`block`: a job name of sweep.jobs),
+    the store's real path and run id."""
     job = task_config(cfg)
     with open_dict(job):
         job.block = block
         job.store.path = str(path)
-        job.store.run_id = run_id or store.identity(path).get("run_id")
+        job.store.run_id = run_id or identity(path).get("run_id")
     return job
 
 
@@ -328,55 +305,73 @@ def block_lock(path: Path, key: str) -> Any:
 
 
 def run_block(cfg: DictConfig) -> dict:
-    """Train and write one block (the body of every job). Skips a block that is finished, and
-    writes nothing into a store that is not the run it was launched for (a stale job)."""
+    """The body of every job: train the chunks it names (`block`) that are not finished, as one
+    tensor, and write each chunk's region. Writes nothing into a store that is not the run it
+    was launched for (a stale job)."""
     plan = GridPlan(cfg)
-    block = plan.block(str(cfg.block))
+    name = str(cfg.block)
+    chunks = jobs.chunks_of(plan, name)
     path = Path(str(cfg.store.path))
-    expected = {"fingerprint": store.fingerprint(cfg), "run_id": cfg.store.run_id}
+    expected = {"fingerprint": fingerprint(cfg), "run_id": cfg.store.run_id}
     try:
-        store.check_identity(path, expected)
-        with block_lock(path, block.key()):
-            if store.block_finished(path, plan, block):
-                return {"block": block.key(), "models": 0, "skipped": True}
-            ckpt_dir = path / ".jobs" / "checkpoints"
-            ckpt_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            ckpt = ckpt_dir / f"{block.key()}.pt"
-            job = plan.job(block)
-            res = train_block(job, checkpoint=ckpt, progress=bool(cfg.progress), identity=expected)
-            assert res is not None  # None only with stop_at
-            with swap_lock(path, exclusive=False):
-                store.write_block(path, plan, block, res, expected)
-            ckpt.unlink(missing_ok=True)
-    except store.StaleWrite as e:
-        log.warning(f"block {block.key()}: stale job, nothing written: {e}")
-        return {"block": block.key(), "models": 0, "stale": True}
+        check_identity(path, expected)
+        with block_lock(path, name):
+            todo = [b for b in chunks if not writes.chunk_finished(path, plan, b)]
+            if not todo:
+                return {"block": name, "models": 0, "skipped": True}
+            key = name if len(todo) == len(chunks) else job_name(todo)
+            res = train_chunks(plan, path, cfg, todo, key, expected)
+    except StaleWrite as e:
+        log.warning(f"job {name}: stale job, nothing written: {e}")
+        return {"block": name, "models": 0, "stale": True}
     except Exception:
         # The traceback goes to the job's log (its stdout under a launcher), which the
         # driver's summary points to; the launcher only carries the exception back.
-        log.exception(f"block {block.key()} failed")
+        log.exception(f"job {name} failed")
         raise
     return {
-        "block": block.key(),
-        "models": len(job.seeds),
+        "block": name,
+        "models": len(res.loss),
         "seconds": res.seconds,
         "diverged": int(res.diverged.sum()),
         "resumed_from": res.resumed_from,
     }
 
 
+def train_chunks(
+    plan: GridPlan, path: Path, cfg: DictConfig, chunks: list[Block], key: str, expected: dict
+) -> Any:
+    """Train chunks of one shape as one tensor and write each chunk's region (its values, then
+    its flags). The checkpoint is keyed by `key` (the job's chunk set) and stamped with the
+    run identity, so another grouping's or another run's checkpoint is not loaded."""
+    ckpt_dir = path / ".jobs" / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ckpt = ckpt_dir / f"{key}.pt"
+    res = train_block(
+        plan.job(chunks, key), checkpoint=ckpt, progress=bool(cfg.progress), identity=expected
+    )
+    assert res is not None  # None only with stop_at
+    with swap_lock(path, exclusive=False):  # not while an overwrite swaps stores
+        start = 0
+        for b in chunks:  # the job's instances are its chunks' in order
+            writes.write_chunk(path, plan, b, res.part(slice(start, start + b.size)), expected)
+            start += b.size
+    ckpt.unlink(missing_ok=True)
+    return res
+
+
 def finish(sweep: Sweep, failures: list[str]) -> int:
     """Record the run in the store and print the summary; return an exit code."""
     plan, path = sweep.plan, sweep.path
     wall = time.perf_counter() - sweep.started
-    ds = store.open_store(path)
+    ds = layout.open_checked(path)
     diverged = int(ds["diverged"].sum())
-    done = store.finished_blocks(path, plan)  # models count once their block is written
-    # cells whose block is complete and readable (not merely flagged: a damaged one is not)
+    done = writes.finished_chunks(path, plan)  # models count once their chunk is written
+    # cells whose chunk is complete and readable (not merely flagged: a damaged one is not)
     finished = sum(b.size for b in plan.blocks if b.key() in done)
     todo = set(sweep.todo)
     trained = sum(b.size for b in plan.blocks if b.key() in done and b.key() in todo)
-    store.update_attrs(
+    writes.update_attrs(
         path,
         {
             "last_run_wall_seconds": round(wall, 2),
@@ -412,9 +407,9 @@ def run(cfg: DictConfig) -> int:
     sweep = prepare(cfg)
     with sweep.lock:  # the store's lock: released when this ends, not at garbage collection
         failures = []
-        for key in sweep.todo:
+        for key in sweep.jobs:
             try:
                 run_block(job_config(sweep.cfg, sweep.path, key))
-            except Exception as e:  # report, keep going with the other blocks
-                failures.append(f"block {key}: {type(e).__name__}: {e}")
+            except Exception as e:  # report, keep going with the other jobs
+                failures.append(f"job {key}: {type(e).__name__}: {e}")
         return finish(sweep, failures)

@@ -1,11 +1,13 @@
-"""Grid expansion: validated config -> shapes, blocks of instances and per-instance settings.
+"""Grid expansion: validated config -> shapes, storage chunks and per-instance settings.
 
 A sweep's config names axes in `grid.axes`. Axes that change tensor shapes (`SHAPE_AXES`) split
-the sweep into separate jobs; the others (`VECTOR_AXES`) and the seeds are vectorised into the
-leading instance axis of one tensor. Each job trains one *block*: a hyper-rectangle of the
-store's cells, aligned with the store's zarr chunks so that concurrent writers never share a
-chunk. Everything here is pure and deterministic, so the driver and every job derive the same
-plan from the same config.
+the sweep into separate tensors; the others (`VECTOR_AXES`) and the seeds are vectorised into
+the leading instance axis of one tensor. The store is cut into *chunks* (`Block`): hyper-
+rectangles of cells of one shape, the store's zarr chunks, a fixed function of the grid and the
+memory budget (never of the worker count or the machine). A job trains any set of chunks of
+one shape as one tensor (sweep.jobs decides which, per run) and writes each chunk's region, so
+concurrent writers never share a chunk. Everything here is pure and deterministic, so the driver
+and every job derive the same plan from the same config.
 """
 
 from __future__ import annotations
@@ -38,11 +40,16 @@ BYTES_PER_ELEMENT = {"autograd": 12 * 4, "fused": 4}
 # the step's buffers stay alive together. Measured peak RSS of one 2→1 model at batch 1M and
 # 4M (fused, uncompiled): 68 and 79 B per element; 96 leaves a margin.
 FLOOR_BYTES_PER_ELEMENT = 96
-# A grid with fewer shapes than workers is cut into more blocks only when it holds at least this
-# much training (instances × batch × features × steps). Each extra worker process costs ~3-5 s
-# (importing torch, then loading or compiling its kernels: measured on the 2-core build
-# machine); 4e9 element-steps is ~9 s of compiled 2→1 training at 1 thread (4.5e8 per s).
-SPLIT_WORK = 4e9
+# Storage chunks are small enough that any machine can spread a shape over its workers: a shape
+# is cut into about SPREAD chunks, but none under MIN_CHUNK models, since each chunk costs a
+# fixed overhead per write and per completeness check. Measured (benchmarks/chunk_overhead.py,
+# 2→1 phase grid, the 2-core build machine at load 7-10): writing a chunk and checking it
+# complete costs ~50 ms plus ~1.6 ms per model (15-model chunks: 77 ms each, 75-model: 174 ms).
+# At 128 models or more the fixed part is under a fifth of a chunk's store time, and the default
+# 1,125-model grid (15 chunks of 75) spends ~1 s more on its store than in 2 chunks, against
+# ~30 s of training, while 15 workers can share it. Changing these changes the format.
+SPREAD = 64
+MIN_CHUNK = 128
 
 
 @dataclass(frozen=True)
@@ -61,14 +68,14 @@ class Shape:
 
 @dataclass(frozen=True)
 class Block:
-    """A chunk-aligned hyper-rectangle of cells trained by one job."""
+    """One storage chunk: a hyper-rectangle of cells of one shape, written as one region."""
 
     shape: Shape
-    index: int  # block number within its shape
+    index: int  # chunk number within its shape
     slices: dict[str, slice]  # store dim -> region (shape dims included, one index each)
 
     def key(self) -> str:
-        return f"{self.shape.key()}-b{self.index}"
+        return f"{self.shape.key()}-c{self.index}"
 
     @property
     def size(self) -> int:
@@ -186,19 +193,19 @@ class GridPlan:
             )
         self.max_features = max(s.n_features for s in self.shapes)
         self.max_hidden = max(s.n_hidden for s in self.shapes)
-        self.workers = resolve_workers(cfg.get("workers", 1))  # blocks trained at once
-        # workers the blocks are cut for: the store's recorded layout when there is one
-        self.feed = int(cfg.chunk.get("feed") or self.workers)
-        self.fed = 1  # workers the blocks were cut for (1: the layout ignores workers)
+        self.workers = resolve_workers(cfg.get("workers", 1))  # jobs trained at once
+        self.job_cap = self._instances_cap()  # most models in one job (one tensor)
         self.chunks = self._chunk_sizes()
         self.blocks = [b for s in self.shapes for b in self._blocks(s)]
+        self._by_key = {b.key(): b for b in self.blocks}
+        self.block_keys = set(self._by_key)
 
     @property
     def n_cells(self) -> int:
         return math.prod(len(v) for v in self.coords.values())
 
     def _instances_cap(self) -> int:
-        """Most instances one job may hold under the memory budget (and the optional cap)."""
+        """Most models one job may hold under the memory budget (and chunk.max_instances)."""
         per_elem = BYTES_PER_ELEMENT[str(self.cfg.train.backend)]
         batch = int(self.cfg.train.batch_size)
         per_inst = batch * self.max_features * per_elem
@@ -236,40 +243,23 @@ class GridPlan:
     def _chunk_sizes(self) -> dict[str, int]:
         """Chunk length per cell dim: 1 on shape dims, then fit vector dims + seed under the cap.
 
-        Dims are cut from the left: the leading vectorised dim shrinks first, so a block is a
-        slab of whole rows of the later dims whenever that fits.
+        Dims are cut from the left: the leading vectorised dim shrinks first, so a chunk is a
+        slab of whole rows of the later dims whenever that fits; cuts are balanced (15 rows in
+        chunks of at most 8: 8 + 7, not 8 + 7 + 0). A refined grid (refine.levels > 0) stores
+        one point (all its seeds) per chunk: its levels train points, not rectangles.
         """
-        cap = self._instances_cap()
-        chunks = {d: 1 if d in SHAPE_AXES else len(self.coords[d]) for d in self.cell_dims}
         free = [d for d in self.cell_dims if d not in SHAPE_AXES]
+        per_shape = math.prod(len(self.coords[d]) for d in free)
+        cap = min(self.job_cap, max(MIN_CHUNK, math.ceil(per_shape / SPREAD)))
+        if OmegaConf.select(self.cfg, "refine.levels", default=0):
+            cap = min(self.job_cap, len(self.seeds))
+        chunks = {d: 1 if d in SHAPE_AXES else len(self.coords[d]) for d in self.cell_dims}
         for i, d in enumerate(free):
             rest = math.prod(chunks[e] for e in free[i + 1 :])
             if chunks[d] * rest <= cap:
                 break
-            chunks[d] = max(1, cap // rest)
-        return self._feed_workers(chunks, free)
-
-    def _feed_workers(self, chunks: dict[str, int], free: list[str]) -> dict[str, int]:
-        """Cut further, from the left, until the blocks can feed every worker at once.
-
-        Only for grids with fewer shapes than workers and enough work to pay for another
-        process (SPLIT_WORK). Cuts are balanced (15 rows for 2 workers: 8 + 7, not 7 + 7 + 1).
-        """
-        pieces = math.ceil(self.feed / len(self.shapes))  # blocks wanted per shape
-        per_shape = math.prod(len(self.coords[d]) for d in free)
-        t = self.cfg.train
-        work = per_shape * len(self.shapes) * int(t.batch_size) * self.max_features * int(t.steps)
-        if pieces <= 1 or work < SPLIT_WORK:
-            return chunks
-        self.fed = self.feed  # the layout depends on the worker count: part of the fingerprint
-        for d in free:
             n = len(self.coords[d])
-            blocks = {e: math.ceil(len(self.coords[e]) / chunks[e]) for e in free}
-            have = math.prod(blocks.values())
-            if have >= pieces:
-                break
-            need = math.ceil(pieces * blocks[d] / have)  # blocks wanted along d
-            chunks[d] = math.ceil(n / min(n, need))
+            chunks[d] = math.ceil(n / math.ceil(n / max(1, cap // rest)))
         return chunks
 
     def _blocks(self, shape: Shape) -> list[Block]:
@@ -287,10 +277,10 @@ class GridPlan:
         ]
 
     def block(self, key: str) -> Block:
-        for b in self.blocks:
-            if b.key() == key:
-                return b
-        raise ConfigError("job.block", key, f"one of {len(self.blocks)} blocks of this grid")
+        """The chunk of a key (`<shape>-c<k>`)."""
+        if key not in self._by_key:
+            raise ConfigError("block", key, f"one of the {len(self.blocks)} chunks of this grid")
+        return self._by_key[key]
 
     def importance(self, shape: Shape, relative_importance: float) -> np.ndarray:
         """Importance vector of one cell: the schedule, with chosen features scaled by r."""
@@ -334,23 +324,35 @@ class GridPlan:
             np.array(seeds), np.array(dens), np.array(imps), tuple(len(v) for v in sub.values())
         )
 
-    def job(self, block: Block) -> BlockJob:
-        """The typed job of one block: what `sweep.train.train_block` trains."""
-        inst = self.instances(block)
+    def job(self, blocks: list[Block], key: str | None = None) -> BlockJob:
+        """The typed job of a set of chunks of one shape, trained as one tensor: their
+        instances concatenated in the order given (what `sweep.train.train_block` trains).
+        key: the job's name (default: `job_name` of the chunks)."""
+        key = key or job_name(blocks)
+        shape = blocks[0].shape
+        if any(b.shape != shape for b in blocks):
+            raise ConfigError("block", key, "chunks of one shape")
+        inst = [self.instances(b) for b in blocks]
         train = self.cfg.train
         if OmegaConf.is_config(train) and OmegaConf.get_type(train) is not dict:
             train = OmegaConf.to_object(train)  # the schema's TrainConfig
         return BlockJob(
-            block.key(),
-            block.shape.model,
-            block.shape.n_hidden,
-            inst.seed,
-            inst.density,
-            inst.importance,
+            key,
+            shape.model,
+            shape.n_hidden,
+            np.concatenate([x.seed for x in inst]),  # (inst,)
+            np.concatenate([x.density for x in inst]),  # (inst, feat)
+            np.concatenate([x.importance for x in inst]),  # (inst, feat)
             train,
-            block.shape.correlation,
+            shape.correlation,
             int(self.cfg.data.set_size),
         )
+
+
+def job_name(blocks: list[Block]) -> str:
+    """A job's name: its shape and its (contiguous) chunk range, `<shape>-c3..c7` or `-c3`."""
+    a, b = blocks[0].index, blocks[-1].index
+    return f"{blocks[0].shape.key()}-c{a}" + (f"..c{b}" if b != a else "")
 
 
 def check_axes(axes: dict[str, list]) -> None:

@@ -29,12 +29,14 @@ a Monte Carlo estimate whose noise (~1 %) exceeds the gap between the competing 
 boundary; ranked by it, a 2→1 run picked the wrong phase next to the boundary on 5 of 15 rows
 and bisected intervals the analysis then did not bracket the boundary with.
 
-Levels are jobs like any other: `python -m sweep` hands each level's cells, cut into one job per
+Levels are jobs like any other: the fine grid stores one point (all its seeds) per chunk
+(sweep.grid), and `python -m sweep` hands each level's points, grouped into about one job per
 worker (`block=refine-L<level>-<digest>`, `refine.cells=i:j,...`), to the configured Hydra
 launcher (local workers or SLURM), waits for them, relaunches unfinished ones up to `retries`
-times, and only then decides the next level from the store. Jobs check the store's identity
-and take a lock per job, as the grid's blocks do. Not done: the r axis is not refined (the p(r)
-boundaries need rows; r = 1, where 2→1 has a boundary in r, is a row).
+times, and only then decides the next level from the store. A job trains its points' chunks as
+one tensor and writes each chunk through the grid's own path (driver.train_chunks), checks the
+store's identity and takes a lock per job, as the grid's jobs do. Not done: the r axis is not
+refined (the p(r) boundaries need rows; r = 1, where 2→1 has a boundary in r, is a row).
 """
 
 from __future__ import annotations
@@ -50,9 +52,11 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from sweep import driver, quadrature, store
-from sweep.grid import SPLIT_WORK, Block, GridPlan, axis_values
-from sweep.train import TrainResult, train_block
+from sweep import driver, quadrature, writes
+from sweep.grid import Block, GridPlan, axis_values
+from sweep.identity import StaleWrite, check_identity, fingerprint
+from sweep.jobs import SPLIT_WORK
+from sweep.layout import open_checked
 from sweep.validate import ConfigError
 
 log = logging.getLogger(__name__)
@@ -219,62 +223,17 @@ def parse_cells(spec: str, n_r: int, n_p: int) -> list[tuple[int, int]]:
     return cells
 
 
-def _train(
-    plan: GridPlan, path: Path, cfg: DictConfig, cells: list[tuple[int, int]], tag: str, ident: dict
-) -> float:
-    """Train the given (r, p) cells (all seeds) in one block and write each cell's region."""
-    shape = plan.shapes[0]
-    n_p, n_seed = len(plan.coords[P]), len(plan.seeds)
-    blocks = [
-        Block(
-            shape,
-            1_000_000 + i * n_p + j,
-            {R: slice(i, i + 1), P: slice(j, j + 1), "seed": slice(0, n_seed)},
-        )
-        for i, j in cells
-    ]
-    inst = [plan.instances(b) for b in blocks]
-    seeds = np.concatenate([x.seed for x in inst])
-    dens = np.concatenate([x.density for x in inst])
-    imp = np.concatenate([x.importance for x in inst])
-    # A checkpoint per job: a job's tag names its cells, so a resumed job trains the same ones.
-    ckpt_dir = path / ".jobs" / "checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    ckpt = ckpt_dir / f"{tag}.pt"
-    res = train_block(
-        shape.model,
-        seeds,
-        dens,
-        imp,
-        shape.n_hidden,
-        cfg.train,
-        checkpoint=ckpt,
-        progress=bool(cfg.progress),
-        desc=tag,
-        correlation=shape.correlation,
-        set_size=int(cfg.data.set_size),
-    )
-    assert res is not None
-    with driver.swap_lock(path, exclusive=False):  # not while an overwrite swaps stores
-        for k, block in enumerate(blocks):
-            sl = slice(k * n_seed, (k + 1) * n_seed)
-            part = TrainResult(
-                res.W[sl],
-                res.b[sl],
-                res.loss[sl],
-                res.curve[sl],
-                res.diverged[sl],
-                res.seconds,
-                res.resumed_from,
-            )
-            store.write_block(path, plan, block, part, ident)
-    ckpt.unlink(missing_ok=True)
-    return res.seconds
+def _chunks(plan: GridPlan, cells: list[tuple[int, int]]) -> list[Block]:
+    """The storage chunks of the given (r, p) points (one per point, or its seed chunks)."""
+    at: dict[tuple[int, int], list[Block]] = {}
+    for b in plan.blocks:
+        at.setdefault((b.slices[R].start, b.slices[P].start), []).append(b)
+    return [b for c in cells for b in at[c]]
 
 
 def _finished(path: Path) -> np.ndarray:
     """(r, p) bool: points whose every seed is finished."""
-    fin = store.open_store(path)["finished"].transpose(R, P, "seed").values
+    fin = open_checked(path)["finished"].transpose(R, P, "seed").values
     return np.asarray(np.asarray(fin, dtype=bool).all(-1))
 
 
@@ -287,14 +246,18 @@ def run_job(cfg: DictConfig) -> dict:
     path = Path(str(fine.store.path))
     tag = str(fine.block)
     cells = parse_cells(str(fine.refine.cells), len(plan.coords[R]), len(plan.coords[P]))
-    ident = {"fingerprint": store.fingerprint(fine), "run_id": fine.store.run_id}
+    ident = {"fingerprint": fingerprint(fine), "run_id": fine.store.run_id}
     try:
-        store.check_identity(path, ident)
+        check_identity(path, ident)
         with driver.block_lock(path, tag):
             fin = _finished(path)
             todo = [c for c in cells if not fin[c]]
-            seconds = _train(plan, path, fine, todo, tag, ident) if todo else 0.0
-    except store.StaleWrite as e:
+            seconds = 0.0
+            if todo:  # the checkpoint's name: the tag names its cells, a rerun trains the same
+                key = tag if len(todo) == len(cells) else f"{tag}-{_digest(todo)}"
+                res = driver.train_chunks(plan, path, fine, _chunks(plan, todo), key, ident)
+                seconds = res.seconds
+    except StaleWrite as e:
         log.warning(f"{tag}: stale job, nothing written: {e}")
         return {"block": tag, "models": 0, "stale": True}
     return {"block": tag, "models": len(todo) * len(plan.seeds), "seconds": seconds}
@@ -320,7 +283,6 @@ def _run_here(cfg: DictConfig, sweep: driver.Sweep, jobs: list[tuple[str, str]])
         job = driver.job_config(cfg, sweep.path, tag)
         with open_dict(job):
             job.refine.cells = cells
-            job.chunk.feed = sweep.plan.fed  # the store's layout, as the sweeper's jobs get it
         try:
             run_job(job)
         except Exception as e:  # noqa: BLE001 - reported, the level goes on
@@ -330,24 +292,26 @@ def _run_here(cfg: DictConfig, sweep: driver.Sweep, jobs: list[tuple[str, str]])
 
 def _jobs(sweep: driver.Sweep, cells: list[tuple[int, int]], level: int) -> list[tuple[str, str]]:
     """A level's cells cut into jobs: one per worker when the level holds enough training to
-    pay for another process (grid.SPLIT_WORK, as a grid's blocks), else one job;
-    chunk.max_instances caps a job's models. Each job is named by a digest of its cells, so a
-    rerun of the level gets the same names. (Measured: a 75-model 2→1 level cut in 2 jobs took
-    10 s, each job still running all 10,000 steps; the 600-model coarse pass gains from 2.)"""
+    pay for another process (jobs.SPLIT_WORK, as a grid's chunks), else one job; the memory
+    budget and chunk.max_instances cap a job's models. Each job is named by a digest of its
+    cells, so a rerun of the level gets the same names. (Measured: a 75-model 2→1 level cut
+    in 2 jobs took 10 s, each job still running all 10,000 steps; the 600-model coarse pass
+    gains from 2.)"""
     n_seed = len(sweep.plan.seeds)
-    cap = OmegaConf.select(sweep.cfg, "chunk.max_instances", default=None)
     t, n = sweep.cfg.train, sweep.plan.max_features
     work = len(cells) * n_seed * int(t.batch_size) * n * int(t.steps)
     parts = int(sweep.plan.workers) if work >= SPLIT_WORK else 1
     per_job = -(-len(cells) // max(1, min(parts, len(cells))))
-    if cap:
-        per_job = max(1, min(per_job, int(cap) // n_seed))
+    per_job = max(1, min(per_job, sweep.plan.job_cap // n_seed))  # under the memory budget
     out = []
     for a in range(0, len(cells), per_job):
         part = cells[a : a + per_job]
-        digest = hashlib.sha1(repr(part).encode()).hexdigest()[:12]
-        out.append((f"refine-L{level}-{digest}", cells_spec(part)))
+        out.append((f"refine-L{level}-{_digest(part)}", cells_spec(part)))
     return out
+
+
+def _digest(cells: list[tuple[int, int]]) -> str:
+    return hashlib.sha1(repr(cells).encode()).hexdigest()[:12]
 
 
 def _level(sweep: driver.Sweep, todo: list[tuple[int, int]], level: int, launch: Launch) -> int:
@@ -406,7 +370,7 @@ def run(cfg: DictConfig, launch: Launch | None = None) -> int:
         plan, path = sweep.plan, sweep.path
         trained_now, per_level = 0, [int(wanted.sum())]
         for level in range(levels + 1):
-            done, _, _ = _cells(store.open_store(path), False, norm_t, sup_t)
+            done, _, _ = _cells(open_checked(path), False, norm_t, sup_t)
             todo = [(int(i), int(j)) for i, j in zip(*np.nonzero(wanted & ~done), strict=True)]
             if todo:
                 unfinished = _level(sweep, todo, level, launch)
@@ -420,7 +384,7 @@ def run(cfg: DictConfig, launch: Launch | None = None) -> int:
                 trained_now += len(todo) * n_seed
             if level == levels:
                 break
-            trained, best, sets = _cells(store.open_store(path), exact, norm_t, sup_t)
+            trained, best, sets = _cells(open_checked(path), exact, norm_t, sup_t)
             cands = select(wanted & trained, best, sets, seeds_too)
             if budget is not None:
                 # Boundary intervals first; the others only with what the later levels' boundary
@@ -438,7 +402,7 @@ def run(cfg: DictConfig, launch: Launch | None = None) -> int:
         wall = time.perf_counter() - sweep.started
         total = int(wanted.sum()) * n_seed
         # refine_complete tells the analysis callback that the untrained points are by design.
-        store.update_attrs(
+        writes.update_attrs(
             path,
             {
                 "refine_levels": levels,

@@ -3,6 +3,7 @@ periodic checkpoints so a preempted or killed job resumes where it stopped."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -361,14 +362,22 @@ def _save(
 
 
 def _load(path: Path, trainer, curve, stamp: dict, snaps: Snapshots | None = None) -> int:
-    """Resume from a checkpoint of this very block and run; returns its step (0: not used)."""
-    # weights_only: a checkpoint holds tensors and plain containers, nothing is unpickled.
-    state = torch.load(path, map_location=curve.device, weights_only=True)
-    if state.get("backend", "autograd") != trainer.backend:
+    """Resume from a checkpoint of this very block and run; returns its step (0: not used).
+
+    A checkpoint that cannot be read or restored (truncated, garbage, a field missing) is set
+    aside as `<name>.corrupt-<time>`, with a warning naming it, and training starts from step
+    0: left in place, it would fail every rerun the same way.
+    """
+    try:
+        # weights_only: a checkpoint holds tensors and plain containers, nothing is unpickled.
+        state = torch.load(path, map_location=curve.device, weights_only=True)
+        backend, step = state["backend"], int(state["step"])
+    except Exception as e:  # noqa: BLE001 - whatever is wrong with the file, it is not used
+        return _set_aside(path, e)
+    if backend != trainer.backend:
         raise ValueError(
-            f"checkpoint {path} was written by train.backend="
-            f"{state.get('backend', 'autograd')}, not {trainer.backend}; delete it "
-            "or resume with the same train.backend"
+            f"checkpoint {path} was written by train.backend={backend}, not "
+            f"{trainer.backend}; delete it or resume with the same train.backend"
         )
     if state.get("stamp") != stamp:
         # Another run's, another block's or another shape's state: never broadcast it into
@@ -377,10 +386,36 @@ def _load(path: Path, trainer, curve, stamp: dict, snaps: Snapshots | None = Non
             f"checkpoint {path} belongs to another run or block shape; not resumed from it"
         )
         return 0
-    trainer.load_state_dict(state)
-    trainer.sampler.set_state([s.cpu() for s in state["rng"]])
-    curve.copy_(state["curve"])
-    if snaps is not None:  # the stamp matched, so the saved buffers have these steps
-        for n, buf in snaps.buf.items():
-            buf.copy_(state["snapshots"][n])
-    return int(state["step"])
+    # the state before, to undo a restore that fails halfway (curve, snapshots: all NaN)
+    before = copy.deepcopy((trainer.state_dict(), trainer.sampler.state()))
+    try:
+        trainer.load_state_dict(state)
+        trainer.sampler.set_state([s.cpu() for s in state["rng"]])
+        curve.copy_(state["curve"])
+        if snaps is not None:  # the stamp matched, so the saved buffers have these steps
+            for n, buf in snaps.buf.items():
+                buf.copy_(state["snapshots"][n])
+    except Exception as e:  # noqa: BLE001 - a field missing or of another shape
+        trainer.load_state_dict(before[0])
+        trainer.sampler.set_state(before[1])
+        curve.fill_(float("nan"))
+        for buf in snaps.buf.values() if snaps is not None else ():
+            buf.fill_(float("nan"))
+        return _set_aside(path, e)
+    return step
+
+
+def _set_aside(path: Path, error: BaseException) -> int:
+    """Rename an unusable checkpoint out of the job's way (kept for a post-mortem); 0 steps."""
+    aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+    why = " ".join(str(error).split())[:200] or type(error).__name__
+    try:
+        path.rename(aside)
+    except OSError as e:  # the next save replaces it (os.replace) in any case
+        aside = path
+        why += f"; not renamed: {e.strerror}"
+    logging.getLogger(__name__).warning(
+        f"checkpoint {path} is unreadable ({type(error).__name__}: {why}); set aside as "
+        f"{aside.name}, training from step 0"
+    )
+    return 0

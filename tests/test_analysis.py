@@ -21,7 +21,7 @@ from analysis.metrics import ABSENT, DEDICATED, IGNORED, SUPERPOSED
 from analysis.report import AnalysisError, analyse, phase_kind
 from analysis.settings import SettingsError
 from sweep import driver
-from sweep.store import StoreError, config_of
+from sweep.reader import StoreError, config_of
 from tests.conftest import make_config, run_cli
 
 # W (hidden=1, feature=2) of each phase of feature 2 in the 2->1 model
@@ -351,7 +351,7 @@ def _foreign_zarr(dst: Path) -> Path:
         ("file", "is a file, not a store"),
         ("empty", "an empty directory, not a store"),
         ("foreign", "not a toysweep results store"),
-        ("schema", "schema_version=99 but this toysweep reads schema_version=1"),
+        ("schema", "schema_version=99 but this toysweep reads schema_version=2"),
         ("not_a_mapping", "config_yaml attr cannot be read back"),
         ("bad_settings", "Invalid value 'median', expected one of [drop_worst, lowest_loss]"),
     ],

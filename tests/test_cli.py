@@ -47,7 +47,7 @@ def test_phase_grid_end_to_end(tmp_path):
     attrs = ds.attrs
     cfg = yaml.safe_load(attrs["config_yaml"])
     assert cfg["train"]["steps"] == 20 and cfg["name"] == "phase"
-    assert attrs["schema_version"] == 1 and attrs["device"] == "cpu"
+    assert attrs["schema_version"] == 2 and attrs["device"] == "cpu"
     assert "torch" in json.loads(attrs["library_versions"])
     assert attrs["git_commit"] and attrs["toysweep_version"]
 

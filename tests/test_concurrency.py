@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
-from sweep import driver, store
+from sweep import driver
+from sweep.reader import open_store
 from tests.conftest import make_config
 
 WRITERS, ROUNDS = 4, 3
-# 12 blocks of 2 models (2 seeds x 4 densities x 3 relative importances, one chunk per cell).
+# 12 chunks of 2 models (2 seeds x 4 densities x 3 relative importances, one chunk per cell).
 GRID = ["+grid=phase", "train.steps=60", "grid.seeds=2", "grid.axes.density=[log,0.1,1.0,4]",
         "grid.axes.relative_importance=[0.5,1.0,2.0]", "chunk.max_instances=2"]
 TRAINED = ("W", "b", "loss", "loss_curve", "diverged", "finished")
@@ -28,7 +29,7 @@ TRAINED = ("W", "b", "loss", "loss_curve", "diverged", "finished")
 
 def assert_same_store(got: Path, want: Path) -> None:
     """Every cell finished and every trained variable equal, number for number."""
-    a, b = store.open_store(got), store.open_store(want)
+    a, b = open_store(got), open_store(want)
     assert bool(a["finished"].all()), f"unfinished cells: {int((~a['finished']).sum())}"
     for name in TRAINED:
         np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
@@ -53,7 +54,7 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     # torch ops (forking a process that has used torch's thread pool is not safe; spawning
     # four interpreters that each import torch takes 20 s on a busy 2-core machine).
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["sweep.driver", "sweep.store", "zarr", "dask.array"])
+    ctx.set_forkserver_preload(["sweep.driver", "sweep.writes", "zarr", "dask.array"])
     barrier, out = ctx.Barrier(WRITERS), ctx.Queue()
     procs = [ctx.Process(target=_writer, args=(cfg, str(sweep.path), blocks[i::WRITERS],
                                                barrier, out)) for i in range(WRITERS)]

@@ -57,14 +57,14 @@ def test_snapshot_equals_model_trained_for_that_many_steps(kind, tmp_path):
 
 def test_resume_keeps_snapshots_taken_before_the_stop(tmp_path):
     cfg = make_config([*SMALL, "train.steps=60", "train.snapshots=[5,10,25,40,60]"])
-    inst = GridPlan(cfg).instances(GridPlan(cfg).blocks[0])
-    args = ("relu", inst.seed, inst.density, inst.importance, 2)
-    full = train_block(*args, cfg.train, progress=False)
+    plan = GridPlan(cfg)
+    job = plan.job(plan.blocks[:1])
+    full = train_block(job, progress=False)
     ckpt = tmp_path / "ckpt.pt"
-    assert train_block(*args, cfg.train, checkpoint=ckpt, progress=False, stop_at=30) is None
+    assert train_block(job, checkpoint=ckpt, progress=False, stop_at=30) is None
     saved = torch.load(ckpt, weights_only=True)["snapshots"]["W"].numpy()  # (inst, 5, m, n)
     assert np.isfinite(saved[:, :3]).all() and np.isnan(saved[:, 3:]).all()
-    resumed = train_block(*args, cfg.train, checkpoint=ckpt, progress=False)
+    resumed = train_block(job, checkpoint=ckpt, progress=False)
     assert resumed.resumed_from == 30
     # steps 5, 10, 25 come only from the checkpoint; 40, 60 from the resumed training
     np.testing.assert_allclose(resumed.W_snapshot, full.W_snapshot, rtol=1e-12)
@@ -72,8 +72,8 @@ def test_resume_keeps_snapshots_taken_before_the_stop(tmp_path):
     # a checkpoint of other snapshot steps is not resumed from (its buffers do not fit)
     other = make_config([*SMALL, "train.steps=60", "train.snapshots=[5,60]"])
     ckpt.unlink()  # train_block leaves it (the driver removes it once the block is written)
-    assert train_block(*args, cfg.train, checkpoint=ckpt, progress=False, stop_at=30) is None
-    again = train_block(*args, other.train, checkpoint=ckpt, progress=False)
+    assert train_block(job, checkpoint=ckpt, progress=False, stop_at=30) is None
+    again = train_block(GridPlan(other).job(plan.blocks[:1]), checkpoint=ckpt, progress=False)
     assert again.resumed_from == 0
     np.testing.assert_allclose(again.W_snapshot, full.W_snapshot[:, [0, 4]], rtol=1e-12)
 

@@ -56,8 +56,7 @@ def test_instance_equals_model_trained_alone(kind, backend, tmp_path):
     plan = GridPlan(cfg)
     (block,) = plan.blocks
     inst = plan.instances(block)
-    res = train_block(kind, inst.seed, inst.density, inst.importance, 2, cfg.train,
-                      progress=False)
+    res = train_block(plan.job([block]), progress=False)
     for i in (0, 5, len(inst.seed) - 1):
         alone = train_alone(kind, int(inst.seed[i]), inst.density[i], inst.importance[i], 2,
                             150, 64)
@@ -99,14 +98,14 @@ def test_checkpoint_resume_equals_uninterrupted(backend, tmp_path):
     cfg = make_config(["+grid=phase", "train.steps=60", "grid.seeds=2", "train.dtype=float64",
                        f"train.backend={backend}",
                        "grid.axes.density=[0.1,1.0]", "grid.axes.relative_importance=[1.0]"])
-    inst = GridPlan(cfg).instances(GridPlan(cfg).blocks[0])
-    args = ("relu", inst.seed, inst.density, inst.importance, 1)
-    full = train_block(*args, cfg.train, progress=False)
+    plan = GridPlan(cfg)
+    job = plan.job(plan.blocks[:1])
+    full = train_block(job, progress=False)
     ckpt = tmp_path / "ckpt.pt"
     # A job stopped after step 25 (its state saved), then the same job run again.
-    assert train_block(*args, cfg.train, checkpoint=ckpt, progress=False, stop_at=25) is None
+    assert train_block(job, checkpoint=ckpt, progress=False, stop_at=25) is None
     assert ckpt.exists()
-    resumed = train_block(*args, cfg.train, checkpoint=ckpt, progress=False)
+    resumed = train_block(job, checkpoint=ckpt, progress=False)
     assert resumed.resumed_from == 25
     np.testing.assert_allclose(resumed.W, full.W, rtol=1e-12)
     np.testing.assert_allclose(resumed.curve, full.curve, rtol=1e-12)

@@ -151,13 +151,13 @@ def test_unfinished_and_diverged_cells_say_so_and_refresh_sees_new_cells(store, 
 def test_every_grid_store_maps_and_shows_a_cell(grid, tmp_path):
     """Each grid's store (its template, with one cell filled by hand): the page builds, an
     unfinished cell says so, and a finished one shows W's columns as arrows (m <= 2) or WᵀW."""
-    from sweep import store as sweep_store
+    from sweep import layout
     from sweep.grid import GridPlan
 
     cfg = make_config([f"+grid={grid}"], store=tmp_path / grid)
     plan = GridPlan(cfg)
     path = tmp_path / grid
-    sweep_store.create(path, plan, cfg)
+    layout.create(path, plan, cfg)
     ex = Explorer(path)
     assert (ex.summary()["status"] == "unfinished").all()
     build(ex)

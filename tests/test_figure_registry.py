@@ -13,7 +13,7 @@ import pytest
 import xarray as xr
 import yaml
 import zarr
-from omegaconf import OmegaConf, open_dict
+from omegaconf import open_dict
 
 from analysis import aggregate, registry
 from analysis.__main__ import main as analysis_main
@@ -22,7 +22,7 @@ from analysis.figs.curves import loss_curves
 from analysis.metrics import IGNORED
 from analysis.report import analyse
 from sweep import driver
-from sweep.store import config_of
+from sweep.reader import config_of
 from tests.conftest import CONF, make_config, run_cli
 
 GRIDS = sorted(p.stem for p in (CONF / "grid").glob("*.yaml"))
@@ -39,7 +39,7 @@ def set_attr(store: Path, key: str, value) -> Path:
 
 
 def without_figures(store: Path, grid_name: str) -> Path:
-    """The store as written before grids named their figures (no analysis.figures), renamed."""
+    """The store with no analysis.figures in its config, renamed."""
     cfg = config_of(xr.open_zarr(store))
     cfg["analysis"].pop("figures", None)
     set_attr(store, "config_yaml", yaml.safe_dump(cfg, sort_keys=False))
@@ -74,27 +74,13 @@ def test_grid_files_name_registered_families_and_every_family_is_used():
     assert set().union(*named.values()) == set(registry.FIGURES)
 
 
-@pytest.mark.parametrize("name", GRIDS)
-def test_a_renamed_grid_without_figures_falls_back_to_its_grid_file(name):
-    """`+grid=<name> name=other` of a store written before grids named figures: its config
-    (not its name) picks the grid file's families."""
-    cfg = OmegaConf.to_container(make_config([f"+grid={name}", "name=other"]), resolve=True)
-    assert isinstance(cfg, dict)
-    cfg["analysis"]["figures"] = None
-    want = tuple(registry.grid_files()[name]["analysis"]["figures"])
-    assert registry.fallback_figures(cfg, "other", None) == want
-    assert registry.fallback_figures(cfg, name, None) == want  # by name: older stores
-
-
-def test_old_and_renamed_stores_are_analysed(phase_store, tmp_path):
-    store = without_figures(copy(phase_store, tmp_path / "p"), "my-phase")
+def test_a_store_whose_config_names_no_figures_gets_the_generic_panels(phase_store, tmp_path):
+    """No guessing from the store's name or settings: analysis.figures null draws the generic
+    panels, never a refusal."""
+    store = without_figures(copy(phase_store, tmp_path / "p"), "phase")
     s = analyse(store, verbose=False)
-    assert s["figure_families"] == list(registry.PHASE_FIGURES) and s["skipped"] == []
-    assert "phase_diagram_2to1" in stems(s)
-    # a store no grid file describes gets the generic panels, never a refusal
-    cfg = config_of(xr.open_zarr(store))
-    cfg["grid"]["axes"] = {"density": [0.01, 0.1, 1.0]}
-    assert registry.fallback_figures(cfg, "mystery", None) == registry.GENERIC_FIGURES
+    assert s["figure_families"] == list(registry.GENERIC_FIGURES) and s["skipped"] == []
+    assert stems(s) == ["feature_panels", "loss_curves"]
 
 
 def test_model_axis_on_a_phase_grid_draws_the_generic_figures(tmp_path):
@@ -299,14 +285,14 @@ def test_analysis_imports_no_cycle_and_only_store_and_quadrature_from_the_engine
     }
     graph = {m: {i for i in imports_of(p) if i in files and i != m} for m, p in files.items()}
     engine = {i for p in files.values() for i in imports_of(p) if i.split(".")[0] == "sweep"}
-    # the store's reader, the exact expected loss (numpy only; the refinement ranks by it),
-    # and how every command ends (sweep.cli: one line on failure)
-    assert engine <= {"sweep.store", "sweep.store.StoreError", "sweep.store.config_of",
-                      "sweep.store.open_store", "sweep.quadrature",
+    # the store's reader, and the exact expected loss (numpy only; the refinement ranks by it);
+    # "sweep" itself only as the package of `from sweep import reader`
+    assert engine <= {"sweep", "sweep.reader", "sweep.reader.StoreError", "sweep.reader.config_of",
+                      "sweep.reader.open_store", "sweep.reader.finished",
+                      "sweep.reader.read_cell", "sweep.quadrature",
                       "sweep.quadrature.MAX_FEATURES", "sweep.quadrature.ArrayLike",
                       "sweep.quadrature._loss_and_grad",
-                      "sweep.quadrature.expected_loss",
-                      "sweep", "sweep.cli"}, engine  # fmt: skip
+                      "sweep.quadrature.expected_loss", "sweep.cli"}, engine  # fmt: skip
     assert not any("torch" in i.split(".") for p in files.values() for i in imports_of(p))
     # no module reaches itself through its imports
     for start in graph:

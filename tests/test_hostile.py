@@ -22,8 +22,10 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from sweep import driver, store
+from sweep import driver
 from sweep.__main__ import preflight
+from sweep.identity import identity
+from sweep.reader import open_store
 from tests.conftest import ROOT, make_config, run_cli
 
 BASE = [
@@ -104,7 +106,6 @@ SCHEMA = [  # types and choices, from the OmegaConf schema
     ("train.checkpoint_seconds=soon", "train.checkpoint_seconds"),
     ("chunk.memory_mb=lots", "chunk.memory_mb='lots'"),
     ("chunk.max_instances=1.5", "chunk.max_instances=1.5"),
-    ("chunk.feed=two", "chunk.feed='two'"),
     ("store.mode=append", "store.mode='append'"),
     ("store.verify=maybe", "store.verify='maybe'"),
     ("retries=x", "retries='x'"),
@@ -143,7 +144,6 @@ RANGES = [  # ranges declared in the schema, and extreme values
     ("chunk.memory_mb=-5", "chunk.memory_mb"),
     ("chunk.memory_mb=0.001", "chunk.memory_mb=0.001"),
     ("chunk.max_instances=0", "chunk.max_instances=0"),
-    ("chunk.feed=0", "chunk.feed=0"),
     ("retries=-1", "retries=-1"),
     ("retries=1000000000", "retries"),
     ("analysis.norm_threshold=0", "analysis.norm_threshold=0"),
@@ -297,6 +297,39 @@ def _edited_config(tmp: Path, ref: Path) -> tuple[Path, list[str]]:
     return tmp / "s", []
 
 
+def _edited_config_restamped(tmp: Path, ref: Path) -> tuple[Path, list[str]]:
+    """The config edited and its fingerprint recomputed by hand: the arrays still disagree."""
+    from sweep.identity import fingerprint_of_yaml
+
+    path, extra = _edited_config(tmp, ref)
+    meta = json.loads((path / ".zmetadata").read_text())
+    attrs = meta["metadata"][".zattrs"]
+    attrs["fingerprint"] = fingerprint_of_yaml(attrs["config_yaml"])
+    (path / ".zmetadata").write_text(json.dumps(meta))
+    (path / ".zattrs").write_text(json.dumps(attrs))
+    return path, extra
+
+
+def _version_1(tmp: Path, ref: Path) -> tuple[Path, list[str]]:
+    shutil.copytree(Path(__file__).parent / "data" / "store_v1", tmp / "s")
+    return tmp / "s", []
+
+
+def _inside_a_store(tmp: Path, ref: Path) -> tuple[Path, list[str]]:
+    shutil.copytree(ref, tmp / "s")
+    return tmp / "s" / "inner", []
+
+
+def _inside_a_stores_jobs(tmp: Path, ref: Path) -> tuple[Path, list[str]]:
+    shutil.copytree(ref, tmp / "s")
+    return tmp / "s" / ".jobs" / "logs" / "inner", []
+
+
+def _around_a_store(tmp: Path, ref: Path) -> tuple[Path, list[str]]:
+    shutil.copytree(ref, tmp / "runs" / "a" / "s")
+    return tmp / "runs", []
+
+
 def _garbage_metadata(tmp: Path, ref: Path) -> tuple[Path, list[str]]:
     shutil.copytree(ref, tmp / "s")
     (tmp / "s" / ".zmetadata").write_text("{")
@@ -337,7 +370,12 @@ STATES = {
     "overwrite_foreign_dir": (_foreign_dir, "not a zarr store"),
     "store_is_a_file": (_a_file, "is a file"),
     "store_under_a_file": (_under_a_file, "which is a file"),
-    "edited_config_yaml": (_edited_config, "disagree with its config_yaml"),
+    "edited_config_yaml": (_edited_config, "the recorded config was edited"),
+    "edited_config_yaml_restamped": (_edited_config_restamped, "disagree with its config_yaml"),
+    "version_1": (_version_1, "convert it with `python -m sweep.migrate"),
+    "inside_a_store": (_inside_a_store, "it lies inside the store"),
+    "inside_a_stores_jobs": (_inside_a_stores_jobs, "it lies inside the store"),
+    "around_a_store": (_around_a_store, "it holds the store"),
     "garbage_metadata": (_garbage_metadata, "cannot be opened"),
     "old_schema": (_old_schema, "schema_version=99"),
     "symlink_to_a_file": (_dangling_link_into_file, "is a file"),
@@ -471,12 +509,11 @@ def test_job_with_the_run_id_but_other_settings_writes_nothing(finished, tmp_pat
     the store's cells: it is refused like a stale job."""
     path = tmp_path / "s"
     shutil.copytree(finished, path)
-    from sweep import store
     from sweep.grid import GridPlan
 
     other = make_config([*BASE, "train.lr=0.01"], store=path)
     key = GridPlan(other).blocks[0].key()
-    job = driver.job_config(other, path, key, run_id=store.identity(path)["run_id"])
+    job = driver.job_config(other, path, key, run_id=identity(path)["run_id"])
     zarr_finished = xr.open_zarr(path)["finished"].values.copy()
     before = tree_hash(path)
     with caplog.at_level("WARNING"):
@@ -492,7 +529,7 @@ def test_checkpoint_of_another_run_or_shape_is_not_loaded(finished, tmp_path, ca
 
     cfg = make_config(BASE)
     plan = GridPlan(cfg)
-    job = plan.job(plan.blocks[0])
+    job = plan.job(plan.blocks[:1])
     ckpt = tmp_path / "c.pt"
     one = type(job)(
         **{
@@ -558,7 +595,7 @@ def test_analysis_settings_from_the_command_line_are_used(finished, tmp_path):
     )
     summary = run_analysis(_with_run(cfg))
     assert summary["aggregate"] == "lowest_loss"
-    ana = xr.open_zarr(store.Path(str(path) + ".analysis.zarr"))
+    ana = xr.open_zarr(Path(str(path) + ".analysis.zarr"))
     assert float(ana.attrs["norm_threshold"]) == 0.9
 
 
@@ -618,7 +655,7 @@ def test_cli_keyboard_interrupt_one_line_then_resume(tmp_path):
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 130
     assert err.strip().splitlines()[-1].startswith("error: interrupted")
-    store.open_store(path)  # the interrupted store still opens (a rerun resumes it)
+    open_store(path)  # the interrupted store still opens (a rerun resumes it)
 
 
 @pytest.fixture
@@ -652,27 +689,6 @@ def test_read_only_store_one_line_untouched(tmpfs, finished, capsys):
     line = refused([*BASE, f"store.path={tmpfs / 's'}"], capsys)
     assert "not writable" in line
     assert tree_hash(tmpfs / "s") == before
-
-
-def test_store_of_an_older_toysweep_resumes(finished, tmp_path):
-    """A store written before run ids and the typed schema (no run_id attr, no store.verify,
-    store.run_id or analysis.figures keys) opens and resumes, and gets a run id."""
-    import yaml
-
-    path = tmp_path / "s"
-    shutil.copytree(finished, path)
-    meta = json.loads((path / ".zmetadata").read_text())
-    attrs = meta["metadata"][".zattrs"]
-    del attrs["run_id"]
-    cfg = yaml.safe_load(attrs["config_yaml"])
-    del cfg["store"]["verify"], cfg["store"]["run_id"], cfg["analysis"]["figures"]
-    attrs["config_yaml"] = yaml.safe_dump(cfg, sort_keys=False)
-    (path / ".zmetadata").write_text(json.dumps(meta))
-    (path / ".zattrs").write_text(json.dumps(attrs))
-    sweep = driver.prepare(make_config(BASE, store=path))
-    sweep.lock.close()
-    assert sweep.todo == [] and store.identity(path)["run_id"]
-    _same_results(path, finished)
 
 
 def test_renamed_grid_is_analysed(tmp_path):

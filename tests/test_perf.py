@@ -10,8 +10,8 @@ import pytest
 import torch
 import xarray as xr
 
-from sweep import fused
-from sweep.grid import SPLIT_WORK, GridPlan
+from sweep import fused, jobs
+from sweep.grid import GridPlan
 from sweep.train import train_block
 from tests.conftest import make_config, run_cli
 
@@ -23,19 +23,8 @@ def train(overrides: list[str], backend: str):
     plan = GridPlan(cfg)
     out = []
     for block in plan.blocks:
-        inst = plan.instances(block)
         out.append(
-            train_block(
-                block.shape.model,
-                inst.seed,
-                inst.density,
-                inst.importance,
-                block.shape.n_hidden,
-                cfg.train,
-                progress=False,
-                correlation=block.shape.correlation,
-                set_size=int(cfg.data.set_size),
-            )
+            train_block(plan.job([block]), progress=False)
         )
     return out
 
@@ -99,26 +88,28 @@ def test_padding_leaves_models_unchanged():
 
 
 @pytest.mark.parametrize("workers", [2, 3, 16])
-def test_planner_feeds_the_workers(workers):
-    # Enough work: every worker gets a block, blocks are balanced and tile the grid once.
+def test_jobs_feed_the_workers(workers):
+    # Enough work: every worker gets a job, jobs are balanced and tile the grid once.
     cfg = make_config(["+grid=phase", f"workers={workers}"])
     plan = GridPlan(cfg)
-    assert len(plan.blocks) >= workers
-    sizes = [b.size for b in plan.blocks]
+    names = jobs.group(plan, [b.key() for b in plan.blocks])
+    assert len(names) == min(workers, len(plan.blocks))  # 15 chunks: at most 15 jobs
+    sizes = [sum(b.size for b in jobs.chunks_of(plan, n)) for n in names]
     assert sum(sizes) == plan.n_cells == 1125
     assert max(sizes) <= math.ceil(1125 / workers) * 1.5
     seen = np.zeros([len(plan.coords[d]) for d in plan.cell_dims], int)
-    for b in plan.blocks:
-        seen[tuple(b.slices[d] for d in plan.cell_dims)] += 1
+    for n in names:
+        for b in jobs.chunks_of(plan, n):
+            seen[tuple(b.slices[d] for d in plan.cell_dims)] += 1
     assert (seen == 1).all()
 
 
-def test_planner_leaves_small_grids_and_many_shapes_whole():
+def test_small_grids_are_one_job():
     small = GridPlan(make_config(["+grid=phase", "workers=8", "train.steps=100"]))
-    assert len(small.blocks) == 1 and small.fed == 1  # not worth another process
-    assert SPLIT_WORK > 1125 * 1024 * 2 * 100
+    assert jobs.group(small, [b.key() for b in small.blocks]) == ["relu-2-1-c0..c14"]
+    assert jobs.SPLIT_WORK > 1125 * 1024 * 2 * 100  # not worth another process
     one = GridPlan(make_config(["+grid=phase", "workers=1"]))
-    assert len(one.blocks) == 1
+    assert len(jobs.group(one, [b.key() for b in one.blocks])) == 1
 
 
 @pytest.mark.parametrize("bad", ["workers=0", "workers=-2", "workers=many", "workers=1.5"])

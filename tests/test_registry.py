@@ -70,7 +70,7 @@ def test_gelu_instance_equals_model_trained_alone(backend):
     )
     plan = GridPlan(cfg)
     (block,) = plan.blocks
-    job = plan.job(block)
+    job = plan.job([block])
     assert job.kind == "gelu" and job.n_features == 5 and job.n_hidden == 2
     res = train_block(job, progress=False)
     for i in range(len(job.seeds)):
@@ -78,7 +78,7 @@ def test_gelu_instance_equals_model_trained_alone(backend):
         np.testing.assert_allclose(res.W[i], alone, rtol=1e-9, atol=1e-10)
     # and it differs from ReLU on the same data (the kind is really used)
     relu = train_block(
-        plan.job(block).__class__(**{**job.__dict__, "kind": "relu"}), progress=False
+        plan.job([block]).__class__(**{**job.__dict__, "kind": "relu"}), progress=False
     )
     assert np.abs(relu.W - res.W).max() > 1e-4
 
@@ -109,7 +109,7 @@ def test_engine_never_imports_analysis_and_store_imports_no_torch():
             )
             assert not any(n.split(".")[0] == "analysis" for n in names), path
     code = (
-        "import sys; from sweep import store, grid, kinds, validate; "
+        "import sys; from sweep import layout, writes, grid, kinds, validate; "
         "kinds.get('gelu'); print('torch' in sys.modules)"
     )
     out = subprocess.run(

@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sweep import driver, store
+from sweep import driver, writes
 from sweep.grid import GridPlan
+from sweep.layout import open_checked as open_store
 from tests.conftest import ROOT, make_config, run_cli
 from tests.test_concurrency import GRID, ROUNDS, WRITERS, assert_same_store
 
@@ -203,13 +204,13 @@ def test_failing_task_is_reported(tmp_path: Path) -> None:
     blocks = [b.key() for b in GridPlan(make_config([*TINY, "train.steps=20"])).blocks]
     assert len(lines) == len(blocks), res.stderr
     for line, block in zip(sorted(lines), sorted(blocks), strict=True):
-        m = re.fullmatch(rf"  unfinished: block {block}: (\w+): .* \(job (\d+_\d), "
+        m = re.fullmatch(rf"  unfinished: job {block}: (\w+): .* \(job (\d+_\d), "
                          rf"log (\S+_log\.out)\)", line)
         assert m, line
         log = Path(m[3])
         assert log.parent.name == m[2] and log.is_file(), line
         text = log.read_text()  # the traceback is in the log the summary names
-        assert f"block {block} failed" in text and "Traceback" in text and m[1] in text
+        assert f"job {block} failed" in text and "Traceback" in text and m[1] in text
     assert "error: 12 cells unfinished; rerun the same command" in res.stderr
 
 
@@ -222,14 +223,14 @@ def test_killed_driver_rerun_trains_only_the_rest(tmp_path: Path) -> None:
         cfg = make_config([*TINY, "train.steps=100"], store=path)
         plan = GridPlan(cfg)
         done = _wait_for("a finished block",
-                         lambda: path.exists() and store.finished_blocks(path, plan), every=0.2)
+                         lambda: path.exists() and writes.finished_chunks(path, plan), every=0.2)
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and anything it started locally
         proc.wait(timeout=30)
     finally:
         proc.kill()
     assert len(done) < len(plan.blocks), "the sweep ended before the driver was killed"
-    done = store.finished_blocks(path, plan)  # blocks finished before the rerun
-    ds = store.open_store(path)
+    done = writes.finished_chunks(path, plan)  # blocks finished before the rerun
+    ds = open_store(path)
     before = {v: ds[v].values.copy() for v in ("W", "b", "loss", "loss_curve")}
     fin = ds["finished"].values.copy()
     chunk_files = []  # the W chunk file of each finished block (one chunk per block here)
@@ -248,7 +249,7 @@ def test_killed_driver_rerun_trains_only_the_rest(tmp_path: Path) -> None:
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert "12/12 cells finished" in rerun.stdout
     assert _trained(rerun.stdout) <= unfinished_models < 12
-    after = store.open_store(path)
+    after = open_store(path)
     for v, old in before.items():  # cells finished before the kill: not rewritten, not changed
         np.testing.assert_array_equal(after[v].values[fin], old[fin], err_msg=v)
     assert {p: p.stat().st_mtime_ns for p in chunk_files} == mtimes, "finished blocks rewritten"
@@ -262,7 +263,7 @@ def test_preempted_task_resumes_from_checkpoint(tmp_path: Path) -> None:
     one_block = ["train.steps=600", "chunk.max_instances=null", "train.checkpoint_seconds=0.1"]
     proc = _popen(_cli(path, *one_block), cwd=tmp_path)
     try:
-        ckpt = path / ".jobs" / "checkpoints" / "relu-2-1-b0.pt"
+        ckpt = path / ".jobs" / "checkpoints" / "relu-2-1-c0.pt"
         _wait_for("a checkpoint", ckpt.exists, every=0.1)
         (job,) = _running_tasks(path)
         subprocess.run(["scancel", "--signal=USR2", job], check=True, timeout=30)
@@ -303,10 +304,10 @@ def test_refinement_levels_run_as_slurm_jobs(tmp_path: Path) -> None:
     # a level of one job is a plain job (folder <id>), of several an array (<id>_<task>)
     tasks = [p.name for p in (tmp_path / "slurm" / ".jobs" / "slurm").iterdir()
              if re.fullmatch(r"\d+(_\d+)?", p.name)]
-    levels = store.open_store(tmp_path / "slurm").attrs["refine_points_per_level"]
+    levels = open_store(tmp_path / "slurm").attrs["refine_points_per_level"]
     assert len({t.split("_")[0] for t in tasks}) == len(levels) >= 2, (tasks, levels)
     assert sum("_" in t for t in tasks) == 3, tasks  # the coarse pass: 6 points, 3 tasks
-    a, b = store.open_store(tmp_path / "slurm"), store.open_store(tmp_path / "local")
+    a, b = open_store(tmp_path / "slurm"), open_store(tmp_path / "local")
     assert int(a["finished"].all("seed").sum()) == sum(levels)
-    for name in ("finished", *store.TRAINED):
+    for name in ("finished", *writes.TRAINED):
         np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)

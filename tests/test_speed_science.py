@@ -17,9 +17,7 @@ def train(backend: str, extra: list[str]):
     cfg = make_config([*GRID, f"train.backend={backend}", *extra])
     plan = GridPlan(cfg)
     (block,) = plan.blocks
-    inst = plan.instances(block)
-    return train_block("relu", inst.seed, inst.density, inst.importance, 1, cfg.train,
-                       progress=False)
+    return train_block(plan.job([block]), progress=False)
 
 
 def phase(W: np.ndarray) -> np.ndarray:

@@ -19,8 +19,8 @@ import yaml
 
 from analysis import aggregate, metrics
 from analysis.theory import phase_kind
-from sweep.store import StoreError, open_store
-from sweep.store import config_of as stored_config
+from sweep.reader import StoreError, open_store
+from sweep.reader import config_of as stored_config
 
 REQUIRED = ("W", "b", "loss", "loss_curve", "finished", "diverged", "importance", "feature_density")
 # What aggregate.model_metrics reads (it ranks seeds by the exact loss where one exists, which

@@ -1,11 +1,12 @@
-"""A Hydra sweeper that expands a toysweep grid into one Hydra job per block of instances.
+"""A Hydra sweeper that groups a toysweep grid's storage chunks into Hydra jobs.
 
 Hydra's basic sweeper takes its job list from `hydra.sweeper.params`, fixed before the config is
 known; a toysweep grid needs the composed config (axes, memory budget) to decide how many
-tensors, hence jobs, it makes. This sweeper plans the blocks, writes the store template, then
-hands the jobs to whatever Hydra launcher is configured (basic in-process, submitit local or
-SLURM), retries unfinished blocks, and reports. It lives in the `hydra_plugins` namespace
-because Hydra only instantiates sweepers found there.
+tensors, hence jobs, it makes. This sweeper plans the chunks, writes the store template, groups
+the unfinished chunks into about `workers` jobs (sweep.jobs: a choice of this run, not the
+store's), hands them to whatever Hydra launcher is configured (basic in-process, submitit
+local or SLURM), relaunches the jobs left unfinished, and reports. It lives in the
+`hydra_plugins` namespace because Hydra only instantiates sweepers found there.
 """
 
 import logging
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 # Options the sweeper sets for each job itself: a user's own spelling of them is dropped.
-JOB_KEYS = ("block=", "store.path=", "store.run_id=", "workers=", "refine.cells=", "chunk.feed=")
+JOB_KEYS = ("block=", "store.path=", "store.run_id=", "workers=", "refine.cells=")
 
 
 @dataclass
@@ -158,14 +159,12 @@ class ToySweeper(Sweeper):
 
     @staticmethod
     def _ident(sweep: Any) -> list[str]:
-        """The store's real path (quoted for Hydra's grammar: any spelling), its run id, and
-        the worker count its blocks are cut for (the store's own, on a resume)."""
+        """The store's real path (quoted for Hydra's grammar: any spelling) and its run id."""
         from sweep import driver
 
         return [
             f"store.path={driver.hydra_quote(str(sweep.path))}",
-            f"store.run_id={driver.store.identity(sweep.path)['run_id']}",
-            f"chunk.feed={sweep.plan.fed}",
+            f"store.run_id={driver.identity(sweep.path)['run_id']}",
         ]
 
     def _launch(
@@ -187,7 +186,8 @@ class ToySweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> Any:
         import sys
 
-        from sweep import driver
+        from sweep import driver, writes
+        from sweep.jobs import chunks_of
 
         assert self.config is not None
         # -- adaptive refinement (issue 16): a grid with refine.levels > 0 is orchestrated
@@ -218,36 +218,40 @@ class ToySweeper(Sweeper):
         with sweep.lock:  # the store's lock: released when this ends, not at garbage collection
             ident = self._ident(sweep)
             attempts = int(self.config.retries) + 1
-            why: dict[str, str] = {}  # block -> the last failure reported for it
+            why: dict[str, str] = {}  # job -> the last failure reported for it
             job_idx = 0
             for attempt in range(attempts):
-                done = driver.store.finished_blocks(sweep.path, sweep.plan)
-                todo = [k for k in sweep.todo if k not in done]
+                # the jobs still unfinished, as grouped at the start (a relaunched job finds
+                # its checkpoint under its own name)
+                done = writes.finished_chunks(sweep.path, sweep.plan)
+                todo = [
+                    j for j in sweep.jobs if not {b.key() for b in chunks_of(sweep.plan, j)} <= done
+                ]
                 if not todo:
                     break
                 if attempt:
                     n = len(todo)
                     log.warning(
-                        f"retrying {n} unfinished block(s), attempt {attempt + 1} of {attempts}"
+                        f"retrying {n} unfinished job(s), attempt {attempt + 1} of {attempts}"
                     )
-                # workers as resolved here: a job's plan (hence its block) must match this one
+                # workers as resolved here: a job's plan (hence its chunks) must match this one
                 # even where `auto` would resolve differently (a SLURM node's cores)
                 batch = [
                     [*base, f"block={k}", *ident, f"workers={sweep.plan.workers}"] for k in todo
                 ]
                 failed = self._launch(todo, batch, job_idx, folder)
                 for k, line in failed.items():
-                    log.error(f"failed: block {k}: {line}")
+                    log.error(f"failed: job {k}: {line}")
                 why.update(failed)
                 job_idx += len(batch)
-            done = driver.store.finished_blocks(sweep.path, sweep.plan)
+            done = writes.finished_chunks(sweep.path, sweep.plan)
             failures = [
-                f"block {k}: {why.get(k, 'no failure reported (its job may have died)')}"
-                for k in sweep.todo
-                if k not in done
+                f"job {j}: {why.get(j, 'no failure reported (its job may have died)')}"
+                for j in sweep.jobs
+                if not {b.key() for b in chunks_of(sweep.plan, j)} <= done
             ]
-            if "?" in why and failures:  # a failure that names no block (not a SLURM array task)
-                failures.append(f"block ?: {why['?']}")
+            if "?" in why and failures:  # a failure that names no job (not a SLURM array task)
+                failures.append(f"job ?: {why['?']}")
             code = driver.finish(sweep, failures)
             if code:
                 sys.exit(code)

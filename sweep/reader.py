@@ -1,0 +1,108 @@
+"""Reading a store: open it (refusing what is not ours, another format, or an edited config),
+its recorded config, which cells are finished, one cell's values.
+
+The analysis and the explorer open stores only through here. It imports neither torch nor the
+grid planner (a test checks sys.modules), so reading a store stays cheap.
+
+Format 2 (this toysweep): the storage chunks are a function of the grid and the memory budget
+only (sweep.grid), and the fingerprint is the hash of the recorded config_yaml. Format 1 cut its
+chunks for a worker count; `python -m sweep.migrate <store>` rewrites such a store as format 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+import yaml
+
+from sweep.identity import fingerprint_of_yaml
+
+SCHEMA_VERSION = 2
+MIGRATE = "python -m sweep.migrate"
+
+
+class StoreError(RuntimeError):
+    """A store that cannot be used as asked; str() is a one-line message."""
+
+
+def is_store(path: Path) -> bool:
+    """Whether a folder is a toysweep store (any format): its root attrs say so."""
+    return schema_version(path) is not None
+
+
+def schema_version(path: Path) -> Any:
+    """The schema_version a folder's root attrs record, or None (not a toysweep store)."""
+    import json
+
+    try:
+        attrs = json.loads((Path(path) / ".zattrs").read_text())
+    except (OSError, ValueError):
+        return None
+    return attrs.get("schema_version") if isinstance(attrs, dict) else None
+
+
+def open_store(path: Path) -> xr.Dataset:
+    """Open a store of this format whose recorded config hashes to its fingerprint."""
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"{path}: no such store")
+    if not (path / ".zmetadata").exists() and not (path / ".zgroup").exists():
+        raise StoreError(f"{path}: not a zarr store (no .zgroup/.zmetadata)")
+    try:
+        ds = xr.open_zarr(path, consolidated=True)
+    except Exception as e:  # zarr raises many kinds for damaged metadata
+        raise StoreError(
+            f"{path}: cannot be opened as a zarr store ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''})"
+        ) from None
+    version = ds.attrs.get("schema_version")
+    if version is None or "fingerprint" not in ds.attrs:
+        raise StoreError(
+            f"{path}: a zarr store but not a toysweep results store "
+            "(no schema_version/fingerprint attrs)"
+        )
+    if version == 1:
+        raise StoreError(
+            f"{path}: schema_version=1, an older format; convert it with `{MIGRATE} {path}`"
+        )
+    if version != SCHEMA_VERSION:
+        raise StoreError(
+            f"{path}: schema_version={version!r} but this toysweep reads "
+            f"schema_version={SCHEMA_VERSION}"
+        )
+    try:
+        recorded = fingerprint_of_yaml(str(ds.attrs.get("config_yaml")))
+    except ValueError as e:
+        raise StoreError(f"{path}: its config_yaml attr cannot be read back ({e})") from None
+    if recorded != ds.attrs["fingerprint"]:
+        raise StoreError(
+            f"{path}: its config_yaml hashes to {recorded}, not to its fingerprint "
+            f"{ds.attrs['fingerprint']}: the recorded config was edited, so it no longer says "
+            "how the store was made"
+        )
+    return ds
+
+
+def config_of(ds: xr.Dataset) -> dict:
+    """The resolved config a store was made with."""
+    return yaml.safe_load(ds.attrs["config_yaml"])
+
+
+def finished(ds: xr.Dataset) -> xr.DataArray:
+    """Which cells are finished (read before their values: a sweep may be writing the store,
+    and a flag read first covers values already on disk)."""
+    return ds["finished"].load().astype(bool)
+
+
+def read_cell(ds: xr.Dataset, **coords: Any) -> xr.Dataset:
+    """One cell's trained values (every seed unless `seed` is given), padding cut off: W is
+    (seed, hidden, feature) over the cell's own n_hidden and n_features."""
+    cell = ds.sel(coords)
+    feats = np.isfinite(cell["importance"].values)  # NaN where padded
+    config = config_of(ds)
+    n = int(feats.sum())
+    m = int(coords.get("n_hidden", config["model"]["n_hidden"]))
+    return cell.isel(hidden=slice(0, m), feature=slice(0, n))
