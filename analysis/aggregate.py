@@ -27,7 +27,7 @@ import yaml
 
 from analysis import metrics
 from analysis.metrics import ABSENT
-from analysis.settings import RULES, Settings  # Settings: also its old import path
+from analysis.settings import RULES, Settings
 
 SEED = "seed"
 # Models per call of the quadrature: its work arrays are (models, quadrature rows), and a

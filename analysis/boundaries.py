@@ -40,8 +40,8 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from analysis import theory
 from analysis.metrics import ABSENT, PHASE_NAMES
+from sweep.quadrature import expected_loss
 
 R, P = "relative_importance", "density"
 BOOTSTRAP = 400
@@ -96,9 +96,7 @@ def exact_seed_losses(store: xr.Dataset) -> xr.DataArray:
     Wf, bf, imf, df = flat(Wv), flat(b), flat(imp), flat(dens)
     for start in range(0, idx.size, 256):  # 256 models at a time: the quadrature is (model, row)
         sl = idx[start : start + 256]
-        out.ravel()[sl] = theory.expected_loss(
-            Wf[sl].astype(float), bf[sl].astype(float), imf[sl], df[sl]
-        )
+        out.ravel()[sl] = expected_loss(Wf[sl].astype(float), bf[sl].astype(float), imf[sl], df[sl])
     return xr.DataArray(
         out, dims=dims, coords={d: store[d].values for d in dims}, name="exact_loss_seed"
     )

@@ -39,15 +39,17 @@ def embed(X: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
     if n < MIN_POINTS:
         raise EmbeddingUnavailable(f"{n} points: too few to embed (need {MIN_POINTS})")
     if method == "mds":
-        from sklearn.manifold import MDS
+        from sklearn import manifold
 
-        return MDS(n_components=2, init="classical_mds", random_state=seed).fit_transform(X)
+        return manifold.MDS(n_components=2, init="classical_mds", random_state=seed).fit_transform(
+            X
+        )
     if method == "tsne":
-        from sklearn.manifold import TSNE
+        from sklearn import manifold
 
         # perplexity must stay below the number of points; ~n/3 keeps small sets stable
         perplexity = float(min(30.0, max(2.0, (n - 1) / 3)))
-        return TSNE(
+        return manifold.TSNE(
             n_components=2, perplexity=perplexity, init="pca", random_state=seed
         ).fit_transform(X)
     reason = umap_status()

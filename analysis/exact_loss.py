@@ -1,8 +1,8 @@
 """The minimum of the exact expected loss of the ReLU output model (sweep.quadrature).
 
-The quadrature itself lives in the engine (the refinement ranks seeds by it); its names are
-re-exported here, their old import path. Used to check the closed forms (tests), the exact
-boundary tables (analysis.exact_minimum) and the stored losses of trained models.
+The quadrature itself lives in the engine (sweep.quadrature: the refinement ranks seeds by
+it). Used to check the closed forms (tests), the exact boundary tables (analysis.exact_minimum)
+and the stored losses of trained models.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
 from analysis.metrics import classify_phases
-from sweep.quadrature import MAX_FEATURES as _MAX_FEATURES  # noqa: F401
-from sweep.quadrature import ArrayLike, _loss_and_grad, expected_loss  # noqa: F401
+from sweep.quadrature import ArrayLike, _loss_and_grad
 
 
 def minimise_expected_loss(

@@ -31,8 +31,9 @@ import numpy as np
 from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
-from analysis import exact_loss, theory
+from analysis import theory
 from analysis.metrics import PHASE_NAMES, classify_phases
+from sweep.quadrature import _loss_and_grad
 
 TABLE = Path(__file__).resolve().parent / "data" / "exact_boundaries.csv"  # + _<kind>
 SHAPES = {"2to1": (2, 1), "3to2": (3, 2)}  # kind -> (n features, m hidden)
@@ -58,7 +59,7 @@ def _local_min(
 
     def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
         W, b = theta[: m * n].reshape(m, n), theta[m * n :]
-        loss, g_W, g_b = exact_loss._loss_and_grad(W, b, imp, dens)
+        loss, g_W, g_b = _loss_and_grad(W, b, imp, dens)
         assert g_W is not None and g_b is not None
         return float(loss) / scale, np.concatenate([g_W.ravel(), g_b]) / scale
 

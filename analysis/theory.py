@@ -17,12 +17,6 @@ import numpy as np
 import xarray as xr
 from scipy.optimize import brentq
 
-# The exact expected loss moved to analysis.exact_loss; these names keep their old import path.
-from analysis.exact_loss import (  # noqa: F401
-    expected_loss,
-    minimise_expected_loss,
-    numerical_phase_map,
-)
 from analysis.metrics import DEDICATED, IGNORED, SUPERPOSED
 
 ArrayLike = np.ndarray | float

@@ -11,6 +11,7 @@ import xarray as xr
 from analysis import boundaries, theory
 from analysis import exact_minimum as exact
 from analysis.metrics import IGNORED, SUPERPOSED
+from sweep import quadrature
 
 R, P = "relative_importance", "density"
 NAME = "superposed|ignored"
@@ -148,7 +149,7 @@ def test_note_finding_at_r_01() -> None:
     # The ignored phase's best is the closed-form candidate: the shift is the superposed side's.
     W, b = theory.candidate_params("2to1", "ignore_extra", 0.19)
     np.testing.assert_allclose(
-        theory.expected_loss(W, b, [1, 0.1], 0.19), theory.drop_loss(0.1, 0.19), rtol=1e-9
+        quadrature.expected_loss(W, b, [1, 0.1], 0.19), theory.drop_loss(0.1, 0.19), rtol=1e-9
     )
     assert exact.global_minimum("2to1", 0.1, 0.19).phase == IGNORED
 

@@ -2,7 +2,7 @@
 the trained boundary within one grid step of theory.
 
 Referee: the boundary of the *exact* minimum of the expected loss (bisection in p on
-analysis.theory.minimise_expected_loss), not the fixed-candidate closed form, which puts it
+analysis.exact_loss.minimise_expected_loss), not the fixed-candidate closed form, which puts it
 ~9 % lower at these r (shared/notes/paper.md: trained models follow the free minimum). r is
 far from the triple point r = 1. The trained phase at each density is that of the seed with
 the lowest *exact* loss of its stored W, b: the stored loss (8,192 samples, shared across
@@ -18,14 +18,11 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from analysis.exact_loss import minimise_expected_loss
 from analysis.metrics import classify_phases
-from analysis.theory import (
-    boundaries_2to1,
-    boundaries_3to2,
-    expected_loss,
-    minimise_expected_loss,
-)
+from analysis.theory import boundaries_2to1, boundaries_3to2
 from sweep import driver
+from sweep.quadrature import expected_loss
 from tests.conftest import make_config
 
 pytestmark = pytest.mark.slow

@@ -66,7 +66,7 @@ def store(tmp_path_factory) -> Path:
 
 def _exact_losses(cell: xr.Dataset) -> np.ndarray:
     """Each seed's exact expected loss (quadrature), the loss the analysis ranks seeds by."""
-    from analysis.exact_loss import expected_loss
+    from sweep.quadrature import expected_loss
 
     W = cell["W"].values[:, :1, :2].astype(float)  # (seed, hidden, feature)
     b = cell["b"].values[:, :2].astype(float)

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from analysis.exact_loss import minimise_expected_loss, numerical_phase_map
 from analysis.metrics import DEDICATED, IGNORED, SUPERPOSED, classify_phases
 from analysis.theory import (
     CANDIDATES,
@@ -12,13 +13,11 @@ from analysis.theory import (
     boundaries_from_roots,
     candidate_losses,
     candidate_params,
-    expected_loss,
     importances,
-    minimise_expected_loss,
     near_boundary,
-    numerical_phase_map,
 )
 from sweep import quadrature
+from sweep.quadrature import expected_loss
 
 pytestmark = pytest.mark.unit
 

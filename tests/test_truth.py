@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from analysis.theory import expected_loss
 from sweep import driver
+from sweep.quadrature import expected_loss
 from tests.conftest import make_config
 
 pytestmark = pytest.mark.unit
