@@ -150,6 +150,24 @@ def test_cell_gives_its_models_and_gram(store):
 
 
 @pytest.mark.unit
+def test_cell_of_a_shape_grid_has_no_padding(tmp_path):
+    path = tmp_path / "shapes"
+    axes = ["grid.axes.relative_importance=[1.0]", "grid.axes.density=[0.1]"]
+    shape_axes = ["+grid.axes.n_features=[2,3]", "+grid.axes.model=[relu,linear]"]
+    assert driver.run(make_config(["+grid=phase", *TINY, *axes, *shape_axes], store=path)) == 0
+    ds = toysweep.open(path)
+    cell = ds.toysweep.cell(relative_importance=1, density=0.1, n_features=2, model="linear")
+    W = ds["W"].sel(n_features=2, model="linear").isel({R: 0, P: 0})
+    assert cell["W"].shape == (2, 1, 2) and not np.isnan(cell["gram"].values).any()
+    W = W.transpose("seed", "hidden", "feature").values
+    np.testing.assert_array_equal(
+        cell["W"].transpose("seed", "hidden", "feature").values, W[..., :2]
+    )
+    with pytest.raises(ValueError, match=r"model='tanh' is not on the grid: expected one of"):
+        ds.toysweep.cell(relative_importance=1, density=0.1, n_features=2, model="tanh")
+
+
+@pytest.mark.unit
 def test_figures_draw_into_an_axes_or_refuse_in_one_line(store):
     ds = toysweep.open(store)
     fig = toysweep.figure("phase_diagram", store)

@@ -126,19 +126,33 @@ class ToysweepAccessor:
         return boundaries.boundary_dataset(agg, self._ds, kind, n_boot)
 
     def cell(self, **coords: Any) -> xr.Dataset:
-        """The models (every seed) of the cell nearest the given coordinates, one per grid
-        axis: W, b, loss, finished, diverged and the Gram matrix `gram` = WᵀW (seed, feature,
-        feature_j). Example: `ds.toysweep.cell(relative_importance=1, density=0.1)`."""
-        cells = [str(d) for d in self._ds["loss"].dims if d != "seed"]
+        """The models (every seed) of one cell, one coordinate per grid axis (the nearest value
+        on a numeric axis): W, b, loss, finished, diverged (W_out for absval) and the Gram
+        matrix `gram` = WᵀW (seed, feature, feature_j), the padding of a grid over shapes cut
+        off. Example: `ds.toysweep.cell(relative_importance=1, density=0.1)`."""
+        ds = self._ds
+        cells = [str(d) for d in ds["loss"].dims if d != "seed"]
         if sorted(coords) != sorted(cells):
             given = ", ".join(f"{k}=" for k in coords) or "none"
             raise ValueError(
                 f"cell({given}): expected one coordinate per grid axis: "
                 f"{', '.join(f'{d}=' for d in cells)}"
             )
-        picked = self._ds.sel(coords, method="nearest")
+        for k, v in coords.items():  # a label axis (model kind) is matched exactly
+            if not np.issubdtype(ds[k].dtype, np.number) and v not in ds[k].values:
+                raise ValueError(
+                    f"cell: {k}={v!r} is not on the grid: expected one of "
+                    f"{', '.join(map(str, ds[k].values))}"
+                )
+        numeric = {k: v for k, v in coords.items() if np.issubdtype(ds[k].dtype, np.number)}
+        picked = ds.sel({k: v for k, v in coords.items() if k not in numeric})
+        picked = picked.sel(numeric, method="nearest")
         names = [n for n in ("W", "b", "W_out", "loss", "finished", "diverged") if n in picked]
-        out = picked[names].load()
+        # padding of a shape grid: features without an importance, hidden rows past n_hidden
+        out = picked[names].isel(feature=np.flatnonzero(picked["importance"].notnull().values))
+        if "n_hidden" in picked.coords:
+            out = out.isel(hidden=slice(0, int(picked["n_hidden"])))
+        out = out.load()
         W = out["W"].transpose("seed", "hidden", "feature")
         gram = np.einsum("shi,shj->sij", W.values, W.values)  # (seed, feature, feature_j)
         out["gram"] = (("seed", "feature", "feature_j"), gram, {"description": "WᵀW"})
