@@ -49,7 +49,7 @@ def test_corrupt_checkpoint_is_set_aside_and_training_restarts(tmp_path, caplog,
         ]
     )
     plan = GridPlan(cfg)
-    job = plan.job(plan.blocks[0])
+    job = plan.job(list(plan.blocks))  # the whole tiny grid as one job
     alone = train_block(job, progress=False, identity=IDENTITY)  # never checkpointed
     ckpt = tmp_path / "block.pt"
     assert train_block(job, checkpoint=ckpt, progress=False, stop_at=20, identity=IDENTITY) is None
