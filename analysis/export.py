@@ -151,8 +151,11 @@ class _Writer:
             self.parquet.close()
 
 
-def check_out(out: Path) -> None:
-    """Refuse an out folder we may not replace: a file, or a folder holding other files."""
+def check_out(out: Path, store: Path) -> None:
+    """Refuse an out folder we may not replace (a file, a folder holding other files) or may
+    not write (inside the store: a sweep refuses a store holding foreign files)."""
+    if out.resolve().is_relative_to(store.resolve()):
+        raise ExportError(f"--out {out}: inside the store {store}, expected a folder outside it")
     if out.exists() and not out.is_dir():
         raise ExportError(f"--out {out}: is a file, expected a folder for the tables")
     ours = {f"{t}.{f}" for t in TABLES for f in FORMATS}
@@ -181,7 +184,7 @@ def export(
     cfg = source.config(ds)
     settings = Settings.from_config(cfg)
     dest = Path(out).expanduser().absolute() if out else path.parent / f"{path.name}.export"
-    check_out(dest)
+    check_out(dest, path)
     tmp = dest.parent / f".{dest.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir()

@@ -118,6 +118,7 @@ def test_bad_input_is_one_line_and_writes_nothing(store, tmp_path, capsys):
         ([str(store), "--out", str(tmp_path / "a_file" / "x")], "cannot write there"),
         ([str(store), "--out", str(tmp_path / "no" / "such" / "x")], "cannot write there"),
         ([str(store), "--out", str(mine)], "holds files that are not an export (notes.txt)"),
+        ([str(store), "--out", str(store / "export")], "inside the store"),
     )
     for argv, said in cases:
         assert main(argv) == 2, argv
@@ -125,7 +126,7 @@ def test_bad_input_is_one_line_and_writes_nothing(store, tmp_path, capsys):
         assert err.startswith("error: ") and said in err and err.count("\n") == 1, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "mine"]
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
-    assert not Path(f"{store}.export").exists()
+    assert not Path(f"{store}.export").exists() and not (store / "export").exists()
 
 
 def test_an_export_is_replaced_whole(store, tmp_path):
