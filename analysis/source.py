@@ -16,6 +16,9 @@ import xarray as xr
 from sweep import reader
 from sweep.reader import StoreError
 
+# StoreError: re-exported, so callers meet the engine's reader only here
+__all__ = ["StoreError", "config", "finished", "finished_only", "open_lazy", "store_path"]
+
 # Flags and the variables fixed by the config: never masked by `finished_only`.
 UNMASKED = ("finished", "diverged", "importance", "feature_density")
 
@@ -26,8 +29,6 @@ def open_lazy(path: Path | str) -> xr.Dataset:
     A path that is not a toysweep store raises StoreError with one line (sweep.reader).
     """
     p = Path(path).expanduser().absolute()
-    if p.is_dir() and not any(p.iterdir()):
-        raise StoreError(f"{p}: an empty directory, not a store")
     ds = reader.open_store(p)
     ds.encoding["toysweep_path"] = str(p)  # figures and the export name their source
     return ds

@@ -59,7 +59,8 @@ def test_open_is_lazy_and_refuses_what_is_not_a_store(store, tmp_path):
     plain = tmp_path / "plain.zarr"
     xr.Dataset({"x": ("a", [1.0])}).to_zarr(plain, zarr_format=2, consolidated=True)
     (tmp_path / "file").write_text("x")
-    for bad in (tmp_path / "nothing", tmp_path / "file", plain):
+    (tmp_path / "empty").mkdir()
+    for bad in (tmp_path / "nothing", tmp_path / "file", tmp_path / "empty", plain):
         with pytest.raises(toysweep.StoreError) as api:
             toysweep.open(bad)
         with pytest.raises(toysweep.StoreError) as engine:
