@@ -1,10 +1,10 @@
 """How every command ends: one line `error: <what> (<where>)` on stderr and a nonzero exit.
 
-`python -m sweep`, `python -m analysis`, `python -m analysis.explore` and the end-of-sweep
-analysis end through `exit_code`, so a failure nobody foresaw (a chunk that does not decode, an
-output folder that is a file) reads like the refusals that were foreseen, instead of a
-traceback. The traceback is printed only when asked: `--debug` or `TOYSWEEP_DEBUG=1`.
-No torch and nothing of the analysis: both packages import it.
+`python -m sweep`, `python -m analysis`, `python -m analysis.explore`, `python -m sweep.migrate`
+and the end-of-sweep analysis end through `exit_code`, so a failure nobody foresaw (a chunk that
+does not decode, an output folder that is a file) reads like the refusals that were foreseen,
+instead of a traceback. The traceback is printed only when asked: `--debug` or
+`TOYSWEEP_DEBUG=1`. No torch and nothing of the analysis: both packages import it.
 """
 
 from __future__ import annotations

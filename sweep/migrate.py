@@ -21,7 +21,7 @@ import xarray as xr
 import yaml
 from omegaconf import open_dict
 
-from sweep import layout, writes
+from sweep import cli, layout, writes
 from sweep.blocks import TrainResult
 from sweep.grid import Block, GridPlan
 from sweep.reader import SCHEMA_VERSION, schema_version
@@ -126,17 +126,18 @@ def _copy(old: xr.Dataset, side: Path, plan: GridPlan, block: Block) -> int:
     return int(done.sum())
 
 
+@cli.one_line()  # any other failure: one line, exit 1; --debug adds the traceback
 def main(argv: list[str]) -> int:
     if len(argv) != 1 or argv[0].startswith("-"):
-        print("usage: python -m sweep.migrate <store>", file=sys.stderr)
+        print("error: expected one store: python -m sweep.migrate <store>", file=sys.stderr)
         return 2
     try:
-        print(migrate(Path(argv[0])))
-    except (MigrateError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        with cli.about(f"migrating {argv[0]}"):
+            print(migrate(Path(argv[0])))
+    except MigrateError as e:  # not a version-1 store: refused as such
+        return cli.refused(e)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

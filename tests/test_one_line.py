@@ -1,6 +1,7 @@
-"""Every command ends in one line: a damaged store, a missing store, an output that cannot be
-written, a failing end-of-sweep analysis give one line `error: …` on stderr and a nonzero exit,
-no traceback (the real commands, in subprocesses); `--debug` adds the traceback."""
+"""Every command ends in one line: for python -m sweep, analysis, analysis.explore and
+sweep.migrate, a damaged store, a missing store, an output that cannot be written and a failing
+end-of-sweep analysis give one line `error: …` on stderr and a nonzero exit, no traceback (the
+real commands, in subprocesses); `--debug` adds the traceback."""
 
 from __future__ import annotations
 
@@ -122,3 +123,18 @@ def test_explore_ends_in_one_line(finished, tmp_path, case):
             case == "no-writes")
     assert_one_line(r, str(store) if case != "damaged-chunks" else "exploring")
     assert not out.exists() or case == "no-writes"
+
+
+@pytest.mark.parametrize("case", ["damaged", "missing", "no-writes"])
+def test_migrate_ends_in_one_line(tmp_path, case):
+    store = tmp_path / "store"
+    if case != "missing":
+        shutil.copytree(ROOT / "tests" / "data" / "store_v1", store)
+    if case == "damaged":
+        damage(store, "root")
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    r = run(["-m", "sweep.migrate", str(store)], tmp_path, case == "no-writes")
+    assert_one_line(r, str(store))
+    if case == "no-writes":  # the version-1 store is where it was, whole
+        after = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+        assert [p for p in before if p not in after] == [], after
