@@ -39,9 +39,10 @@ def kernel_installed() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_executes(path, tmp_path):
+def test_notebook_executes(path, tmp_path, monkeypatch):
     """Every cell runs without an error (two tiny sweeps: ~1-2 min on the 2-core CPU)."""
     kernel_installed()
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the kernel's temporary folders land here
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
         nb, timeout=600, kernel_name=KERNEL, resources={"metadata": {"path": str(tmp_path)}}
