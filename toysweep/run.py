@@ -28,7 +28,7 @@ from analysis.settings import SettingsError
 
 class SweepError(RuntimeError):
     """A sweep refused or failed; str() is the CLI's one-line message (without `error: `),
-    `code` its exit code (2: bad input, nothing created; 1: blocks failed; 130: interrupted)."""
+    `code` its exit code (2: bad input, nothing created; 1: blocks failed)."""
 
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)
@@ -68,11 +68,13 @@ def sweep(grid: str = "phase", overrides: Sequence[str] = (), echo: bool = True)
     path (open it with `toysweep.open`).
 
     grid: a file of conf/grid/ (e.g. "phase", "dynamics"); overrides: Hydra overrides, e.g.
-    ["train.steps=1500", "grid.seeds=2", "store.path=/tmp/phase"]. The same checks, store,
-    resume and end-of-sweep analysis as the CLI (pass "analysis.run=false" to skip the
-    figures). echo: print the CLI's output as it comes. Raises SweepError carrying the CLI's
-    one-line message: before anything is created for a bad setting (code 2), after the run
-    when blocks failed (code 1) or on Ctrl-C (130; finished cells are kept).
+    ["train.steps=1500", "grid.seeds=2", "store.path=/tmp/phase"]; a relative store.path is
+    relative to the current directory, as on the command line. The same checks, store, resume
+    and end-of-sweep analysis as the CLI (pass "analysis.run=false" to skip the figures).
+    echo: print the CLI's output as it comes. Raises SweepError carrying the CLI's one-line
+    message: before anything is created for a bad setting (code 2), after the run when blocks
+    failed (code 1). An interrupt (Ctrl-C, a notebook's stop button) is passed on to the CLI,
+    which keeps the finished cells, and raised again as KeyboardInterrupt.
     """
     overrides = [str(o) for o in overrides]
     path = check(grid, overrides)
