@@ -24,6 +24,7 @@ from analysis.figs import (
     absval,
     arrows,
     boundary,
+    capacity,
     curves,
     dynamics,
     features,
@@ -54,6 +55,8 @@ FIGURES: dict[str, FigureFn] = {
     "dynamics": dynamics.draw,  # needs train.snapshots
     "absval_check": absval.draw,  # absval: |x| computed? features per neuron
     "perturbation": perturbation.draw,  # one feature's density varied (perturb grid)
+    "capacity_map": capacity.capacity_map,  # grids with an n_hidden axis (capacity grid)
+    "dims_per_feature": capacity.dims_by_ratio,  # D* against density for each m/n
 }
 
 # Families with a single-axes form, drawn into a caller's matplotlib Axes (the public API's

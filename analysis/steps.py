@@ -347,6 +347,43 @@ def has_feature_sets(ctx: Context) -> bool:
     return "correlation" in ctx.store.dims or data.get("correlation", "none") != "none"
 
 
+def capacity(ctx: Context) -> xr.Dataset:
+    """How many of a cell's n features its m dimensions hold, and how: features per phase of
+    the seed rule's phase (`phase`, with the analysis thresholds), their share of n, m/n, and
+    whether the dedicated features are exactly the m most important (the linear model's
+    theory: it keeps the top-m principal directions, here the m most important features, each
+    on its own axis). Cells with no usable seed are NaN / False."""
+    phase = ctx.analysis["phase"]  # (cells..., feature); -1: a padded feature or missing cell
+    missing = ctx.analysis["missing"]
+    cells = [d for d in phase.dims if d != "feature"]
+    n = (phase >= 0).sum("feature")
+    counts = {
+        f"n_{name}": (phase == code).sum("feature").where(~missing)
+        for code, name in enumerate(metrics.PHASE_NAMES)
+    }
+    m = ctx.store["n_hidden"].broadcast_like(n)  # the step runs on grids with an n_hidden axis
+    # The m most important present features of each cell (ranks by importance, padding last).
+    imp = ctx.store["importance"].where(phase >= 0, -np.inf).transpose(*cells, "feature")
+    rank = (-imp.values).argsort(-1, kind="stable").argsort(-1, kind="stable")
+    top = rank < m.transpose(*cells).values[..., None]  # (cells..., feature)
+    dedicated = (phase == metrics.DEDICATED).transpose(*cells, "feature").values
+    exact = np.all(dedicated == top, -1) & ~missing.transpose(*cells).values
+    doc = "the dedicated features are exactly the m most important (linear-model theory)"
+    return xr.Dataset(
+        {
+            **{k: v.astype(float) for k, v in counts.items()},
+            "n_represented": (counts["n_dedicated"] + counts["n_superposed"]).astype(float),
+            "share_superposed": (counts["n_superposed"] / n).astype(float),
+            "hidden_per_feature": (m / n).astype(float),
+            "dedicated_top_m": (cells, exact, {"description": doc}),
+        }
+    )
+
+
+def has_hidden_axis(ctx: Context) -> bool:
+    return "n_hidden" in ctx.store.dims
+
+
 @dataclass(frozen=True)
 class Step:
     name: str
@@ -367,6 +404,7 @@ STEPS: tuple[Step, ...] = (
     Step("dynamics", dynamics, lambda ctx: "W_snapshot" in ctx.store),
     Step("perturbation", perturbation, is_perturbation),
     Step("absval", absval, lambda ctx: "W_out" in ctx.store),
+    Step("capacity", capacity, has_hidden_axis),
     Step("embeddings", embeddings, lambda ctx: True, family="embeddings"),
 )
 

@@ -14,14 +14,6 @@ from analysis.figs.style import OKABE_ITO
 from analysis.steps import STICKY_TOL
 
 
-def _spread(values: list[float], gap: float) -> list[float]:
-    """Label positions for values sorted high to low: moved down so that they are gap apart."""
-    out: list[float] = []
-    for v in values:
-        out.append(min(v, out[-1] - gap) if out else v)
-    return out
-
-
 def draw(ctx: Context) -> dict[str, Figure]:
     """`dimensionality`: D* against 1/(1-S); D_i scatter with the sticky values; sticky counts
     per density (the geometry step's variables)."""
@@ -53,7 +45,7 @@ def draw(ctx: Context) -> dict[str, Figure]:
         mask = idx == code
         xs = np.broadcast_to(x[:, None], D.shape)[mask] * jitter[mask]
         ax_i.scatter(xs, D[mask], s=6, color=colour, alpha=0.6, linewidths=0)
-    label_y = _spread([v.value for v in metrics.STICKY_VALUES], gap=0.045)
+    label_y = panels.spread([v.value for v in metrics.STICKY_VALUES], gap=0.045)
     for v, y, colour in zip(metrics.STICKY_VALUES, label_y, colours, strict=False):
         ax_i.axhline(v.value, color=colour, linewidth=0.8, linestyle="--", alpha=0.8)
         ax_i.annotate(

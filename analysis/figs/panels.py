@@ -117,6 +117,14 @@ def superposition_colours(sup: np.ndarray) -> np.ndarray:
     return plt.get_cmap(ORDERED)(s)
 
 
+def spread(values: list[float], gap: float) -> list[float]:
+    """Label positions for values sorted high to low: moved down so that they are gap apart."""
+    out: list[float] = []
+    for v in values:
+        out.append(min(v, out[-1] - gap) if out else v)
+    return out
+
+
 def message_figure(title: str, message: str) -> Figure:
     """A figure that says why it has nothing to show (in the place of the missing figure)."""
     fig, ax = plt.subplots(figsize=(7, 2.2))
