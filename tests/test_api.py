@@ -3,7 +3,11 @@ against the CLI's own analysis, its refusals, and a sweep that stores what the C
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -232,3 +236,26 @@ def test_sweep_runs_the_cli(tmp_path):
         toysweep.sweep("phase", bad[1:], echo=False)
     assert cli.returncode == 2 and cli.stderr.strip() == f"error: {e.value}"
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.slow
+def test_an_interrupt_reaches_the_cli_and_is_raised_again(tmp_path, capfd):
+    """Ctrl-C in a notebook reaches only its kernel: toysweep.sweep passes it on, the CLI stops
+    with its one line and keeps the store, and the interrupt is raised again."""
+    store = tmp_path / "s"
+
+    def interrupt_once_training() -> None:  # the store's template: the CLI is past its checks
+        deadline = time.monotonic() + 600
+        while not (store / ".zmetadata").exists():
+            if time.monotonic() > deadline:
+                return  # never interrupt pytest itself; the assertion below then fails
+            time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_once_training, daemon=True).start()
+    overrides = [*TINY, *AXES, "train.steps=2000000", "progress=false", f"store.path={store}"]
+    with pytest.raises(KeyboardInterrupt):
+        toysweep.sweep("phase", overrides)
+    said = capfd.readouterr().out.strip().splitlines()
+    assert said[-1].startswith("error: interrupted"), said[-5:]
+    assert toysweep.open(store)["W"].shape[:2] == (3, 3)  # the store is kept, and opens

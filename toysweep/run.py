@@ -81,21 +81,26 @@ def sweep(grid: str = "phase", overrides: Sequence[str] = (), echo: bool = True)
     cmd = [sys.executable, "-m", "sweep", f"+grid={grid}", *overrides]
     tail: deque[str] = deque(maxlen=256)  # the end of the output: where the error line is
     decode = codecs.getincrementaldecoder("utf-8")("replace").decode
+
+    def pump(fd: int) -> None:
+        """Pass on the CLI's output as it comes (not by lines: its progress bar redraws with
+        \\r) until it closes."""
+        while chunk := os.read(fd, 65536):
+            tail.append(text := decode(chunk))
+            if echo:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
         assert proc.stdout is not None
         try:
-            # what is there, as it comes (not by lines: the progress bar redraws with \r)
-            while chunk := os.read(proc.stdout.fileno(), 65536):
-                text = decode(chunk)
-                tail.append(text)
-                if echo:
-                    sys.stdout.write(text)
-                    sys.stdout.flush()
-            code = proc.wait()
+            pump(proc.stdout.fileno())
         except KeyboardInterrupt:  # a notebook's interrupt reaches only this process: pass it on
             proc.send_signal(signal.SIGINT)
+            pump(proc.stdout.fileno())  # what it says while stopping, so it never blocks on us
             proc.wait()
             raise
+        code = proc.wait()
     if code:
         raise _error_line("".join(tail), code)
     return path
