@@ -57,6 +57,7 @@ def synthetic(
     return xr.DataArray(phase, coords, dims), xr.DataArray(loss, coords, dims)
 
 
+@pytest.mark.unit
 def test_interpolation_recovers_known_curve_exactly() -> None:
     r, p = np.geomspace(0.1, 1, 7), np.geomspace(0.01, 1, 15)
     ph, loss = synthetic(r, p, 4, stuck=None)
@@ -64,6 +65,7 @@ def test_interpolation_recovers_known_curve_exactly() -> None:
     np.testing.assert_allclose(out["boundary_density"].sel(boundary=NAME), truth(r), rtol=1e-9)
 
 
+@pytest.mark.unit
 def test_midpoint_within_half_spacing_and_band_covers_truth() -> None:
     r, p = np.geomspace(0.1, 1, 9), np.geomspace(0.01, 1, 101)  # 0.02 decades apart
     ph, loss = synthetic(r, p, 5, stuck=0.4, seed=1, jitter=0.05, per_seed=True)
@@ -81,6 +83,7 @@ def test_midpoint_within_half_spacing_and_band_covers_truth() -> None:
     assert np.median(half) < 0.05 and np.all(half < 0.3), half
 
 
+@pytest.mark.unit
 def test_untrained_points_are_skipped_and_isolated_flip_ignored() -> None:
     r, p = np.array([0.3]), np.geomspace(0.01, 1, 41)
     ph, loss = synthetic(r, p, 3, stuck=None)
@@ -95,12 +98,14 @@ def test_untrained_points_are_skipped_and_isolated_flip_ignored() -> None:
     assert trained[k - 1] < v < trained[k]  # between the trained points around p*
 
 
+@pytest.mark.unit
 def test_missing_phase_gives_nan() -> None:
     r, p = np.array([0.3]), np.geomspace(0.5, 1, 5)  # all above p*: no superposed cell
     ph, loss = synthetic(r, p, 3, stuck=None)
     assert np.isnan(boundaries.locate_row(p, ph.values[0], loss.values[0], NAME))
 
 
+@pytest.mark.unit
 def test_bootstrap_band_widens_when_few_seeds_find_the_minimum() -> None:
     # Near the boundary only seed 0 is superposed: resampling drops it a third of the time.
     r, p = np.array([0.3]), np.geomspace(0.01, 1, 101)
@@ -162,6 +167,7 @@ def test_table_matches_a_fresh_computation() -> None:
 
 
 @pytest.mark.parametrize("kind", ["2to1", "3to2"])
+@pytest.mark.unit
 def test_exact_curve_against_closed_form(kind: str) -> None:
     """Free norms and biases only help the superposed phase (the ignored phase's optimum is the
     candidate), so the exact boundary lies at or above the closed form, within 0.12 decades on
@@ -186,6 +192,7 @@ def test_exact_curve_against_closed_form(kind: str) -> None:
         np.testing.assert_allclose(ps[near], mirrored, rtol=2e-3)
 
 
+@pytest.mark.unit
 def test_3to2_decouples_into_2to1_far_from_r_1() -> None:
     """For r <= 0.52 the 3→2 minimum is one feature dedicated plus the 2→1 problem (1, r) in
     the other dimension, so its boundary is 2→1's (computed independently); nearer r = 1 a
@@ -249,6 +256,7 @@ def test_refinement_locates_a_real_boundary(tmp_path) -> None:
     np.testing.assert_array_equal(xr.open_zarr(tmp_path / "s")["loss"].values, before)
 
 
+@pytest.mark.unit
 def test_refine_helpers() -> None:
     from sweep import refine
 
@@ -298,6 +306,7 @@ def test_refine_refuses_overwrite_and_bad_levels(tmp_path, capsys) -> None:
     assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())
 
 
+@pytest.mark.unit
 def test_refinement_ranks_seeds_by_exact_loss_not_the_noisy_stored_one() -> None:
     """At r = 0.1, p = 0.17 the superposed minimum (|W2| = 0.72, the exact minimum) beats
     ignoring feature 2 by 4.6 %; a stored Monte Carlo loss that says the opposite (as 8,192

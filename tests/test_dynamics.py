@@ -31,6 +31,7 @@ SMALL = ["+grid=phase", "train.batch_size=64", "train.dtype=float64", "train.com
 
 
 @pytest.mark.parametrize("kind", ["relu", "absval"])
+@pytest.mark.unit
 def test_snapshot_equals_model_trained_for_that_many_steps(kind, tmp_path):
     steps, snaps = 60, [1, 20, 60]
     cfg = make_config([*SMALL, f"model.kind={kind}", f"train.steps={steps}",
@@ -110,6 +111,7 @@ def test_sweep_killed_then_rerun_keeps_snapshots(tmp_path):
     np.testing.assert_allclose(b.b_snapshot.values, a.b_snapshot.values, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.unit
 def test_snapshot_steps_expand_once():
     np.testing.assert_array_equal(snapshot_steps(None, 100), [])
     np.testing.assert_array_equal(snapshot_steps([50, 1, 100], 100), [1, 50, 100])
@@ -122,6 +124,7 @@ def test_snapshot_steps_expand_once():
 @pytest.mark.parametrize("bad", ["[0,10]", "[10,101]", "[10,10]", "[1.5,10]", "abc",
                                  "[log,0,100,5]", "[log,1,1000,5]", "[log,1,100,0]",
                                  "[lin,1,100]", "[true]"])
+@pytest.mark.unit
 def test_bad_snapshots_refused_in_process(bad):
     with pytest.raises(ConfigError, match=r"^train\.snapshots="):
         GridPlan(make_config([*SMALL, "train.steps=100", f"train.snapshots={bad}"]))

@@ -61,6 +61,7 @@ def test_every_grid_runs_and_draws_its_figures(name, tmp_path):
         assert (ana["sticky_count"].sum("sticky") == ana.sizes["feature"]).all()
 
 
+@pytest.mark.unit
 def test_sticky_labels_of_known_frames():
     """A pentagon, antipodal pairs and a dedicated basis get their sticky names; counts add up."""
     angles = 2 * np.pi * np.arange(5) / 5
@@ -91,6 +92,7 @@ def test_sticky_labels_of_known_frames():
     np.testing.assert_allclose(dense["dimensionality_best"][0], 4 / 40)
 
 
+@pytest.mark.unit
 def test_monosemanticity():
     W = np.array([[1.0, 0.0, 0.0], [0.6, 0.8, 0.0], [0.0, 0.0, 0.01]])  # (neuron, feature)
     np.testing.assert_allclose(metrics.monosemanticity(W), [1.0, 0.64, np.nan])
@@ -149,6 +151,7 @@ def test_privileged_model_is_monosemantic_when_dense(tmp_path):
     assert sorted(np.abs(W).argmax(-1).tolist()) == [0, 1, 2, 3, 4]
 
 
+@pytest.mark.unit
 def test_embedding_step_keeps_planar_distances_and_marks_collapsed():
     """Columns of W on a plane inside 3-D: MDS keeps every distance (ρ = 1); the features
     collapsed at the origin are flagged and left out of the "learned" subset."""
