@@ -60,6 +60,7 @@ def agg_of(ds: xr.Dataset, rule: str = "drop_worst") -> xr.Dataset:
 # ---------------------------------------------------------------- aggregation
 
 
+@pytest.mark.unit
 def test_drop_worst_drops_highest_loss_seed_and_takes_mode():
     # the worst seed (loss 9) is the only ignored one: dropped, the rest agree
     a = agg_of(one_cell([SUPERPOSED, SUPERPOSED, IGNORED], [1.0, 2.0, 9.0]))
@@ -70,6 +71,7 @@ def test_drop_worst_drops_highest_loss_seed_and_takes_mode():
     np.testing.assert_allclose(a.norm[0, 0].values, [1.0, 1.0])
 
 
+@pytest.mark.unit
 def test_drop_worst_mode_and_tie_break():
     a = agg_of(one_cell([DEDICATED, IGNORED, IGNORED, SUPERPOSED], [3.0, 2.0, 4.0, 9.0]))
     assert int(a.phase[0, 0, 1]) == IGNORED  # 2 of the 3 kept seeds
@@ -80,6 +82,7 @@ def test_drop_worst_mode_and_tie_break():
     assert int(tie.phase[0, 0, 1]) == SUPERPOSED and bool(tie.seeds_disagree[0, 0])
 
 
+@pytest.mark.unit
 def test_lowest_loss_rule():
     ds = one_cell([DEDICATED, SUPERPOSED, IGNORED], [3.0, 1.0, 2.0])
     a = agg_of(ds, "lowest_loss")
@@ -90,6 +93,7 @@ def test_lowest_loss_rule():
         agg_of(ds, "median")
 
 
+@pytest.mark.unit
 def test_diverged_and_unfinished_are_left_out_and_counted():
     W = np.array([[[W_OF[SUPERPOSED]], [W_OF[IGNORED]], [W_OF[SUPERPOSED]]]] * 2, float)
     W = W[None]  # (1 r, 2 p, 3 seeds, 1, 2)
@@ -111,6 +115,7 @@ def test_diverged_and_unfinished_are_left_out_and_counted():
     assert int(b.phase[0, 0, 1]) == IGNORED and int(b.n_pooled[0, 0]) == 1
 
 
+@pytest.mark.unit
 def test_settings_from_config():
     assert aggregate.Settings.from_config({}) == aggregate.Settings()
     assert aggregate.Settings.from_config({"analysis": {"run": True}}).aggregate == "drop_worst"
@@ -140,6 +145,7 @@ def analytic_store(kind: str = "2to1", n: int = 8) -> xr.Dataset:
     return aggregate.analyse_store(ds, aggregate.Settings())
 
 
+@pytest.mark.unit
 def test_agreement_counts_only_cells_away_from_boundaries():
     agg = analytic_store()
     a = aggregate.compare_with_theory(agg, "2to1")
@@ -195,6 +201,7 @@ def test_feature_heatmaps_figure():
     assert axes[0].get_ylabel() == "density p = 1 − S"
 
 
+@pytest.mark.unit
 def test_cell_edges_are_log_midpoints():
     e = style.cell_edges(np.array([0.01, 0.1, 1.0]), log=True)
     np.testing.assert_allclose(e, [10**-2.5, 10**-1.5, 10**-0.5, 10**0.5])
@@ -438,6 +445,7 @@ def test_trained_2to1_grid_agrees_with_theory(tmp_path):
     assert s["agreement"] >= 0.95, s
 
 
+@pytest.mark.unit
 def test_3to2_phase_diagram_and_kind():
     W3 = {  # (hidden=2, feature=3) of each phase of feature 3 in the 3->2 model
         IGNORED: [[1, 0, 0], [0, 1, 0]],

@@ -46,6 +46,7 @@ def train_alone(kind: str, seed: int, density: np.ndarray, importance: np.ndarra
 
 @pytest.mark.parametrize("backend", ["fused", "autograd"])
 @pytest.mark.parametrize("kind", ["relu", "linear", "privileged"])
+@pytest.mark.unit
 def test_instance_equals_model_trained_alone(kind, backend, tmp_path):
     cfg = make_config(["+grid=phase", "train.steps=150", "train.batch_size=64",
                        f"train.backend={backend}", "train.compile=false",
@@ -77,6 +78,7 @@ def test_result_independent_of_chunking(tmp_path):
     np.testing.assert_allclose(a.loss.values, b.loss.values, rtol=1e-5)
 
 
+@pytest.mark.unit
 def test_sampled_data_match_density():
     density = np.array([[0.05, 0.5, 1.0], [0.2, 0.02, 0.9], [0.5, 0.5, 0.5]])
     sampler = FeatureSampler(np.array([0, 0, 1]), density, 4096, "data", torch.device("cpu"),
