@@ -6,6 +6,7 @@ the same in-process without Hydra's machinery."""
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import re
@@ -20,10 +21,17 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from sweep import jobs, layout, writes
+from sweep import integrity, jobs, layout, writes
 from sweep.grid import Block, GridPlan, job_name
-from sweep.identity import StaleWrite, check_identity, differences, fingerprint, identity
-from sweep.reader import StoreError
+from sweep.identity import (
+    StaleWrite,
+    check_identity,
+    differences,
+    fingerprint,
+    fingerprint_of_yaml,
+    identity,
+)
+from sweep.reader import SCHEMA_VERSION, StoreError
 from sweep.train import train_block
 from sweep.validate import ConfigError, check_machine
 
@@ -170,7 +178,7 @@ def _prepare_locked(cfg: DictConfig, plan: GridPlan, path: Path, lock: Any) -> S
     replace = False
     if not fresh:
         try:
-            existing = layout.open_checked(path)
+            existing = _open(path, plan, cfg)
         except StoreError as e:
             fail(f"store.path={given!r}: {e}; refusing to touch it")
         foreign = layout.foreign_entries(path)
@@ -209,16 +217,41 @@ def _prepare_locked(cfg: DictConfig, plan: GridPlan, path: Path, lock: Any) -> S
     return Sweep(cfg, plan, path, trained, jobs.group(plan, todo), lock)
 
 
+def _open(path: Path, plan: GridPlan, cfg: DictConfig) -> Any:
+    """layout.open_checked; a store that cannot be opened whose own attrs say it is of this
+    format and was made with cfg's settings first gets its damaged static arrays rewritten
+    from the plan (xarray reads the coordinates when it opens a store: one damaged chunk of
+    `density` would otherwise refuse the whole store)."""
+    try:
+        return layout.open_checked(path)
+    except StoreError:
+        try:
+            attrs = json.loads((path / ".zattrs").read_text())
+            ours = attrs["schema_version"] == SCHEMA_VERSION and cfg.store.mode != "overwrite"
+            recorded = fingerprint_of_yaml(str(attrs["config_yaml"]))
+            same = attrs["fingerprint"] == recorded == fingerprint(cfg)
+            fixed = layout.verify_static(path, plan, cfg) if ours and same else []
+        except Exception:  # noqa: BLE001 - not repairable here: the first refusal stands
+            fixed = []
+        if not fixed:
+            raise
+        log.warning(f"store {path}: rewrote damaged {', '.join(fixed)}")
+        return layout.open_checked(path)
+
+
 def _repair(path: Path, plan: GridPlan, cfg: DictConfig) -> None:
-    """Resuming a store: rebuild lost metadata, verify the static variables if asked."""
+    """Resuming a store: rebuild lost metadata, rewrite damaged static variables, empty the
+    damaged chunks (sweep.integrity's records: a few files per chunk) so they are retrained."""
     rebuilt = layout.repair_metadata(path)
     if rebuilt:
         log.warning(f"store {path}: rebuilt missing metadata {', '.join(rebuilt)}")
-    if cfg.store.verify:
-        fixed = layout.verify_static(path, plan, cfg)
-        if fixed:
-            log.warning(f"store {path}: rewrote damaged {', '.join(fixed)}")
-    elif rebuilt:
+    fixed = layout.verify_static(path, plan, cfg)
+    if fixed:
+        log.warning(f"store {path}: rewrote damaged {', '.join(fixed)}")
+    emptied = integrity.reset_damaged(path)
+    if emptied:
+        log.warning(f"store {path}: emptied {len(emptied)} damaged chunk(s), to be retrained")
+    if rebuilt:
         writes.update_attrs(path, {})
 
 

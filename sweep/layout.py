@@ -22,7 +22,7 @@ import numpy as np
 import xarray as xr
 from omegaconf import OmegaConf
 
-from sweep import kinds
+from sweep import integrity, kinds
 from sweep.blocks import curve_steps, snapshot_steps
 from sweep.grid import GridPlan
 from sweep.identity import new_run_id, provenance
@@ -134,6 +134,7 @@ def create(
         ds.attrs["run_id"] = run_id
         ds.to_zarr(tmp, mode="w", compute=False, zarr_format=2, consolidated=True)
         (tmp / ".jobs").mkdir(mode=0o700)  # logs and checkpoints: the user's eyes only
+        integrity.record_template(tmp)  # the coords and static variables, as written now
         if beside:
             return tmp
         if path.exists():  # only an empty folder gets here (stores go through swap_in)
@@ -267,30 +268,18 @@ def nesting(path: Path) -> str | None:
     return None
 
 
-def read_region(group: Any, name: str, idx: tuple) -> np.ndarray | None:
-    """A region of one array, or None where its chunks cannot be read (garbage, truncated)."""
-    try:
-        return np.asarray(group[name][idx])
-    except Exception:  # noqa: BLE001 - numcodecs/zarr raise many kinds for a damaged chunk
-        return None
-
-
 def verify_static(path: Path, plan: GridPlan, cfg: Any) -> list[str]:
-    """Compare the variables fixed by the config (importance, feature_density) with the plan's
-    and rewrite those that are unreadable or differ; returns the names rewritten."""
+    """Rewrite, from the plan, the arrays fixed by the config (importance, feature_density,
+    coords) whose files differ from the template's record (sweep.integrity); their names."""
     import zarr
 
+    damaged = integrity.damaged_static(path)
+    if not damaged:
+        return []
     ref = template(plan, cfg)
     group: Any = zarr.open_group(str(path), mode="r+", zarr_format=2, use_consolidated=True)
-    fixed = []
-    for name in ("importance", "feature_density"):
-        want = ref[name].values
-        have = read_region(group, name, (slice(None),))
-        if (
-            have is None
-            or have.shape != want.shape
-            or not np.array_equal(have, want, equal_nan=True)
-        ):
-            group[name][...] = want
-            fixed.append(name)
+    fixed = [n for n in damaged if n in ref.variables and n in group]
+    for name in fixed:
+        group[name][...] = ref[name].values
+    integrity.record_template(path)
     return fixed

@@ -50,9 +50,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import xarray as xr
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from sweep import driver, quadrature, writes
+from sweep import driver, integrity, quadrature, writes
 from sweep.grid import Block, GridPlan, axis_values
 from sweep.identity import StaleWrite, check_identity, fingerprint
 from sweep.jobs import SPLIT_WORK
@@ -143,10 +144,11 @@ def ranking_loss(ds: Any, usable: np.ndarray, exact: bool) -> np.ndarray:
     return out
 
 
-def _cells(ds: Any, exact: bool, norm_t: float, sup_t: float) -> tuple[np.ndarray, ...]:
+def _cells(path: Path, exact: bool, norm_t: float, sup_t: float) -> tuple[np.ndarray, ...]:
     """(trained, best phase, phase-set bitmask) over (r, p) from a store."""
+    ds = open_checked(path)
     W = ds["W"].transpose(R, P, "seed", "hidden", "feature").values
-    fin = ds["finished"].transpose(R, P, "seed").values
+    fin = _intact(path)
     usable = fin & ~ds["diverged"].transpose(R, P, "seed").values
     loss = ranking_loss(ds, usable, exact)
     ph = np.where(usable, extra_phase(W, norm_t, sup_t), -1)  # (r, p, seed)
@@ -156,7 +158,7 @@ def _cells(ds: Any, exact: bool, norm_t: float, sup_t: float) -> tuple[np.ndarra
     sets = np.zeros(best.shape, int)
     for code in (IGNORED, DEDICATED, SUPERPOSED):
         sets |= np.where((ph == code).any(-1), 1 << code, 0)
-    return fin.all(-1), best, sets
+    return np.asarray(fin.all(-1)), best, sets
 
 
 def _check(cfg: DictConfig, plan: GridPlan) -> tuple[int, int | None, bool]:
@@ -231,10 +233,15 @@ def _chunks(plan: GridPlan, cells: list[tuple[int, int]]) -> list[Block]:
     return [b for c in cells for b in at[c]]
 
 
+def _intact(path: Path) -> np.ndarray:
+    """(r, p, seed) bool: cells finished and intact (sweep.integrity), not only flagged."""
+    dims = open_checked(path)["finished"].dims
+    return xr.DataArray(integrity.intact(path), dims=dims).transpose(R, P, "seed").values
+
+
 def _finished(path: Path) -> np.ndarray:
-    """(r, p) bool: points whose every seed is finished."""
-    fin = open_checked(path)["finished"].transpose(R, P, "seed").values
-    return np.asarray(np.asarray(fin, dtype=bool).all(-1))
+    """(r, p) bool: points whose every seed is finished and intact."""
+    return np.asarray(_intact(path).all(-1))
 
 
 def run_job(cfg: DictConfig) -> dict:
@@ -370,7 +377,7 @@ def run(cfg: DictConfig, launch: Launch | None = None) -> int:
         plan, path = sweep.plan, sweep.path
         trained_now, per_level = 0, [int(wanted.sum())]
         for level in range(levels + 1):
-            done, _, _ = _cells(open_checked(path), False, norm_t, sup_t)
+            done = _finished(path)
             todo = [(int(i), int(j)) for i, j in zip(*np.nonzero(wanted & ~done), strict=True)]
             if todo:
                 unfinished = _level(sweep, todo, level, launch)
@@ -384,7 +391,7 @@ def run(cfg: DictConfig, launch: Launch | None = None) -> int:
                 trained_now += len(todo) * n_seed
             if level == levels:
                 break
-            trained, best, sets = _cells(open_checked(path), exact, norm_t, sup_t)
+            trained, best, sets = _cells(path, exact, norm_t, sup_t)
             cands = select(wanted & trained, best, sets, seeds_too)
             if budget is not None:
                 # Boundary intervals first; the others only with what the later levels' boundary
