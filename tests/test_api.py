@@ -120,6 +120,7 @@ def test_phases_equal_a_recount_from_the_stored_weights(store):
                 ph["phase"].transpose(R, P, "feature").values[i, j], truth[i, j, best]
             )
     assert ph["phase"].attrs["flag_meanings"] == "absent ignored dedicated superposed"
+    assert "dask" in type(ds["W"].data).__module__  # the analysis read a copy: ds stays lazy
 
 
 @pytest.mark.unit
