@@ -256,3 +256,25 @@ def test_axes_in_another_order_are_refused(tmp_path, capsys):
     assert 'dims=["density", "relative_importance", "seed"]' in err[0]
     assert '(the store\'s: ["relative_importance", "density", "seed"])' in err[0]
     assert tree_hash(path) == before
+
+
+@pytest.mark.slow
+def test_through_local_workers_a_damaged_store_resumes_with_other_workers(tmp_path):
+    """Through the real CLI and its worker processes: a store made with workers=2 (2 jobs), its
+    W lost, resumed with workers=1 (1 job) and, lost again, with workers=3 (3 jobs, each job's
+    plan derived from the options the sweeper hands it): the numbers of the undamaged run."""
+    args = [
+        "-m", "sweep", "+grid=phase", "train.steps=1800", "grid.seeds=5",
+        "analysis.run=false", "progress=false", f"store.path={tmp_path / 's'}",
+    ]  # fmt: skip
+    plan = GridPlan(make_config([*args[2:-1], "workers=2"]))
+    assert len(jobs.group(plan, [b.key() for b in plan.blocks])) == 2  # enough work to spread
+    first = run_cli([*args, "workers=2"], cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    made = _arrays(tmp_path / "s")
+    for workers in (1, 3):
+        assert _drop_chunks(tmp_path / "s", "W") == len(plan.blocks)
+        again = run_cli([*args, f"workers={workers}"], cwd=tmp_path)
+        assert again.returncode == 0, again.stderr[-2000:]
+        assert "trained 1125 models" in again.stdout
+        _same(_arrays(tmp_path / "s"), made)
