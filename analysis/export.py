@@ -49,6 +49,8 @@ TABLES = ("models", "cells")
 # Per-feature columns of the models table, from analysis.aggregate.model_metrics.
 MODEL_FEATURE = ("norm", "superposition")
 CELL_FEATURE = ("norm", "superposition", "dimensionality", "phase_share")
+# What the tables are computed from (the exact loss that ranks seeds needs b, importance, density)
+READ = ("W", "b", "loss", "finished", "diverged", "importance", "feature_density")
 CELL_LEVEL = ("loss", "dims_per_feature", "n_usable", "missing", "seeds_disagree")
 
 
@@ -95,7 +97,7 @@ def _frame(columns: dict[str, xr.DataArray], dims: list[str]) -> pd.DataFrame:
 
 def tables(piece: xr.Dataset, settings: Settings) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(models, cells) rows of one piece of a store."""
-    piece = piece.load()
+    piece = piece[list(READ)].load()  # not the loss curves or snapshots: never exported
     mm = aggregate.model_metrics(piece, settings)
     agg = aggregate.aggregate_seeds(mm, settings.aggregate)
     cells = [str(d) for d in piece["loss"].dims if d != "seed"]
