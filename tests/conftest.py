@@ -75,3 +75,22 @@ def _hide_slurm_unless_marked(request: pytest.FixtureRequest,
                                                                                **kwargs)
 
     monkeypatch.setattr(shutil, "which", no_slurm)
+
+
+OUTSIDE_UNIT = ("slow", "slurm", "browser")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The unit tier (`-m unit`) is the fast one: a test marked unit and also slow, slurm or
+    browser (e.g. a module marked unit holding one slow test) is an error, not a quiet slow
+    unit run."""
+    both = [
+        item.nodeid
+        for item in items
+        if item.get_closest_marker("unit") is not None
+        and any(item.get_closest_marker(m) is not None for m in OUTSIDE_UNIT)
+    ]
+    if both:
+        raise pytest.UsageError(
+            f"marked unit and {'/'.join(OUTSIDE_UNIT)} at once: {', '.join(both[:3])}"
+        )

@@ -151,7 +151,6 @@ def test_privileged_model_is_monosemantic_when_dense(tmp_path):
     assert sorted(np.abs(W).argmax(-1).tolist()) == [0, 1, 2, 3, 4]
 
 
-@pytest.mark.unit
 def test_embedding_step_keeps_planar_distances_and_marks_collapsed():
     """Columns of W on a plane inside 3-D: MDS keeps every distance (ρ = 1); the features
     collapsed at the origin are flagged and left out of the "learned" subset."""

@@ -9,9 +9,8 @@ import pytest
 
 from tests.conftest import SLURM_COMMANDS, check_slurm
 
-pytestmark = pytest.mark.unit
 
-
+@pytest.mark.unit
 def test_unmarked_tests_see_no_slurm_commands():
     for cmd in SLURM_COMMANDS:
         assert shutil.which(cmd) is None, cmd
@@ -21,6 +20,7 @@ def test_unmarked_tests_see_no_slurm_commands():
 @pytest.mark.parametrize(("required", "outcome"), [("1", pytest.fail.Exception),
                                                    ("0", pytest.skip.Exception),
                                                    (None, pytest.skip.Exception)])
+@pytest.mark.unit
 def test_missing_cluster_skips_or_fails_as_ci_asks(monkeypatch, required, outcome):
     if required is None:
         monkeypatch.delenv("TOYSWEEP_REQUIRE_SLURM", raising=False)

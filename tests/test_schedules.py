@@ -17,8 +17,6 @@ import torch
 from sweep.train import lr_lambda, make_trainer
 from tests.conftest import make_config
 
-pytestmark = pytest.mark.unit
-
 STEPS, LR, WD = 12, 0.05, 0.5
 
 
@@ -45,6 +43,7 @@ SCHEDULES = [(s, w) for s in ("constant", "linear", "cosine") for w in (0, 4)]
 
 
 @pytest.mark.parametrize(("schedule", "warmup"), SCHEDULES)
+@pytest.mark.unit
 def test_lr_lambda_is_the_documented_sequence(schedule, warmup):
     f = lr_lambda(tcfg(schedule, warmup))
     got = [f(t) for t in range(STEPS)]
@@ -72,12 +71,14 @@ def applied_lrs(backend: str, schedule: str, warmup: int) -> np.ndarray:
 
 @pytest.mark.parametrize("backend", ["fused", "autograd"])
 @pytest.mark.parametrize(("schedule", "warmup"), SCHEDULES)
+@pytest.mark.unit
 def test_each_backend_applies_the_documented_lr(backend, schedule, warmup):
     want = [LR * documented(t, STEPS, warmup, schedule) for t in range(STEPS)]
     np.testing.assert_allclose(applied_lrs(backend, schedule, warmup), want, rtol=1e-9,
                                atol=1e-15)
 
 
+@pytest.mark.unit
 def test_adamw_first_steps_match_torch_with_gradients():
     """Bias correction and moments: fused AdamW on real gradients equals torch.optim.AdamW
     (the autograd backend) step by step, with warm-up and cosine decay."""
@@ -100,6 +101,7 @@ def test_adamw_first_steps_match_torch_with_gradients():
 # ---------------------------------------------------------------- the compiled path
 
 
+@pytest.mark.unit
 def test_compiled_path_compiles_its_step(monkeypatch):
     """train.compile=true hands the training step to torch.compile and runs what it returns.
 
@@ -126,6 +128,7 @@ def test_compiled_path_compiles_its_step(monkeypatch):
     assert trainer.compiled
 
 
+@pytest.mark.unit
 def test_compile_failure_falls_back_with_a_warning(monkeypatch):
     """A compiler that fails is reported (a warning) and training goes on uncompiled, with the
     same numbers as the uncompiled path."""
