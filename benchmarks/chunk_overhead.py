@@ -1,7 +1,8 @@
 """Per-chunk cost of the store: write a chunk's region (`writes.write_chunk`) and check it
-complete (`writes.chunk_complete`), for the 2→1 phase grid cut into chunks of several sizes.
-No training: each chunk's values are random numbers of the right shapes. Justifies grid.py's
-MIN_CHUNK. Run: `python benchmarks/chunk_overhead.py` (prints ms per chunk and per model)."""
+complete (`writes.finished_chunks`: sweep.integrity's records), for the 2→1 phase grid cut
+into chunks of several sizes. No training: each chunk's values are random numbers of the right
+shapes. Justifies grid.py's MIN_CHUNK. Run: `python benchmarks/chunk_overhead.py` (prints ms
+per chunk and per model)."""
 
 from __future__ import annotations
 
