@@ -245,14 +245,11 @@ class GridPlan:
 
         Dims are cut from the left: the leading vectorised dim shrinks first, so a chunk is a
         slab of whole rows of the later dims whenever that fits; cuts are balanced (15 rows in
-        chunks of at most 8: 8 + 7, not 8 + 7 + 0). A refined grid (refine.levels > 0) stores
-        one point (all its seeds) per chunk: its levels train points, not rectangles.
+        chunks of at most 8: 8 + 7, not 8 + 7 + 0).
         """
         free = [d for d in self.cell_dims if d not in SHAPE_AXES]
         per_shape = math.prod(len(self.coords[d]) for d in free)
         cap = min(self.job_cap, max(MIN_CHUNK, math.ceil(per_shape / SPREAD)))
-        if OmegaConf.select(self.cfg, "refine.levels", default=0):
-            cap = min(self.job_cap, len(self.seeds))
         chunks = {d: 1 if d in SHAPE_AXES else len(self.coords[d]) for d in self.cell_dims}
         for i, d in enumerate(free):
             rest = math.prod(chunks[e] for e in free[i + 1 :])
