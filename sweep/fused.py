@@ -1,17 +1,20 @@
 """The fast training step: hand-written gradients and AdamW over cache-sized instance chunks.
 
 Same maths as the autograd path (`ToyModels` + `torch.optim.AdamW`), written out so that one
-step is a handful of fused loops instead of ~40 tensor-sized kernels:
+step is a handful of fused loops instead of ~40 tensor-sized kernels. What is kind-specific
+comes from the kind's `Fused` record (`sweep.kinds.base`); nothing here names a kind:
 
-- relu / linear, x' = act(z), z = WᵀWx + b. With g = dL/dz (batch, feat) the gradients are
-  dL/db = Σ_batch g and dL/dW = W (M + Mᵀ), M = xᵀg (feat, feat). For few features ("gram"
-  form, n < 2.5 m) this is cheaper than going through h = Wx and is written elementwise in a
-  feature-major layout (inst, feat, batch), so the long batch axis is the vectorised one.
-- otherwise ("bmm" form, and always for privileged): h = Wx, z = Wᵀh' + b; the backward is
-  three bmms: dh = g Wᵀ (masked by h > 0 for privileged), dL/dW = h'ᵀg + dhᵀx.
-
-- absval: h = ReLU(Wx), y = ReLU(W_out h + b), target |x|; with g = dL/dy_pre the gradients
-  are dL/dW_out = g hᵀ, dL/db = Σ_batch g, dL/dW = (W_outᵀ g ⊙ [h > 0]) xᵀ.
+- tied kinds, x' = act(Wᵀ hidden(Wx) + b): the kind gives the elementwise pieces (act's
+  residual and gradient factor, the hidden activation and its backward) and the two forms
+  below write the matrix products around them. With g = dL/dz (batch, feat), z the output's
+  pre-activation: dL/db = Σ_batch g and, without a hidden activation, dL/dW = W (M + Mᵀ),
+  M = xᵀg (feat, feat). For few features ("gram" form, n < 2.5 m) this is cheaper than going
+  through h = Wx and is written elementwise in a feature-major layout (inst, feat, batch), so
+  the long batch axis is the vectorised one.
+  Otherwise ("bmm" form, and always with a hidden activation): h = Wx, z = Wᵀh' + b; the
+  backward is three bmms: dh' = W g (mapped back through the hidden activation to dh),
+  dL/dW = h' gᵀ + dh xᵀ.
+- any other kind (absval) gives its whole loss-and-gradient function.
 
 Inputs come from the block's sampler's own uniforms, turned into features inside the chunk
 (`chunk_inputs`): independent features (values in [0, 1), or [-1, 1) for absval) or
@@ -31,25 +34,27 @@ import math
 import os
 import shutil
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from sweep.data import FeatureSampler
 from sweep.groups import GroupedSampler
+from sweep.kinds.base import Fused, KindSpec
 
 BETAS = (0.9, 0.999)  # torch.optim.AdamW defaults, as in the autograd path
 EPS = 1e-8
 CHUNK_ELEMENTS = 2**19  # (inst, batch, feat) elements per chunk: ~2 MiB per float32 buffer
 
 
-def use_gram(kind: str, n: int, m: int, compiled: bool = True) -> bool:
+def use_gram(fused: Fused, n: int, m: int, compiled: bool = True) -> bool:
     """Gram form (z from WᵀW) when it needs fewer flops: 2n² < 5nm per batch row.
 
     Uncompiled, the gram form materialises (inst, n, n, batch) broadcasts, about 10× slower
     than bmm beyond a few features (measured at 60→30), so it is kept for n ≤ 4 there.
     """
-    return kind in ("relu", "linear") and 2 * n < 5 * m and (compiled or n <= 4)
+    return fused.gram and 2 * n < 5 * m and (compiled or n <= 4)
 
 
 # How a chunk's inputs are made from uniforms: (correlation, signed, set size), e.g.
@@ -91,19 +96,21 @@ def _inputs(u: torch.Tensor, p: torch.Tensor, data: Data) -> torch.Tensor:
     return torch.where(active, values, 0)
 
 
+# output(z, x) -> (r, g): the kind's residual act(z) − x and its gradient factor r · act'(z)
+Output = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+# hidden(h) -> (h', back): the kind's hidden activation and back(dL/dh') = dL/dh
+Hidden = Callable[[torch.Tensor], tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]]
+
+
 def grads_gram(
-    kind: str, W: torch.Tensor, b: torch.Tensor, x: torch.Tensor, imp: torch.Tensor
+    output: Output, x: torch.Tensor, imp: torch.Tensor, W: torch.Tensor, b: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Loss (inst,), dL/dW (inst, m, n), dL/db (inst, n) for relu/linear; x: (inst, n, batch)."""
+    """Loss (inst,), dL/dW (inst, m, n), dL/db (inst, n) of a tied kind without hidden
+    activation, through WᵀW; x: (inst, n, batch), imp: (inst, n, 1)."""
     batch = x.shape[-1]
     A = (W.unsqueeze(-1) * W.unsqueeze(-2)).sum(1)  # WᵀW: (inst, n, n)
     z = (A.unsqueeze(-1) * x.unsqueeze(1)).sum(2) + b.unsqueeze(-1)  # (inst, n, batch)
-    if kind == "linear":
-        r = z - x
-        g = r
-    else:
-        r = torch.where(z > 0, z - x, -x)  # ReLU(z) - x
-        g = torch.where(z > 0, r, 0)
+    r, g = output(z, x)  # act(z) − x, and dL/dz up to 2·imp/batch: (inst, n, batch)
     loss = (imp * r.square()).sum(1).mean(-1)  # (inst,)
     g = g * (imp * (2.0 / batch))  # dL/dz: (inst, n, batch)
     M = (x.unsqueeze(2) * g.unsqueeze(1)).sum(-1)  # xᵀg: (inst, n, n)
@@ -112,61 +119,38 @@ def grads_gram(
 
 
 def grads_bmm(
-    kind: str, W: torch.Tensor, b: torch.Tensor, x: torch.Tensor, imp: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """As grads_gram for any kind, through h = Wx; x: (inst, n, batch)."""
-    batch = x.shape[-1]
-    h = torch.bmm(W, x)  # (inst, m, batch)
-    hp = torch.relu(h) if kind == "privileged" else h
-    z = torch.baddbmm(b.unsqueeze(-1), W.transpose(1, 2), hp)  # (inst, n, batch)
-    if kind == "linear":
-        r = z - x
-        g = r
-    else:
-        r = torch.where(z > 0, z - x, -x)
-        g = torch.where(z > 0, r, 0)
-    loss = (imp * r.square()).sum(1).mean(-1)
-    g = g * (imp * (2.0 / batch))
-    dh = torch.bmm(W, g)  # (inst, m, batch)
-    if kind == "privileged":
-        dh = torch.where(h > 0, dh, 0)
-    gW = torch.bmm(hp, g.transpose(1, 2)).baddbmm_(dh, x.transpose(1, 2))  # (inst, m, n)
-    return loss, gW, g.sum(-1)
-
-
-def grads_absval(
-    W: torch.Tensor, Wo: torch.Tensor, b: torch.Tensor, x: torch.Tensor, imp: torch.Tensor
-) -> tuple[torch.Tensor, ...]:
-    """Loss (inst,), dL/dW (inst, m, n), dL/db (inst, n), dL/dW_out (inst, n, m) for absval."""
-    batch = x.shape[-1]
-    hpre = torch.bmm(W, x)  # (inst, m, batch)
-    h = torch.relu(hpre)
-    y = torch.baddbmm(b.unsqueeze(-1), Wo, h)  # (inst, n, batch), pre-activation
-    t = x.abs()  # the target |x|
-    r = torch.where(y > 0, y - t, -t)  # ReLU(y) - |x|
-    g = torch.where(y > 0, r, 0)
-    loss = (imp * r.square()).sum(1).mean(-1)  # (inst,)
-    g = g * (imp * (2.0 / batch))  # dL/dy: (inst, n, batch)
-    gWo = torch.bmm(g, h.transpose(1, 2))  # (inst, n, m)
-    dh = torch.where(hpre > 0, torch.bmm(Wo.transpose(1, 2), g), 0)  # (inst, m, batch)
-    gW = torch.bmm(dh, x.transpose(1, 2))  # (inst, m, n)
-    return loss, gW, g.sum(-1), gWo
-
-
-def chunk_grads(
-    kind: str,
-    gram: bool,
+    output: Output,
+    hidden: Hidden | None,
     x: torch.Tensor,
     imp: torch.Tensor,
     W: torch.Tensor,
     b: torch.Tensor,
-    Wo: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """As grads_gram for any tied kind, through h = Wx; x: (inst, n, batch)."""
+    batch = x.shape[-1]
+    h = torch.bmm(W, x)  # (inst, m, batch)
+    hp, back = hidden(h) if hidden is not None else (h, None)  # h' = hidden(h)
+    z = torch.baddbmm(b.unsqueeze(-1), W.transpose(1, 2), hp)  # (inst, n, batch)
+    r, g = output(z, x)
+    loss = (imp * r.square()).sum(1).mean(-1)
+    g = g * (imp * (2.0 / batch))
+    dh = torch.bmm(W, g)  # dL/dh': (inst, m, batch)
+    if back is not None:
+        dh = back(dh)  # dL/dh
+    gW = torch.bmm(hp, g.transpose(1, 2)).baddbmm_(dh, x.transpose(1, 2))  # (inst, m, n)
+    return loss, gW, g.sum(-1)
+
+
+def chunk_grads(
+    fused: Fused, gram: bool, x: torch.Tensor, imp: torch.Tensor, params: list[torch.Tensor]
 ) -> tuple[torch.Tensor, ...]:
-    """(loss, dL/dW, dL/db[, dL/dW_out]) of one chunk."""
-    if kind == "absval":
-        assert Wo is not None
-        return grads_absval(W, Wo, b, x, imp)
-    return (grads_gram if gram else grads_bmm)(kind, W, b, x, imp)
+    """(loss, dL/dW, dL/db[, dL/dW_out]) of one chunk, by the form the kind's record gives."""
+    if fused.grads is not None:
+        return fused.grads(x, imp, *params)
+    assert fused.output is not None
+    if gram:
+        return grads_gram(fused.output, x, imp, *params)
+    return grads_bmm(fused.output, fused.hidden, x, imp, *params)
 
 
 def adamw_(
@@ -182,7 +166,7 @@ def adamw_(
 
 
 def train_chunk(
-    kind: str,
+    fused: Fused,
     gram: bool,
     data: Data,
     u: torch.Tensor,
@@ -198,15 +182,14 @@ def train_chunk(
     params: [W, b] or [W, b, W_out]; moments: [m, v] of each, in the same order.
     """
     x = chunk_inputs(u, p, index, data)  # (inst, feat, batch)
-    Wo = params[2] if len(params) > 2 else None
-    loss, *grads = chunk_grads(kind, gram, x, imp, params[0], params[1], Wo)
+    loss, *grads = chunk_grads(fused, gram, x, imp, params)
     for k, (param, grad) in enumerate(zip(params, grads, strict=True)):
         adamw_(param, grad, moments[2 * k], moments[2 * k + 1], coef)
     return loss
 
 
 def eval_chunk(
-    kind: str,
+    fused: Fused,
     gram: bool,
     data: Data,
     u: torch.Tensor,
@@ -216,8 +199,7 @@ def eval_chunk(
     params: list[torch.Tensor],
 ) -> torch.Tensor:
     x = chunk_inputs(u, p, index, data)
-    Wo = params[2] if len(params) > 2 else None
-    return chunk_grads(kind, gram, x, imp, params[0], params[1], Wo)[0]
+    return chunk_grads(fused, gram, x, imp, params)[0]
 
 
 def compiler_available(device: torch.device) -> bool:
@@ -293,15 +275,15 @@ def kernel_key(*parts: Any) -> str:
 
 
 class FusedTrainer:
-    """Training state of one block on the fused path: W, b (and absval's W_out), their AdamW
-    moments, the data sampler. The block is padded to equal chunks with inert instances
+    """Training state of one block on the fused path: W, b (and W_out of an untied kind), their
+    AdamW moments, the data sampler. The block is padded to equal chunks with inert instances
     (density 1, importance 0: zero gradients); W, b, W_out are views of the real ones."""
 
     backend = "fused"
 
     def __init__(
         self,
-        kind: str,
+        spec: KindSpec,
         W0: torch.Tensor,
         b0: torch.Tensor,
         imp: torch.Tensor,
@@ -315,7 +297,8 @@ class FusedTrainer:
         cache: str | None = None,
     ):
         inst, m, n = W0.shape
-        self.kind, self.sampler = kind, sampler
+        assert spec.fused is not None, f"{spec.name} has no fused form"
+        self.fused, self.sampler = spec.fused, sampler
         self.lr, self.wd, self.lr_factor = lr, weight_decay, lr_factor
         if isinstance(sampler, GroupedSampler):  # correlated / anticorrelated sets
             self.data: Data = (sampler.kind, False, sampler.size)
@@ -332,19 +315,30 @@ class FusedTrainer:
             return torch.cat([t, t.new_full((pad, *t.shape[1:]), fill)]) if pad else t.clone()
 
         self.params = [padded(W0), padded(b0)]  # (inst', m, n), (inst', n)
-        if kind == "absval":
+        if spec.untied:
             assert W_out0 is not None
             self.params.append(padded(W_out0))  # (inst', n, m)
         self.moments = [torch.zeros_like(t) for t in self.params for _ in (0, 1)]
         self.W, self.b = self.params[0][:inst], self.params[1][:inst]
-        self.W_out = self.params[2][:inst] if kind == "absval" else None
+        self.W_out = self.params[2][:inst] if spec.untied else None
         self.imp = padded(imp.reshape(inst, n, 1))  # (inst', feat, 1); 0: inert padding
         self.p = padded(p.transpose(1, 2), 1.0)  # (inst', P, 1)
         self.index = None if sampler.tiled else padded(sampler.seed_index)  # (inst',)
         self.steps_done = 0
-        shape = (kind, self.data, size, k, unit, width, m, sampler.batch, W0.dtype, W0.device.type)
+        shape = (
+            spec.name,
+            self.data,
+            size,
+            k,
+            unit,
+            width,
+            m,
+            sampler.batch,
+            W0.dtype,
+            W0.device.type,
+        )
         self.compiled = self._decide(compile, work, cache, "train", *shape)
-        self.gram = use_gram(kind, n, m, self.compiled)
+        self.gram = use_gram(spec.fused, n, m, self.compiled)
         self._train = torch.compile(train_chunk, dynamic=False) if self.compiled else train_chunk
         # Evaluation: 8 forward passes (~1/3 of a step each), compiled only when that pays.
         evals = 8 / 3 * inst * sampler.batch * n
@@ -389,7 +383,7 @@ class FusedTrainer:
         losses = torch.empty(self.chunks[-1][1], dtype=self.W.dtype, device=self.W.device)
         for a, z in self.chunks:
             args = (
-                self.kind,
+                self.fused,
                 self.gram,
                 self.data,
                 u,
@@ -421,7 +415,7 @@ class FusedTrainer:
         out = torch.empty(self.chunks[-1][1], dtype=self.W.dtype, device=self.W.device)
         for a, z in self.chunks:
             out[a:z] = self._eval(
-                self.kind,
+                self.fused,
                 self.gram,
                 self.data,
                 u,
@@ -444,12 +438,6 @@ class FusedTrainer:
 
     def load_state_dict(self, state: dict) -> None:
         inst = self.W.shape[0]
-        if "params" not in state:  # a checkpoint written before absval joined the fused path
-            state = {
-                **state,
-                "params": [state["W"], state["b"]],
-                "moments": [state[k] for k in ("mW", "vW", "mb", "vb")],
-            }
         for q, saved in zip(
             [*self.params, *self.moments], [*state["params"], *state["moments"]], strict=True
         ):

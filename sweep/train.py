@@ -147,7 +147,7 @@ def make_trainer(
         use_compile_cache(cache)
     work = float(inst) * n * int(tcfg.batch_size) * int(tcfg.steps)
     return FusedTrainer(
-        spec.fused,
+        spec,
         W0,
         b0,
         imp,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from sweep.kinds.base import KindSpec
+from sweep.kinds import relu
+from sweep.kinds.base import Fused, KindSpec
 
 
 def forward(W, b, x, W_out=None):
@@ -12,5 +13,16 @@ def forward(W, b, x, W_out=None):
     return torch.relu(torch.baddbmm(b.unsqueeze(1), h, W))  # (inst, batch, feat)
 
 
-# fused: sweep.fused.grads_bmm with kind "privileged" (never the gram form)
-KIND = KindSpec("privileged", "ReLU(Wᵀ ReLU(Wx) + b)", forward, fused="privileged")
+def hidden(h):
+    """ReLU on the hidden layer (inst, hidden, batch), and its backward: pass where h > 0."""
+    import torch
+
+    return torch.relu(h), lambda dh: torch.where(h > 0, dh, 0)
+
+
+KIND = KindSpec(
+    "privileged",
+    "ReLU(Wᵀ ReLU(Wx) + b)",
+    forward,
+    fused=Fused(output=relu.output, hidden=hidden),
+)

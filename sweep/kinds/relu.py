@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sweep.kinds.base import KindSpec
+from sweep.kinds.base import Fused, KindSpec
 
 
 def forward(W, b, x, W_out=None):
@@ -12,5 +12,12 @@ def forward(W, b, x, W_out=None):
     return torch.relu(torch.baddbmm(b.unsqueeze(1), h, W))  # (inst, batch, feat)
 
 
-# fused: sweep.fused.grads_gram / grads_bmm with kind "relu"
-KIND = KindSpec("relu", "ReLU(WᵀWx + b)", forward, fused="relu")
+def output(z, x):
+    """ReLU(z) − x and its gradient factor, on (inst, feat, batch): ReLU' is 1 where z > 0."""
+    import torch
+
+    r = torch.where(z > 0, z - x, -x)
+    return r, torch.where(z > 0, r, 0)
+
+
+KIND = KindSpec("relu", "ReLU(WᵀWx + b)", forward, fused=Fused(output=output))
