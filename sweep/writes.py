@@ -104,12 +104,14 @@ def write_chunk(
 def _write_region(
     path: Path, ds: xr.Dataset, reg: dict[str, slice], flags: np.ndarray, expected: dict | None
 ) -> None:
-    """Write ds's variables into their region, then set the `finished` flags there.
+    """Write ds's variables into their region, record the chunks' files, then set the
+    `finished` flags there.
 
     Written straight to the zarr arrays (xarray's region writer lists the group, which warns
-    about the job folders kept inside the store). The region covers whole chunks, so writers
-    of other blocks never touch these chunk files. The flag goes last: a cell is marked done
-    only after all its data are on disk.
+    about the job folders kept inside the store). A region covers whole chunks, or part of one
+    (a refinement point) under the chunk's lock (sweep.integrity.writing), so no two writers
+    rewrite one chunk file at once. The flag goes last: a cell is marked done only after all
+    its data are on disk and recorded.
     """
     import zarr
 
@@ -117,13 +119,14 @@ def _write_region(
         check_identity(path, expected)
     group: Any = zarr.open_group(str(path), mode="r+", zarr_format=2, use_consolidated=True)
     idx = tuple(reg.values())
-    with integrity.writing(path, reg):  # the chunks' commit record, before their flags
+    with integrity.writing(path, reg) as commit:
         for name, var in ds.data_vars.items():
             arr = group[name]
             arr[idx] = var.values.astype(arr.dtype)
-    if expected is not None:  # once more before the flag: an overwrite may have come between
-        check_identity(path, expected)
-    group["finished"][idx] = flags
+        if expected is not None:  # once more: an overwrite may have come between
+            check_identity(path, expected)
+        commit()  # the chunks' records, before their flags
+        group["finished"][idx] = flags
 
 
 def update_attrs(path: Path, attrs: dict) -> None:

@@ -199,9 +199,10 @@ def test_part_of_a_chunk_keeps_the_cells_its_record_held(tmp_path):
     def write(cell: dict[str, int], value: float) -> None:
         reg = {d: slice(cell.get(d, 0), cell.get(d, 0) + 1) for d in dims}
         idx = tuple(reg.values())
-        with integrity.writing(path, reg):
+        with integrity.writing(path, reg) as commit:
             group["loss"][idx] = np.full((1,) * len(dims), value, np.float32)
-        group[integrity.FLAG][idx] = True
+            commit()
+            group[integrity.FLAG][idx] = True
 
     last = dims[-1]  # within one chunk: the chunk holds 2 along the last cell dim
     assert c.flag.chunks[-1] == 2
@@ -287,3 +288,45 @@ def test_the_engine_retrains_a_damaged_chunk_of_any_array_to_the_same_numbers(co
         assert integrity.damaged_static(path) == [], name
         got = xr.open_zarr(path).load()
         xr.testing.assert_identical(got.drop_attrs(), want.drop_attrs())
+
+
+def _write_cells(path: str, dims: tuple[str, ...], cells: list[int], rounds: int) -> None:
+    """One writer: each of its cells (along the last cell dim, all in chunk 0) written again
+    and again, values then record then flag, as writes.write_chunk does."""
+    group = zarr.open_group(path, mode="r+", use_consolidated=True)
+    for r in range(rounds):
+        for j in cells:
+            reg = {d: slice(0, 1) for d in dims[:-1]} | {dims[-1]: slice(j, j + 1)}
+            idx = tuple(reg[d] for d in dims)
+            with integrity.writing(Path(path), reg) as commit:
+                group["loss"][idx] = np.full((1,) * len(dims), 100 * j + r, np.float32)
+                commit()
+                group[integrity.FLAG][idx] = True
+
+
+@pytest.mark.unit
+def test_writers_of_one_chunk_lose_no_cell(tmp_path):
+    """Two processes writing different cells of one chunk at once (refinement points of two
+    jobs): every cell ends with its last value, flagged and vouched for. Without the chunk's
+    lock, one writer's read-modify-write of the chunk file loses the other's cell."""
+    import multiprocessing
+
+    cfg = make_config([*TINY[:-2], "grid.seeds=8", "chunk.max_instances=64"], store=tmp_path / "t")
+    path = layout.create(tmp_path / "t", GridPlan(cfg), cfg)
+    c = integrity.cover(path)
+    assert c.flag.chunks[-1] == 8 and c.flag.grid[-1] == 1, c.flag.chunks  # seeds: one chunk
+    ctx = multiprocessing.get_context("fork")
+    rounds = 15
+    procs = [
+        ctx.Process(target=_write_cells, args=(str(path), c.flag.dims, cells, rounds))
+        for cells in ([0, 2, 4, 6], [1, 3, 5, 7])
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    first = (0,) * (len(c.flag.dims) - 1)
+    loss = np.asarray(zarr.open_group(str(path), mode="r")["loss"][first])
+    np.testing.assert_array_equal(loss, 100 * np.arange(8) + rounds - 1)
+    assert integrity.intact(path)[first].all()
