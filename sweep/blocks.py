@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
+from sweep.errors import ConfigError
+
 
 def curve_steps(steps: int, points: int) -> np.ndarray:
     """Steps (0-based) at which the loss curve is recorded: evenly spaced, last step included."""
@@ -24,10 +26,8 @@ def snapshot_steps(spec: Any, steps: int) -> np.ndarray:
     """`train.snapshots` expanded to the sorted training steps (1-based: W after k steps) at
     which W and b are stored; empty for null. The one expansion the trainer and the store use.
 
-    Raises sweep.validate.ConfigError (one line) for anything else or a step outside [1, steps].
+    Raises ConfigError (one line) for anything else or a step outside [1, steps].
     """
-    from sweep.validate import ConfigError  # validate imports the schema; kept out of import
-
     if OmegaConf.is_config(spec):
         spec = OmegaConf.to_container(spec, resolve=True)
     if spec is None:

@@ -17,24 +17,14 @@ from omegaconf import OmegaConf
 
 from sweep.blocks import snapshot_steps
 from sweep.config import Correlation, range_words, ranged_keys
-from sweep.kinds import KINDS
+from sweep.errors import ConfigError
 
-# Kept for callers of the old names.
-MODEL_KINDS = KINDS
 CORRELATIONS = tuple(c.value for c in Correlation)
 # Size guards: beyond these the driver's own bookkeeping (the store template's per-cell flags
 # and settings, built cell by cell in Python) needs minutes and gigabytes before any training.
 # Split such a sweep into several stores.
 MAX_CELLS = 10_000_000
 MAX_AXIS = 100_000  # values on one axis (or seeds)
-
-
-class ConfigError(ValueError):
-    """A bad config value; str() is the one-line message shown to the user."""
-
-    def __init__(self, key: str, value: Any, allowed: str):
-        self.key, self.value, self.allowed = key, value, allowed
-        super().__init__(f"{key}={value!r} is not allowed: expected {allowed}")
 
 
 def _number(v: Any) -> bool:
