@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from sweep import kinds
-from sweep.blocks import BlockJob, TrainResult, curve_steps  # noqa: F401 - old import path
+from sweep.blocks import BlockJob, TrainResult
 from sweep.cores import threads_per_job
 from sweep.data import FeatureSampler
 from sweep.fused import FusedTrainer, use_compile_cache
@@ -163,14 +163,11 @@ def make_trainer(
 
 
 def train_block(
-    job: BlockJob | str,
-    *legacy: Any,
+    job: BlockJob,
     checkpoint: Path | None = None,
     progress: bool = True,
     desc: str | None = None,
     stop_at: int | None = None,
-    correlation: str = "none",
-    set_size: int = 1,
     identity: dict | None = None,
 ) -> TrainResult | None:
     """Train one model per row of the job's (seeds, density, importance), all in one tensor.
@@ -179,22 +176,7 @@ def train_block(
     resumes from it; `identity` (the store's run identity) is saved with it, and a checkpoint
     of another identity or block shape is not loaded. `stop_at` ends the run after that step
     with the state saved (as a preempted job would) and returns None.
-    The older call, train_block(kind, seeds, density, importance, n_hidden, tcfg, ...), still
-    works.
     """
-    if not isinstance(job, BlockJob):  # legacy loose arguments
-        seeds_, density_, importance_, n_hidden_, tcfg_ = legacy
-        job = BlockJob(
-            desc or "train",
-            str(job),
-            int(n_hidden_),
-            seeds_,
-            density_,
-            importance_,
-            tcfg_,
-            correlation,
-            set_size,
-        )
     kind, seeds, density, importance = job.kind, job.seeds, job.density, job.importance
     n_hidden, tcfg, correlation, set_size = job.n_hidden, job.train, job.correlation, job.set_size
     desc = desc or job.key
@@ -336,8 +318,7 @@ def _stamp(job: BlockJob, identity: dict | None) -> dict:
         "n_features": job.n_features,
         "n_hidden": job.n_hidden,
         "seeds": [int(s) for s in job.seeds],
-        # only with snapshots, so checkpoints of runs without them still match
-        **({"snapshots": [int(s) for s in job.snapshot_steps]} if len(job.snapshot_steps) else {}),
+        "snapshots": [int(s) for s in job.snapshot_steps],
     }
 
 
