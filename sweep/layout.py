@@ -12,6 +12,7 @@ of the grid and the memory budget only.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -255,6 +256,9 @@ def repair_metadata(path: Path) -> list[str]:
     return rebuilt
 
 
+WALK = 10_000
+
+
 def nesting(path: Path) -> str | None:
     """Why a store may not be created at `path`: an ancestor folder is a store (its `.jobs/`
     included), or `path` holds a store somewhere below; None when neither."""
@@ -262,7 +266,9 @@ def nesting(path: Path) -> str | None:
         if is_store(parent):
             return f"it lies inside the store {parent}"
     if path.is_dir() and not is_store(path):
-        for folder, _subdirs, _files in os.walk(path):
+        # At most WALK folders: a folder with more is refused anyway (not empty, not a store),
+        # only with a vaguer line; store.path=$HOME must not walk the whole home.
+        for folder, _subdirs, _files in itertools.islice(os.walk(path), WALK):
             if is_store(Path(folder)) and Path(folder) != path:
                 return f"it holds the store {folder}"
     return None
