@@ -145,10 +145,20 @@ def ranking_loss(ds: Any, usable: np.ndarray, exact: bool) -> np.ndarray:
 
 
 def _cells(path: Path, exact: bool, norm_t: float, sup_t: float) -> tuple[np.ndarray, ...]:
-    """(trained, best phase, phase-set bitmask) over (r, p) from a store."""
+    """(trained, best phase, phase-set bitmask) over (r, p) from a store: a point counts when
+    it is finished and intact (sweep.integrity)."""
     ds = open_checked(path)
-    W = ds["W"].transpose(R, P, "seed", "hidden", "feature").values
     fin = _intact(path)
+    best, sets = cell_phases(ds, fin, exact, norm_t, sup_t)
+    return np.asarray(fin.all(-1)), best, sets
+
+
+def cell_phases(
+    ds: Any, fin: np.ndarray, exact: bool, norm_t: float, sup_t: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(best phase, phase-set bitmask) over (r, p) of the seeds flagged in fin (r, p, seed) and
+    not diverged: the phase of the seed with the lowest ranking loss (exact or stored)."""
+    W = ds["W"].transpose(R, P, "seed", "hidden", "feature").values
     usable = fin & ~ds["diverged"].transpose(R, P, "seed").values
     loss = ranking_loss(ds, usable, exact)
     ph = np.where(usable, extra_phase(W, norm_t, sup_t), -1)  # (r, p, seed)
@@ -158,7 +168,7 @@ def _cells(path: Path, exact: bool, norm_t: float, sup_t: float) -> tuple[np.nda
     sets = np.zeros(best.shape, int)
     for code in (IGNORED, DEDICATED, SUPERPOSED):
         sets |= np.where((ph == code).any(-1), 1 << code, 0)
-    return np.asarray(fin.all(-1)), best, sets
+    return best, sets
 
 
 def _check(cfg: DictConfig, plan: GridPlan) -> tuple[int, int | None, bool]:

@@ -360,7 +360,10 @@ def _foreign_zarr(dst: Path) -> Path:
         ("foreign", "not a toysweep results store"),
         ("schema", "schema_version=99 but this toysweep reads schema_version=2"),
         ("not_a_mapping", "config_yaml attr cannot be read back"),
-        ("bad_settings", "Invalid value 'median', expected one of [drop_worst, lowest_loss]"),
+        (
+            "bad_settings",
+            "analysis.aggregate=median is not allowed: expected one of drop_worst, lowest_loss",
+        ),
     ],
 )
 def test_bad_input_one_line_and_untouched(

@@ -335,8 +335,9 @@ def test_refinement_ranks_seeds_by_exact_loss_not_the_noisy_stored_one() -> None
     # feature 2 dropped with its bias at the mean p/2 costs r (p/3 - p^2/4), the closed form.
     assert exact[1] == pytest.approx(float(theory.drop_loss(0.1, 0.17)), rel=1e-6)
     assert exact[0] < exact[1] * 0.96
-    _, best_exact, _ = refine._cells(ds, True, 0.5, 0.5)
-    _, best_mc, _ = refine._cells(ds, False, 0.5, 0.5)
+    fin = np.ones((1, 1, 2), bool)
+    best_exact, _ = refine.cell_phases(ds, fin, True, 0.5, 0.5)
+    best_mc, _ = refine.cell_phases(ds, fin, False, 0.5, 0.5)
     assert best_exact[0, 0] == SUPERPOSED and best_mc[0, 0] == IGNORED
     cfg = OmegaConf.create(
         {"model": {"kind": "relu", "n_features": 3}, "data": {"correlation": "none"}}

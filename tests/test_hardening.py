@@ -187,7 +187,8 @@ def test_foreign_zarr_store_and_foreign_directory_refused(tmp_path):
 
 
 def test_checkpoints_are_never_unpickled(tmp_path):
-    """A checkpoint holding a pickled callable is refused, not executed."""
+    """A checkpoint holding a pickled callable is refused, not executed: it is set aside as
+    corrupt and the block trains from step 0."""
     marker = tmp_path / "pwned"
 
     class Evil:
@@ -200,7 +201,8 @@ def test_checkpoints_are_never_unpickled(tmp_path):
     ckpt = sweep.path / ".jobs" / "checkpoints" / f"{key}.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     ckpt.write_bytes(pickle.dumps({"step": Evil()}))
-    with pytest.raises(pickle.UnpicklingError):
-        driver.run_block(driver.job_config(cfg, sweep.path, key))
+    out = driver.run_block(driver.job_config(cfg, sweep.path, key))
     assert not marker.exists()
+    assert out["models"] > 0 and not out.get("resumed_from")
+    assert not ckpt.exists() and len(list(ckpt.parent.glob(f"{key}.pt.corrupt-*"))) == 1
     assert (sweep.path / ".jobs").stat().st_mode & 0o077 == 0  # job folders: owner only
