@@ -160,7 +160,6 @@ class ChunkConfig:
 class StoreConfig:
     path: str = _f("results/${name}", "the zarr store of this sweep")
     mode: StoreMode = _f(StoreMode.resume, "resume | overwrite")
-    verify: bool = _f(False, "read every chunk of every variable; retrain damaged blocks")
     # Set by the driver for its jobs (never by hand): the creation id of the store the jobs
     # belong to; a job whose id differs from the store's writes nothing.
     run_id: str | None = _f(None, "creation id of the store (set by the driver)")

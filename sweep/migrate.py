@@ -74,6 +74,8 @@ def _plan(old: xr.Dataset, path: Path) -> tuple:
     try:
         raw = yaml.safe_load(old.attrs["config_yaml"])
         raw.get("chunk", {}).pop("feed", None)  # the worker count format 1 cut its chunks for
+        # format 1's opt-in full check; format 2 checks every chunk's record on every run
+        raw.get("store", {}).pop("verify", None)
         cfg = layout.typed_config(raw)
         with open_dict(cfg):
             cfg.store.path = str(path)

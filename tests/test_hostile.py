@@ -107,7 +107,7 @@ SCHEMA = [  # types and choices, from the OmegaConf schema
     ("chunk.memory_mb=lots", "chunk.memory_mb='lots'"),
     ("chunk.max_instances=1.5", "chunk.max_instances=1.5"),
     ("store.mode=append", "store.mode='append'"),
-    ("store.verify=maybe", "store.verify='maybe'"),
+    ("store.verify=true", "store.verify"),  # gone in format 2: every run checks every record
     ("retries=x", "retries='x'"),
     ("progress=loud", "progress='loud'"),
     ("analysis.run=perhaps", "analysis.run='perhaps'"),
