@@ -432,11 +432,16 @@ def finish(sweep: Sweep, failures: list[str]) -> int:
 
 
 def run(cfg: DictConfig) -> int:
-    """Run a whole sweep in this process (no launcher): for tests and RUN mode."""
-    if OmegaConf.select(cfg, "refine.levels", default=None):  # adaptive refinement (issue 16)
-        from sweep import refine
+    """Run a whole grid in this process (no launcher): for tests and RUN mode.
 
-        return refine.run(cfg)
+    An adaptive refinement (refine.levels > 0) is sweep.refine.run's, which builds on this
+    module; refused here in one line rather than trained as a plain grid."""
+    levels = OmegaConf.select(cfg, "refine.levels", default=None)
+    if levels:
+        fail(
+            f"refine.levels={levels!r} is not allowed here: expected 0 (an adaptive refinement "
+            "runs through sweep.refine.run, as python -m sweep does)"
+        )
     sweep = prepare(cfg)
     with sweep.lock:  # the store's lock: released when this ends, not at garbage collection
         failures = []

@@ -10,7 +10,7 @@ import pytest
 import xarray as xr
 
 from analysis import aggregate, embedding, metrics, registry, report, steps
-from sweep import driver
+from sweep import driver, refine
 from sweep.grid import axis_values
 from tests.conftest import CONF, make_config
 
@@ -43,7 +43,8 @@ def best_seed(ds: xr.Dataset) -> xr.Dataset:
 @pytest.mark.parametrize("name", GRIDS)
 def test_every_grid_runs_and_draws_its_figures(name, tmp_path):
     store = tmp_path / name
-    assert driver.run(make_config(tiny_overrides(name), store=store)) == 0
+    cfg = make_config(tiny_overrides(name), store=store)
+    assert (refine.run if cfg.get("refine", {}).get("levels") else driver.run)(cfg) == 0
     before = set(xr.open_zarr(store).data_vars)
     summary = report.analyse(store, tmp_path / "figures", verbose=False)
     paths = [Path(p) for p in summary["figures"]]
