@@ -338,6 +338,11 @@ class FusedTrainer:
             W0.device.type,
         )
         self.compiled = self._decide(compile, work, cache, "train", *shape)
+        # One specialisation per tensor shape is what a grid over shapes needs (capacity: 20
+        # in one store); past Dynamo's default of 8 per function a worker would silently train
+        # the remaining shapes eager, 10-20x slower. 256 is Dynamo's own cap over all frames.
+        dynamo = torch._dynamo.config
+        dynamo.recompile_limit = max(dynamo.recompile_limit, dynamo.accumulated_recompile_limit)
         self.gram = use_gram(spec.fused, n, m, self.compiled)
         self._train = torch.compile(train_chunk, dynamic=False) if self.compiled else train_chunk
         # Evaluation: 8 forward passes (~1/3 of a step each), compiled only when that pays.
