@@ -10,12 +10,15 @@ rerun with the same `workers` names the same jobs and resumes their checkpoints.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
+from sweep.errors import ConfigError
 from sweep.grid import Block, GridPlan, job_name
-from sweep.validate import ConfigError
+
+log = logging.getLogger(__name__)
 
 # A shape is spread over several jobs only when the grid holds at least this much training
 # (instances × batch × features × steps). Each extra worker process costs ~3-5 s (importing
@@ -87,3 +90,28 @@ def group(plan: GridPlan, todo: Iterable[str], workers: int | None = None) -> li
             if run:
                 out.append(job_name(run))
     return out
+
+
+def relaunch(
+    unfinished: Callable[[], list[str]],
+    launch: Callable[[list[str]], dict[str, str]],
+    retries: int,
+    what: str = "job(s)",
+) -> dict[str, str]:
+    """Launch what is unfinished, then relaunch what is still unfinished at most `retries`
+    more times: the one retry loop of a grid's jobs and of a refinement level's.
+
+    unfinished() reads the store afresh each time (a job that died after writing counts as
+    done); launch(todo) runs them and returns the failures it saw (name -> one line). Returns
+    the last failure reported for each name."""
+    why: dict[str, str] = {}
+    for attempt in range(retries + 1):
+        todo = unfinished()
+        if not todo:
+            break
+        if attempt:
+            log.warning(
+                f"retrying {len(todo)} unfinished {what}, attempt {attempt + 1} of {retries + 1}"
+            )
+        why.update(launch(todo))
+    return why

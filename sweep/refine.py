@@ -56,7 +56,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from sweep import driver, integrity, quadrature, writes
 from sweep.grid import Block, GridPlan, axis_values
 from sweep.identity import StaleWrite, check_identity, fingerprint
-from sweep.jobs import SPLIT_WORK
+from sweep.jobs import SPLIT_WORK, relaunch
 from sweep.layout import open_checked
 from sweep.validate import ConfigError
 
@@ -334,6 +334,15 @@ def _jobs(sweep: driver.Sweep, cells: list[tuple[int, int]], level: int) -> list
     return out
 
 
+def _name(cell: tuple[int, int]) -> str:
+    return f"{cell[0]},{cell[1]}"
+
+
+def _cell(name: str) -> tuple[int, int]:
+    r, p = name.split(",")
+    return int(r), int(p)
+
+
 def _digest(cells: list[tuple[int, int]]) -> str:
     return hashlib.sha1(repr(cells).encode()).hexdigest()[:12]
 
@@ -341,16 +350,15 @@ def _digest(cells: list[tuple[int, int]]) -> str:
 def _level(sweep: driver.Sweep, todo: list[tuple[int, int]], level: int, launch: Launch) -> int:
     """Train a level's cells as jobs, relaunching unfinished ones up to `retries` times.
     Returns the number of cells still unfinished (their failures printed)."""
-    why: dict[str, str] = {}
-    for attempt in range(int(sweep.cfg.retries) + 1):
+
+    def unfinished() -> list[str]:
         fin = _finished(sweep.path)
-        left = [c for c in todo if not fin[c]]
-        if not left:
-            return 0
-        if attempt:
-            log.warning(f"retrying {len(left)} unfinished cell(s), attempt {attempt + 1}")
-        jobs = _jobs(sweep, left, level)
-        why.update(launch(sweep, jobs))
+        return [_name(c) for c in todo if not fin[c]]
+
+    def relaunch_cells(names: list[str]) -> dict[str, str]:
+        return launch(sweep, _jobs(sweep, [_cell(n) for n in names], level))
+
+    why = relaunch(unfinished, relaunch_cells, int(sweep.cfg.retries), "cell(s)")
     fin = _finished(sweep.path)
     left = [c for c in todo if not fin[c]]
     for tag, line in why.items():

@@ -278,3 +278,28 @@ def test_through_local_workers_a_damaged_store_resumes_with_other_workers(tmp_pa
         assert again.returncode == 0, again.stderr[-2000:]
         assert "trained 1125 models" in again.stdout
         _same(_arrays(tmp_path / "s"), made)
+
+
+@pytest.mark.unit
+def test_relaunch_retries_only_what_is_still_unfinished():
+    """The one retry loop (grid jobs and refinement levels): each round reads what is left
+    afresh, launches only that, stops when nothing is left or the retries are spent, and keeps
+    the last failure of each job."""
+    from sweep.jobs import relaunch
+
+    left = [["a", "b", "c"], ["b"], ["b"], ["b"]]  # what the store says is unfinished, per read
+    launched: list[list[str]] = []
+
+    def unfinished() -> list[str]:
+        return left[len(launched)]
+
+    def launch(todo: list[str]) -> dict[str, str]:
+        launched.append(todo)
+        return {k: f"failed in round {len(launched)}" for k in todo if k == "b"}
+
+    assert relaunch(unfinished, launch, retries=2) == {"b": "failed in round 3"}
+    assert launched == [["a", "b", "c"], ["b"], ["b"]]
+    launched.clear()
+    left = [["a"], []]
+    assert relaunch(unfinished, launch, retries=5) == {}
+    assert launched == [["a"]]

@@ -187,7 +187,7 @@ class ToySweeper(Sweeper):
         import sys
 
         from sweep import driver, writes
-        from sweep.jobs import chunks_of
+        from sweep.jobs import chunks_of, relaunch
 
         assert self.config is not None
         # -- adaptive refinement (issue 16): a grid with refine.levels > 0 is orchestrated
@@ -217,33 +217,29 @@ class ToySweeper(Sweeper):
         sweep = driver.prepare(self.config)
         with sweep.lock:  # the store's lock: released when this ends, not at garbage collection
             ident = self._ident(sweep)
-            attempts = int(self.config.retries) + 1
-            why: dict[str, str] = {}  # job -> the last failure reported for it
-            job_idx = 0
-            for attempt in range(attempts):
-                # the jobs still unfinished, as grouped at the start (a relaunched job finds
-                # its checkpoint under its own name)
+            launched = [0]  # jobs launched so far: the next launch's first job index
+
+            def unfinished() -> list[str]:
+                """The jobs still unfinished, as grouped at the start (a relaunched job finds
+                its checkpoint under its own name)."""
                 done = writes.finished_chunks(sweep.path, sweep.plan)
-                todo = [
+                return [
                     j for j in sweep.jobs if not {b.key() for b in chunks_of(sweep.plan, j)} <= done
                 ]
-                if not todo:
-                    break
-                if attempt:
-                    n = len(todo)
-                    log.warning(
-                        f"retrying {n} unfinished job(s), attempt {attempt + 1} of {attempts}"
-                    )
+
+            def launch(todo: list[str]) -> dict[str, str]:
                 # workers as resolved here: a job's plan (hence its chunks) must match this one
                 # even where `auto` would resolve differently (a SLURM node's cores)
                 batch = [
                     [*base, f"block={k}", *ident, f"workers={sweep.plan.workers}"] for k in todo
                 ]
-                failed = self._launch(todo, batch, job_idx, folder)
+                failed = self._launch(todo, batch, launched[0], folder)
+                launched[0] += len(batch)
                 for k, line in failed.items():
                     log.error(f"failed: job {k}: {line}")
-                why.update(failed)
-                job_idx += len(batch)
+                return failed
+
+            why = relaunch(unfinished, launch, int(self.config.retries))
             done = writes.finished_chunks(sweep.path, sweep.plan)
             failures = [
                 f"job {j}: {why.get(j, 'no failure reported (its job may have died)')}"
