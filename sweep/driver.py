@@ -142,7 +142,14 @@ def check(cfg: DictConfig) -> tuple[DictConfig, GridPlan, Path]:
     except OmegaConfBaseException as e:
         fail(f"{' '.join(str(e).split())} (in the sweep config)")
     given = str(task.store.path)
+    if not given.strip():
+        fail(f"store.path={given!r} is not allowed: expected a path to a folder")
     path = store_path(task)
+    if path.parent == Path(path.anchor):  # the root itself, or a folder right below it
+        fail(
+            f"store.path={given!r} is not allowed: expected a folder below a directory other "
+            f"than the file system's root {path.anchor} (the store's locks sit beside it)"
+        )
     if path.exists() and not path.is_dir():
         fail(f"store.path={given!r} is a file, expected a directory for the zarr store")
     nested = layout.nesting(path)

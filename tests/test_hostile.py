@@ -384,6 +384,30 @@ STATES = {
 }
 
 
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("/", "expected a folder below a directory other than the file system's root /"),
+        ("/toysweep-run", "expected a folder below a directory other than"),
+        ("''", "store.path='' is not allowed: expected a path to a folder"),
+        ("' '", "expected a path to a folder"),
+    ],
+)
+def test_store_path_at_the_root_or_empty_refused(given, expected, tmp_path, capsys):
+    """No store (and so none of its lock files) in the file system's root or unnamed; checked
+    before anything is created, in the root or in the working folder."""
+    root = sorted(p.name for p in Path("/").iterdir())
+    cwd = os.getcwd()
+    try:
+        os.chdir(tmp_path)
+        line = refused([*BASE, f"store.path={given}"], capsys)
+    finally:
+        os.chdir(cwd)
+    assert expected in line, line
+    assert sorted(p.name for p in Path("/").iterdir()) == root
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("state", list(STATES))
 def test_hostile_store_state_refused_untouched(finished, tmp_path, state, capsys):
     make, expected = STATES[state]
