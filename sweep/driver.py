@@ -114,6 +114,31 @@ def _check_writable(path: Path, given: str) -> None:
         )
 
 
+# Bytes the store's side files add to its folder's name: `.<name>.new-<16 hex run id>` (the
+# template built beside it) is the longest.
+SIDE_NAME = len("..new-") + 16
+
+
+def _check_name_lengths(path: Path, given: str) -> None:
+    """Refuse a path with a name longer than its file system takes (less the room the store's
+    side files need beside it), before anything is created."""
+    parent = path.parent
+    while not os.path.isdir(parent):  # False, not an error, for a name too long to look up
+        parent = parent.parent
+    try:
+        most = os.pathconf(parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        most = 255
+    for part in path.parts[1:]:
+        room = most - (SIDE_NAME if part == path.name else 0)
+        if len(part.encode()) > room:
+            fail(
+                f"store.path={given!r} is not allowed: a name of {len(part.encode())} bytes in "
+                f"it, expected at most {room} (the file system's {most}, less what the store's "
+                "side files add)"
+            )
+
+
 def store_path(cfg: DictConfig) -> Path:
     """store.path resolved once: `~` expanded, symlinks followed to the real folder. Everything
     after (the lock, the jobs, an overwrite) uses this real path, so an alias of a running
@@ -150,6 +175,7 @@ def check(cfg: DictConfig) -> tuple[DictConfig, GridPlan, Path]:
             f"store.path={given!r} is not allowed: expected a folder below a directory other "
             f"than the file system's root {path.anchor} (the store's locks sit beside it)"
         )
+    _check_name_lengths(path, given)
     if path.exists() and not path.is_dir():
         fail(f"store.path={given!r} is a file, expected a directory for the zarr store")
     nested = layout.nesting(path)

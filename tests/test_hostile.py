@@ -391,12 +391,16 @@ STATES = {
         ("/toysweep-run", "expected a folder below a directory other than"),
         ("''", "store.path='' is not allowed: expected a path to a folder"),
         ("' '", "expected a path to a folder"),
+        (f"/tmp/{'x' * 240}", "a name of 240 bytes in it, expected at most 233"),
+        (f"/tmp/{'y' * 300}/s", "a name of 300 bytes in it, expected at most 255"),
     ],
 )
-def test_store_path_at_the_root_or_empty_refused(given, expected, tmp_path, capsys):
-    """No store (and so none of its lock files) in the file system's root or unnamed; checked
-    before anything is created, in the root or in the working folder."""
+def test_store_path_at_the_root_empty_or_too_long_refused(given, expected, tmp_path, capsys):
+    """No store (and so none of its lock files) in the file system's root, unnamed, or with a
+    name its file system cannot hold; checked before anything is created, in the root, in the
+    working folder or in /tmp."""
     root = sorted(p.name for p in Path("/").iterdir())
+    tmp = sorted(p.name for p in Path("/tmp").iterdir() if "xxxx" in p.name or "yyyy" in p.name)
     cwd = os.getcwd()
     try:
         os.chdir(tmp_path)
@@ -406,6 +410,9 @@ def test_store_path_at_the_root_or_empty_refused(given, expected, tmp_path, caps
     assert expected in line, line
     assert sorted(p.name for p in Path("/").iterdir()) == root
     assert list(tmp_path.iterdir()) == []
+    assert tmp == sorted(
+        p.name for p in Path("/tmp").iterdir() if "xxxx" in p.name or "yyyy" in p.name
+    )
 
 
 @pytest.mark.parametrize("state", list(STATES))
