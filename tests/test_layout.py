@@ -142,7 +142,8 @@ def test_an_edited_config_is_refused_and_never_restamped(tmp_path, capsys):
 
 
 def test_a_changed_refine_setting_is_refused(tmp_path, capsys):
-    """Refinement settings decide which points are trained: part of the fingerprint."""
+    """Refinement settings decide which points are trained: part of the fingerprint. (And the
+    grid driver refuses a refinement config rather than train it as a plain grid.)"""
     base = make_config(["+grid=phase-refine"])
     for change in ("refine.budget=500", "refine.seed_disagreement=true", "refine.levels=2",
                    "analysis.norm_threshold=0.4"):  # fmt: skip
@@ -154,13 +155,18 @@ def test_a_changed_refine_setting_is_refused(tmp_path, capsys):
     small = ["+grid=phase-refine", "train.steps=20", "grid.seeds=2", "refine.levels=1",
              "grid.axes.density=[0.1,0.5,1.0]", "grid.axes.relative_importance=[0.5]",
              "workers=1", "train.compile=false"]  # fmt: skip
-    assert driver.run(make_config(small, store=path)) == 0
+    from sweep import refine
+
+    assert refine.run(make_config(small, store=path)) == 0
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
-        driver.run(make_config([*small, "refine.seed_disagreement=true"], store=path))
+        refine.run(make_config([*small, "refine.seed_disagreement=true"], store=path))
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "refine.seed_disagreement=true (the store's: false)" in err[0], err
+    with pytest.raises(SystemExit):
+        driver.run(make_config(small, store=path))
+    assert "refine.levels=1 is not allowed here" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("where", ["inside", "in its .jobs", "around"])
