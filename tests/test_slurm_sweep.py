@@ -167,7 +167,7 @@ def test_cancelled_task_is_retried(tmp_path: Path) -> None:
     finally:
         proc.kill()
     assert proc.returncode == 0, out
-    assert re.search(rf"failed: block \S+: job {task} ended without a result "
+    assert re.search(rf"failed: job \S+: job {task} ended without a result "
                      rf"\(state: CANCELLED", out), out
     assert "retrying 1 unfinished job(s), attempt 2 of 3" in out, out
     assert "12/12 cells finished" in out
