@@ -128,6 +128,7 @@ def dims_by_ratio(ctx: Context) -> dict[str, Figure]:
         ax.set_xticks(p[order][:: max(1, len(p) // 5)])
         ax.set_xticklabels([fmt_p(v) for v in p[order][:: max(1, len(p) // 5)]])
     axes[0].set_ylabel("dimensions per feature D* = m / ‖W‖²_F")
-    axes[-1].legend(title="m/n", fontsize=7, title_fontsize=8, loc="upper left", ncols=2)
+    # lower right of the first panel: D* is near 1 there only at the densest points
+    axes[0].legend(title="m/n", fontsize=7, title_fontsize=8, loc="lower right", ncols=2)
     fig.suptitle("D* against density for each m/n (sticky values of D_i dotted)", fontsize=11)
     return {"dims_per_feature": fig}
