@@ -84,6 +84,9 @@ class BlockJob:
     train: Any
     correlation: str = "none"
     set_size: int = 1
+    # models of this shape in the whole grid: train.compile=auto decides by the shape's work,
+    # so that every grouping of its chunks into jobs trains them alike (None: this job's)
+    shape_instances: int | None = None
 
     @property
     def n_features(self) -> int:

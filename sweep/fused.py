@@ -29,7 +29,6 @@ gradients at once (instances never interact, so chunk order does not matter).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import shutil
@@ -222,22 +221,23 @@ def compiler_available(device: torch.device) -> bool:
 EAGER_RATE = 1.4e7
 COMPILED_RATE = 1.2e8
 COMPILE_COLD_S = 50.0
-COMPILE_WARM_S = 6.0
 
 
-def should_compile(setting: Any, device: torch.device, work: float, warm: bool = False) -> bool:
+def should_compile(setting: Any, device: torch.device, work: float) -> bool:
     """train.compile: true / false, or auto = when a compiler exists and compiling saves time.
 
-    work: the block's element-steps (inst × batch × feat × steps); warm: its kernels were
-    compiled before into the persistent cache.
+    work: the element-steps (inst × batch × feat × steps) of the job's shape over the whole
+    grid, never of the job alone, nor the cache's state: compiled and eager kernels round
+    differently (~1e-7), so every job of a shape, however the chunks are grouped and whatever
+    the cache holds, must decide alike for a retrained chunk to equal its first training bit
+    for bit. (A warm cache only makes the compile itself shorter.)
     """
     if isinstance(setting, bool):
         return setting
     if device.type == "cuda":  # no measurements on a GPU here: compile large work only
         return compiler_available(device) and work >= 1e10
-    cost = COMPILE_WARM_S if warm else COMPILE_COLD_S
     saved = work / EAGER_RATE - work / COMPILED_RATE
-    return saved > cost and compiler_available(device)
+    return saved > COMPILE_COLD_S and compiler_available(device)
 
 
 def use_compile_cache(path: str | None) -> None:
@@ -268,12 +268,6 @@ def chunk_layout(inst: int, per_inst: int, unit: int) -> tuple[int, int]:
     return k, math.ceil(inst / k / unit) * unit
 
 
-def kernel_key(*parts: Any) -> str:
-    """Name of a block's compiled kernels, to remember that the persistent cache holds them."""
-    text = ":".join(map(str, (torch.__version__, torch.get_num_threads(), *parts)))
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
-
-
 class FusedTrainer:
     """Training state of one block on the fused path: W, b (and W_out of an untied kind), their
     AdamW moments, the data sampler. The block is padded to equal chunks with inert instances
@@ -294,7 +288,7 @@ class FusedTrainer:
         compile: bool | str,
         W_out0: torch.Tensor | None = None,
         work: float = 0.0,
-        cache: str | None = None,
+        evals: float = 0.0,
     ):
         inst, m, n = W0.shape
         assert spec.fused is not None, f"{spec.name} has no fused form"
@@ -325,19 +319,7 @@ class FusedTrainer:
         self.p = padded(p.transpose(1, 2), 1.0)  # (inst', P, 1)
         self.index = None if sampler.tiled else padded(sampler.seed_index)  # (inst',)
         self.steps_done = 0
-        shape = (
-            spec.name,
-            self.data,
-            size,
-            k,
-            unit,
-            width,
-            m,
-            sampler.batch,
-            W0.dtype,
-            W0.device.type,
-        )
-        self.compiled = self._decide(compile, work, cache, "train", *shape)
+        self.compiled = self._decide(compile, work)
         # One specialisation per tensor shape is what a grid over shapes needs (capacity: 20
         # in one store); past Dynamo's default of 8 per function a worker would silently train
         # the remaining shapes eager, 10-20x slower. 256 is Dynamo's own cap over all frames.
@@ -346,27 +328,11 @@ class FusedTrainer:
         self.gram = use_gram(spec.fused, n, m, self.compiled)
         self._train = torch.compile(train_chunk, dynamic=False) if self.compiled else train_chunk
         # Evaluation: 8 forward passes (~1/3 of a step each), compiled only when that pays.
-        evals = 8 / 3 * inst * sampler.batch * n
-        self.eval_compiled = self._decide(compile, evals, cache, "eval", *shape)
+        self.eval_compiled = self._decide(compile, evals)
         self._eval = torch.compile(eval_chunk, dynamic=False) if self.eval_compiled else eval_chunk
 
-    def _decide(self, setting: bool | str, work: float, cache: str | None, *key: Any) -> bool:
-        """Compile or not; with auto, count on the cache when this shape was compiled before."""
-        self._marks = getattr(self, "_marks", {})
-        mark = None
-        if cache:
-            mark = os.path.join(os.path.expanduser(cache), "toysweep-kernels", kernel_key(*key))
-        warm = mark is not None and os.path.exists(mark)
-        on = should_compile(setting, self.W.device, work, warm)
-        if on and mark and not warm:
-            self._marks[key[0]] = mark  # written once compiled
-        return on
-
-    def _compiled_once(self, what: str) -> None:
-        mark = self._marks.pop(what, None)
-        if mark:
-            os.makedirs(os.path.dirname(mark), exist_ok=True)
-            open(mark, "a").close()
+    def _decide(self, setting: bool | str, work: float) -> bool:
+        return should_compile(setting, self.W.device, work)
 
     def _index(self, a: int, z: int) -> torch.Tensor | None:
         return None if self.index is None else self.index[a:z]
@@ -408,8 +374,6 @@ class FusedTrainer:
                 self.compiled, self._train = False, train_chunk
                 self.eval_compiled, self._eval = False, eval_chunk
                 losses[a:z] = self._train(*args)
-        if self.compiled and self._marks:
-            self._compiled_once("train")
         self.steps_done = t
         return losses[: self.W.shape[0]]
 
@@ -429,8 +393,6 @@ class FusedTrainer:
                 self.imp[a:z],
                 [q[a:z] for q in self.params],
             )
-        if self.eval_compiled and self._marks:
-            self._compiled_once("eval")
         return out[: self.W.shape[0]]
 
     def state_dict(self) -> dict:

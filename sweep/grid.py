@@ -343,6 +343,7 @@ class GridPlan:
             train,
             shape.correlation,
             int(self.cfg.data.set_size),
+            sum(b.size for b in self.blocks if b.shape == shape),
         )
 
 

@@ -112,8 +112,10 @@ def make_trainer(
     tcfg: Any,
     correlation: str = "none",
     set_size: int = 1,
+    shape_instances: int | None = None,
 ) -> AutogradTrainer | FusedTrainer:
     """The training state of one block, on the backend `train.backend` names.
+    shape_instances: the models of this shape in the whole grid (default: this block's).
 
     Every model kind and feature correlation trains on the fused path (`sweep.fused`), compiled
     when `train.compile` says so (auto: when it saves time, see `should_compile`).
@@ -145,7 +147,10 @@ def make_trainer(
     setting = getattr(tcfg, "compile", "auto")
     if setting is not False:
         use_compile_cache(cache)
-    work = float(inst) * n * int(tcfg.batch_size) * int(tcfg.steps)
+    # compile or not by the shape's work over the whole grid (sweep.fused.should_compile): the
+    # same for every grouping of its chunks into jobs, so a retrained chunk equals its first run
+    rows = float(shape_instances or inst) * n * int(tcfg.batch_size)  # one step's elements
+    work, evals = rows * int(tcfg.steps), rows * 8 / 3
     return FusedTrainer(
         spec,
         W0,
@@ -158,7 +163,7 @@ def make_trainer(
         setting,
         W_out0,
         work,
-        cache,
+        evals,
     )
 
 
@@ -188,7 +193,17 @@ def train_block(
     # than at 1 on the busy 2-core build machine).
     threads = int(getattr(tcfg, "threads", 0))
     torch.set_num_threads(threads if threads > 0 else threads_per_job(1))
-    trainer = make_trainer(kind, seeds, density, importance, n_hidden, tcfg, correlation, set_size)
+    trainer = make_trainer(
+        kind,
+        seeds,
+        density,
+        importance,
+        n_hidden,
+        tcfg,
+        correlation,
+        set_size,
+        job.shape_instances,
+    )
     device, dtype = trainer.W.device, trainer.W.dtype
     record = job.curve_steps
     curve = torch.full((inst, len(record)), float("nan"), device=device, dtype=dtype)

@@ -309,3 +309,29 @@ def test_relaunch_retries_only_what_is_still_unfinished():
     left = [["a"], []]
     assert relaunch(unfinished, launch, retries=5) == {}
     assert launched == [["a"]]
+
+
+@pytest.mark.unit
+def test_every_grouping_of_a_shape_decides_compilation_alike():
+    """train.compile=auto decides by the shape's work over the whole grid, not the job's: a
+    chunk retrained alone (a damaged one) must take the kernels of its first, larger job, since
+    compiled and eager steps round differently. 2→1 at 2,000 steps: 225 of the grid's 1,125
+    models alone would train eager (~29 s < the 50 s a compile costs)."""
+    from sweep import fused
+    from sweep.train import make_trainer
+
+    if not fused.compiler_available(__import__("torch").device("cpu")):
+        pytest.skip("no C++ compiler")
+    plan = GridPlan(make_config(["+grid=phase", "train.steps=2000", "grid.seeds=5"]))
+    decided = set()
+    for blocks in (plan.blocks, plan.blocks[:3], plan.blocks[10:11]):
+        job = plan.job(blocks)
+        assert job.shape_instances == 1125
+        t = make_trainer(job.kind, job.seeds, job.density, job.importance, job.n_hidden,
+                         job.train, job.correlation, job.set_size, job.shape_instances)
+        decided.add((t.compiled, t.eval_compiled, t.gram))
+    assert decided == {(True, False, True)}
+    alone = plan.job(plan.blocks[10:11])
+    t = make_trainer(alone.kind, alone.seeds, alone.density, alone.importance, alone.n_hidden,
+                     alone.train)  # the job's own work: what a grouping used to decide by
+    assert not t.compiled

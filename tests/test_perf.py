@@ -154,9 +154,6 @@ def test_compile_rule_follows_measured_costs():
     # Cold: the 845-model grid that used to train eager (the cliff) now compiles.
     assert fused.should_compile("auto", cpu, 845 * per_model)
     assert not fused.should_compile("auto", cpu, 10 * per_model)  # ~15 s eager < 50 s compile
-    # Warm (kernels cached): compiling pays from a few models on.
-    assert fused.should_compile("auto", cpu, 10 * per_model, warm=True)
-    assert not fused.should_compile("auto", cpu, 0.5 * per_model, warm=True)
     # The threshold is where the saved time equals the compile cost.
     edge = fused.COMPILE_COLD_S / (1 / fused.EAGER_RATE - 1 / fused.COMPILED_RATE)
     assert fused.should_compile("auto", cpu, edge * 1.01)
@@ -165,8 +162,8 @@ def test_compile_rule_follows_measured_costs():
 
 @pytest.mark.slow
 def test_compile_cache_makes_the_second_job_warm(tmp_path):
-    # A job compiles into train.compile_cache and marks its kernels; the next job of the same
-    # shape (a fresh process) finds them, and train.compile=auto then counts on a warm start.
+    # A job compiles into train.compile_cache; the next job of the same shape (a fresh
+    # process) loads its kernels from there, and trains to the same numbers.
     args = [
         "-m",
         "sweep",
@@ -182,8 +179,6 @@ def test_compile_cache_makes_the_second_job_warm(tmp_path):
     ]
     first = run_cli([*args, f"store.path={tmp_path / 'a'}"], cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
-    marks = list((tmp_path / "cache" / "toysweep-kernels").iterdir())
-    assert len(marks) == 2  # the training step and the evaluation
     assert any((tmp_path / "cache").glob("fxgraph/*/*"))  # Inductor's FX graph cache
     second = run_cli([*args, f"store.path={tmp_path / 'b'}"], cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-2000:]
