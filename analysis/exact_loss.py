@@ -15,6 +15,7 @@ from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
 from analysis.metrics import classify_phases
+from sweep.constants import NORM_THRESHOLD, SUPERPOSITION_THRESHOLD
 from sweep.quadrature import ArrayLike, _loss_and_grad
 
 
@@ -66,8 +67,8 @@ def numerical_phase_map(
     extra_feature: int = -1,
     starts: int = 8,
     seed: int = 0,
-    norm_threshold: float = 0.5,
-    superposition_threshold: float = 0.5,
+    norm_threshold: float = NORM_THRESHOLD,
+    superposition_threshold: float = SUPERPOSITION_THRESHOLD,
 ) -> xr.DataArray:
     """Phase of the extra feature (importance r, others 1) at the minimised exact loss."""
     r_values = np.asarray(r_values, dtype=float)

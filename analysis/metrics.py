@@ -13,16 +13,20 @@ from typing import NamedTuple
 
 import numpy as np
 
-IGNORED, DEDICATED, SUPERPOSED = 0, 1, 2
-ABSENT = -1
-PHASE_NAMES = ("ignored", "dedicated", "superposed")
+# The phase codes, the thresholds and their tolerances are shared with the engine (its schema
+# and the refinement): defined once, with why, in sweep.constants.
+from sweep.constants import (
+    ABSENT,
+    DEDICATED,
+    IGNORED,
+    NORM_THRESHOLD,
+    SUPERPOSED,
+    SUPERPOSITION_THRESHOLD,
+    TIE_TOL,
+    ZERO_NORM,
+)
 
-# A column whose norm is below this is treated as exactly zero: its direction is undefined,
-# so superposition and dimensionality are defined as 0 rather than computed from noise.
-_ZERO_NORM = 1e-8
-# The regular triangle sits exactly on the default superposition threshold (each feature has
-# superposition 2 * cos(120 deg)^2 = 1/2), so rounding error must not decide its phase.
-_TIE_TOL = 1e-9
+PHASE_NAMES = ("ignored", "dedicated", "superposed")
 
 
 class StickyValue(NamedTuple):
@@ -55,7 +59,7 @@ def _split(W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _overlaps(W0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Return norms (..., feat) and P (..., feat, feat) with P_ij = W^_i . W_j."""
     norms = np.linalg.norm(W0, axis=-2)  # (..., feat)
-    safe = np.where(norms > _ZERO_NORM, norms, 1.0)
+    safe = np.where(norms > ZERO_NORM, norms, 1.0)
     gram = np.swapaxes(W0, -1, -2) @ W0  # (..., feat, feat)
     return norms, gram / safe[..., :, None]
 
@@ -71,7 +75,7 @@ def superposition(W: np.ndarray) -> np.ndarray:
     W0, present = _split(W)
     norms, P = _overlaps(W0)
     total = np.sum(P**2, axis=-1) - np.diagonal(P, axis1=-2, axis2=-1) ** 2
-    total = np.where(norms > _ZERO_NORM, np.maximum(total, 0.0), 0.0)
+    total = np.where(norms > ZERO_NORM, np.maximum(total, 0.0), 0.0)
     return np.where(present, total, np.nan)
 
 
@@ -80,7 +84,7 @@ def feature_dimensionality(W: np.ndarray) -> np.ndarray:
     W0, present = _split(W)
     norms, P = _overlaps(W0)
     denom = np.sum(P**2, axis=-1)  # >= ||W_i||^2 > 0 for represented features
-    represented = norms > _ZERO_NORM
+    represented = norms > ZERO_NORM
     D = np.where(represented, norms**2 / np.where(represented, denom, 1.0), 0.0)
     return np.where(present, D, np.nan)
 
@@ -95,20 +99,17 @@ def dimensions_per_feature(W: np.ndarray) -> np.ndarray:
 
 
 def classify_phases(
-    W: np.ndarray, norm_threshold: float = 0.5, superposition_threshold: float = 0.5
+    W: np.ndarray,
+    norm_threshold: float = NORM_THRESHOLD,
+    superposition_threshold: float = SUPERPOSITION_THRESHOLD,
 ) -> np.ndarray:
     """Phase code per feature, shape (..., feature): IGNORED, DEDICATED, SUPERPOSED or -1."""
-    # Why these defaults: trained feature norms are bimodal, near 0 (not learned) or near 1
-    # (learned), so 0.5 separates them with a wide margin. Superposition is 0 for a feature
-    # orthogonal to the rest and 1 for an antipodal pair (the only superposed geometries in the
-    # 2->1 and 3->2 phase diagrams), so 0.5 is again halfway. A tight frame of k features in d
-    # dimensions has superposition k/d - 1: triangle 1/2 (on the threshold, counted superposed),
-    # pentagon 3/2; but a tetrahedron (1/3) would read as dedicated, so raise the sensitivity
-    # (lower the threshold) before using this on larger models.
+    # Why these defaults: see sweep.constants (trained norms are bimodal, an antipodal pair has
+    # superposition 1, an orthogonal feature 0: halfway, both).
     W0, present = _split(W)
     norms = np.linalg.norm(W0, axis=-2)
     sup = superposition(W0)
-    phase = np.where(sup >= superposition_threshold - _TIE_TOL, SUPERPOSED, DEDICATED)
+    phase = np.where(sup >= superposition_threshold - TIE_TOL, SUPERPOSED, DEDICATED)
     phase = np.where(norms < norm_threshold, IGNORED, phase)
     return np.where(present, phase, ABSENT).astype(np.int64)
 
@@ -147,7 +148,7 @@ def set_cosines(W: np.ndarray, set_size: int) -> tuple[np.ndarray, np.ndarray]:
     """
     W0, present = _split(W)
     norms = np.linalg.norm(W0, axis=-2)  # (..., feat)
-    unit = W0 / np.where(norms > _ZERO_NORM, norms, np.inf)[..., None, :]
+    unit = W0 / np.where(norms > ZERO_NORM, norms, np.inf)[..., None, :]
     cos = np.swapaxes(unit, -1, -2) @ unit  # (..., feat, feat)
     sets = np.arange(W0.shape[-1]) // set_size
     same = (sets[:, None] == sets[None, :]) & ~np.eye(len(sets), dtype=bool)

@@ -12,10 +12,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-RULES = ("drop_worst", "lowest_loss")
-# Thresholds are compared with norms (≈0 or ≈1 when trained) and with superposition (0 for an
-# orthogonal feature, k/d - 1 for a tight frame): anything outside (0, 10) is a typo.
-THRESHOLD_RANGE = (0.0, 10.0)
+# The defaults, the allowed range and the rules are the engine's (sweep.constants, which the
+# sweep's schema declares too): one definition each, so the two cannot drift apart.
+from sweep.constants import (
+    AGGREGATE_RULES,
+    DEFAULT_AGGREGATE,
+    NORM_THRESHOLD,
+    SUPERPOSITION_THRESHOLD,
+    THRESHOLD_RANGE,
+)
+
+RULES = AGGREGATE_RULES
 KEYS = ("norm_threshold", "superposition_threshold", "aggregate", "figures")
 
 
@@ -35,9 +42,9 @@ class Settings:
     the names are checked against the registry by analysis.registry.check_figures.
     """
 
-    norm_threshold: float = 0.5
-    superposition_threshold: float = 0.5
-    aggregate: str = "drop_worst"
+    norm_threshold: float = NORM_THRESHOLD
+    superposition_threshold: float = SUPERPOSITION_THRESHOLD
+    aggregate: str = DEFAULT_AGGREGATE
     figures: tuple[str, ...] | None = None
 
     @classmethod

@@ -16,6 +16,7 @@ import xarray as xr
 
 from analysis import aggregate, embedding, metrics
 from analysis.context import Context, best_models, only
+from sweep.constants import NORM_THRESHOLD
 
 # A feature's D_i is labelled with the nearest sticky value within this distance (the closest
 # pair, 2/5 and 3/8, is 0.025 apart; trained D_i scatter by about 0.01 around their value).
@@ -30,7 +31,7 @@ def best_seed_index(agg: xr.Dataset) -> xr.DataArray:
 
 
 def sticky_dataset(
-    best: xr.Dataset, tol: float = STICKY_TOL, norm_threshold: float = 0.5
+    best: xr.Dataset, tol: float = STICKY_TOL, norm_threshold: float = NORM_THRESHOLD
 ) -> xr.Dataset:
     """D_i, D* and the nearest sticky value of every feature of the best seed, with counts.
 

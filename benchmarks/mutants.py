@@ -135,16 +135,18 @@ FAULTS = [
           "self.coords[d][block.slices[d]] for d in self.cell_dims}",
           "each cell trained at another cell's density (the store's labels wrong)", STORAGE),
     # ---- metrics
+    # The thresholds are defined once, in sweep/constants.py; the schema, the analysis
+    # settings, the metrics and the refinement all read them there.
+    Fault("norm-threshold-source", "metrics", "sweep/constants.py",
+          "NORM_THRESHOLD = 0.5", "NORM_THRESHOLD = 0.2",
+          "the one norm threshold 0.5 → 0.2 (sweep/constants.py)", METRICS),
+    Fault("superposition-threshold-source", "metrics", "sweep/constants.py",
+          "SUPERPOSITION_THRESHOLD = 0.5", "SUPERPOSITION_THRESHOLD = 0.8",
+          "the one superposition threshold 0.5 → 0.8 (sweep/constants.py)", METRICS),
     Fault("norm-threshold-metrics", "metrics", "analysis/metrics.py",
-          "W: np.ndarray, norm_threshold: float = 0.5, superposition_threshold: float = 0.5",
-          "W: np.ndarray, norm_threshold: float = 0.2, superposition_threshold: float = 0.5",
-          "metrics' default norm threshold 0.5 → 0.2", METRICS),
-    Fault("norm-threshold-config", "metrics", "conf/config.yaml",
-          "  norm_threshold: 0.5", "  norm_threshold: 0.2",
-          "conf/config.yaml norm threshold 0.5 → 0.2", METRICS),
-    Fault("superposition-threshold-settings", "metrics", "analysis/settings.py",
-          "    superposition_threshold: float = 0.5", "    superposition_threshold: float = 0.8",
-          "aggregate Settings' superposition threshold 0.5 → 0.8", METRICS),
+          "    norm_threshold: float = NORM_THRESHOLD,",
+          "    norm_threshold: float = 0.2,",
+          "metrics' default norm threshold replaced by a literal 0.2", METRICS),
     # ---- theory
     Fault("antipodal-coefficient", "theory", "analysis/theory.py",
           "return (np.asarray(importance_1) + np.asarray(importance_2)) * p**2 / 6",

@@ -1,10 +1,18 @@
-"""The typed schema of a sweep's config, registered in Hydra's ConfigStore as `toysweep_schema`.
+"""The typed schema of a sweep's config, registered in Hydra's ConfigStore as `toysweep_schema`,
+and the one place every default lives.
 
 conf/config.yaml names it first in its defaults list, so every value given in a YAML file or on
 the command line is type- and choice-checked by OmegaConf as it is merged (an unknown model
 kind, a string where a number goes, a misspelt key). Ranges are declared here too, beside the
 field (`_f(..., lo=1)`), and checked by `sweep.validate`, which otherwise keeps only the rules
 that tie several settings together. Importing this module imports no torch.
+
+Why the defaults live here and not in conf/config.yaml: a default needs a type, a range and a
+line of documentation, and some are numbers Python code needs without composing a config (the
+phase thresholds, sweep.constants, which the analysis reads too). Held here, each is written
+once, beside its type and range; conf/config.yaml keeps only what composes the config (the
+defaults list, the launcher, Hydra's own settings). Print every resolved default with
+`python -m sweep --cfg=job` (`tests/test_one_source.py` fails if a default is set twice).
 """
 
 from __future__ import annotations
@@ -15,6 +23,13 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
+from sweep.constants import (
+    AGGREGATE_RULES,
+    DEFAULT_AGGREGATE,
+    NORM_THRESHOLD,
+    SUPERPOSITION_THRESHOLD,
+    THRESHOLD_RANGE,
+)
 from sweep.kinds import KINDS
 
 
@@ -66,9 +81,8 @@ class StoreMode(Choice):
     overwrite = "overwrite"
 
 
-class Aggregate(Choice):
-    drop_worst = "drop_worst"
-    lowest_loss = "lowest_loss"
+# The seed rules the analysis knows (sweep.constants), a choice here at once.
+Aggregate = Choice("Aggregate", {r: r for r in AGGREGATE_RULES})  # type: ignore[call-overload]
 
 
 def _f(
@@ -88,6 +102,8 @@ def _f(
 
 @dataclass
 class ModelConfig:
+    # relu: ReLU(WᵀWx+b), the paper's model; every kind is a module of sweep/kinds/ (their list:
+    # REGISTRY in sweep/kinds/__init__.py); a package can add its own (README)
     kind: ModelKind = _f(  # type: ignore[valid-type]
         ModelKind("relu"), "model kind, one of sweep.kinds.KINDS"
     )
@@ -97,6 +113,8 @@ class ModelConfig:
 
 @dataclass
 class ImportanceConfig:
+    # importance of feature i: constant (value) | geometric (ratio^i) | linear / exponential
+    # (start → end over the features)
     schedule: Schedule = _f(Schedule.constant, "importance of feature i across features")
     value: float = _f(1.0, "constant: every feature's importance", lo=0)
     ratio: float = _f(0.7, "geometric: importance ratio^i", lo=0)
@@ -106,6 +124,8 @@ class ImportanceConfig:
 
 @dataclass
 class DataConfig:
+    # p = 1 - S (S: the paper's sparsity): the base density of every feature (the density axis
+    # sets it per cell)
     density: float = _f(
         1.0, "p = 1 - S, probability a feature is nonzero", lo=0, hi=1, lo_open=True
     )
@@ -114,30 +134,41 @@ class DataConfig:
     relative_importance_features: list[int] = _f(
         [1], "features whose importance the relative_importance axis scales"
     )
+    # features in consecutive sets of set_size: none | correlated (all of a set on together) |
+    # anticorrelated (at most one of a set on); the correlation axis sweeps it
     correlation: Correlation = _f(Correlation.none, "feature sets: none/correlated/anticorr.")
     set_size: int = _f(2, "features per correlated/anticorrelated set", lo=1, hi=1_000_000)
 
 
 @dataclass
 class TrainConfig:
-    steps: int = _f(10000, "training steps", lo=1, hi=10**9)
+    steps: int = _f(10000, "training steps (the paper's notebook: 10,000)", lo=1, hi=10**9)
     batch_size: int = _f(1024, "samples per step", lo=1)
     lr: float = _f(1.0e-3, "AdamW learning rate", lo=0, lo_open=True)
-    weight_decay: float = _f(0.01, "AdamW weight decay", lo=0)
+    weight_decay: float = _f(0.01, "AdamW weight decay (its library default, as the paper's)", lo=0)
+    # cosine: lr × (1 + cos(π k/steps))/2 at step k = 0..steps-1 (after any warm-up), so it
+    # would reach 0 one step after the last
     lr_schedule: LrSchedule = _f(LrSchedule.constant, "lr after warm-up")
-    warmup_steps: int = _f(0, "linear warm-up steps (< steps)", lo=0)
+    warmup_steps: int = _f(0, "linear warm-up steps before the schedule (< steps)", lo=0)
     curve_points: int = _f(100, "loss-curve samples kept per model", lo=1, hi=100_000)
+    # stored as W_snapshot/b_snapshot: null | [100, 1000] | [log, 10, 10000, 30]
     snapshots: Any = _f(
         None,
         "steps (from 1) at which W and b are stored: null, a list, or [log|lin, start, stop, num]",
     )
-    device: str = _f("auto", "auto | cpu | cuda | cuda:N")
+    device: str = _f("auto", "auto (CUDA when present) | cpu | cuda | cuda:N")
     dtype: DType = _f(DType.float32, "float32 | float64")
+    # a job saves its training state this often, to resume after preemption
     checkpoint_seconds: float = _f(60.0, "seconds between training checkpoints", lo=0, lo_open=True)
+    # fused: hand-written gradients + AdamW; autograd: the reference path
     backend: Backend = _f(Backend.fused, "fused (fast) | autograd (reference)")
+    # auto: compile when it saves time, from measured costs (sweep/train.py)
     compile: Any = _f("auto", "torch.compile the fused step: auto | true | false")
+    # Compiled kernels are kept here and reused by every later job of the same shape (a rerun, a
+    # SLURM task on a shared file system): a warm start takes seconds instead of 30-60 s.
     compile_cache: str | None = _f(
-        None, "directory of the persistent compiled-kernel cache (null: torch's default)"
+        "${oc.env:XDG_CACHE_HOME,${oc.env:HOME,/tmp}/.cache}/toysweep/inductor",
+        "directory of the persistent compiled-kernel cache (null: torch's default)",
     )
     threads: int = _f(
         0, "torch threads per job (0: this job's share of the idle cores)", lo=0, hi=4096
@@ -146,19 +177,27 @@ class TrainConfig:
 
 @dataclass
 class GridConfig:
+    # seeds are vectorised like the axes
     seeds: Any = _f(5, "N (seeds 0..N-1) or a list of seeds")
+    # vectorised axes: density, relative_importance; one job per shape: model, n_features,
+    # n_hidden, correlation
     axes: dict[str, Any] = _f({}, "axis name -> values, or [log|lin, start, stop, num]")
 
 
 @dataclass
 class ChunkConfig:
+    # jobs and storage chunks fit under it; the store's chunks depend only on it and the grid
     memory_mb: float = _f(2048, "working-memory budget of one job, MiB", lo=0, lo_open=True)
-    max_instances: int | None = _f(None, "optional cap on models per job and per chunk", lo=1)
+    max_instances: int | None = _f(
+        None, "optional cap on models per job and per chunk (smaller jobs for a cluster)", lo=1
+    )
 
 
 @dataclass
 class StoreConfig:
     path: str = _f("results/${name}", "the zarr store of this sweep")
+    # resume: train only unfinished cells; overwrite: replace the store (the old store stays
+    # until the new one's first block is written)
     mode: StoreMode = _f(StoreMode.resume, "resume | overwrite")
     # Set by the driver for its jobs (never by hand): the creation id of the store the jobs
     # belong to; a job whose id differs from the store's writes nothing.
@@ -167,14 +206,29 @@ class StoreConfig:
 
 @dataclass
 class AnalysisConfig:
-    run: bool = _f(True, "draw the figures at the end of the sweep")
-    norm_threshold: float = _f(0.5, "feature ignored when ||W_i|| < this", lo=0, lo_open=True)
-    # (0, 10) as analysis.settings: a pentagon's features have interference 3/2, so a
-    # threshold above 1 is meaningful for larger models.
-    superposition_threshold: float = _f(
-        0.5, "superposed when interference >= this", lo=0, hi=10, lo_open=True, hi_open=True
+    run: bool = _f(True, "draw the figures at the end (python -m analysis <store> redraws them)")
+    # The phase thresholds and the seed rule: values and why in sweep/constants.py, shared with
+    # the analysis and the refinement.
+    norm_threshold: float = _f(
+        NORM_THRESHOLD,
+        "feature ignored when ||W_i|| < this",
+        lo=THRESHOLD_RANGE[0],
+        hi=THRESHOLD_RANGE[1],
+        lo_open=True,
+        hi_open=True,
     )
-    aggregate: Aggregate = _f(Aggregate.drop_worst, "seeds of a cell -> one value")
+    superposition_threshold: float = _f(
+        SUPERPOSITION_THRESHOLD,
+        "superposed when interference >= this",
+        lo=THRESHOLD_RANGE[0],
+        hi=THRESHOLD_RANGE[1],
+        lo_open=True,
+        hi_open=True,
+    )
+    aggregate: Aggregate = _f(  # type: ignore[valid-type]
+        Aggregate(DEFAULT_AGGREGATE), "seeds of a cell -> one value"
+    )
+    # figure families (analysis/registry.py); each grid file names its own
     figures: list[str] | None = _f(None, "figures to draw (null: the analysis picks)")
 
 
@@ -190,7 +244,7 @@ class RefineConfig:
 
 @dataclass
 class SweepConfig:
-    name: str = _f("default", "store name: results/<name>")
+    name: str = _f("default", "store name: results/<name>; each grid file sets its own")
     block: str | None = _f(None, "set per job by the sweeper: the block this job trains")
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -198,8 +252,9 @@ class SweepConfig:
     grid: GridConfig = field(default_factory=GridConfig)
     chunk: ChunkConfig = field(default_factory=ChunkConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
-    workers: Any = _f("auto", "blocks trained at once on this machine: auto (one per core) or N")
-    retries: int = _f(2, "relaunch unfinished blocks this many times", lo=0, hi=1000)
+    # each run groups the store's chunks into jobs to feed them
+    workers: Any = _f("auto", "jobs trained at once on this machine: auto (one per core) or N")
+    retries: int = _f(2, "relaunch unfinished jobs this many times after failures", lo=0, hi=1000)
     progress: bool = _f(True, "progress bar over training")
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     refine: RefineConfig = field(default_factory=RefineConfig)

@@ -24,11 +24,13 @@ from omegaconf.errors import OmegaConfBaseException
 from sweep import integrity, jobs, layout, writes
 from sweep.grid import Block, GridPlan, job_name
 from sweep.identity import (
+    InUse,
     StaleWrite,
     check_identity,
     differences,
     fingerprint,
     fingerprint_of_yaml,
+    hold_store,
     identity,
 )
 from sweep.reader import SCHEMA_VERSION, StoreError
@@ -59,28 +61,14 @@ def fail(message: str, code: int = 2) -> None:
 
 
 def _lock(path: Path) -> Any:
-    """Hold an exclusive lock beside the store for the driver's lifetime.
-
-    The lock file sits next to the store (not inside it) so that store.mode=overwrite can
-    remove the store while holding it. flock is released by the kernel if the driver dies.
-    """
-    lock_path = path.parent / f".{path.name}.lock"
-    handle = open(lock_path, "a+")  # noqa: SIM115 - held open until the sweep ends
+    """Hold the store's lock (sweep.identity.hold_store) for the driver's lifetime."""
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        owner = handle.read().strip() or "unknown"
-        handle.close()
+        return hold_store(path)
+    except InUse as e:
         fail(
-            f"store {path} is in use by another sweep (driver pid {owner}); wait for it to "
+            f"store {path} is in use by another sweep (driver pid {e.owner}); wait for it to "
             "finish or point store.path elsewhere"
         )
-    handle.seek(0)
-    handle.truncate()
-    handle.write(str(os.getpid()))
-    handle.flush()
-    return handle
 
 
 def _check_writable(path: Path, given: str) -> None:

@@ -9,14 +9,16 @@ grid planner: the reader uses it.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
+import os
 import platform
 import subprocess
 import uuid
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 from omegaconf import OmegaConf
@@ -36,6 +38,39 @@ REFINE_ANALYSIS = ("norm_threshold", "superposition_threshold")
 
 class StaleWrite(RuntimeError):
     """A job about to write into a store that is not the one it was launched for."""
+
+
+class InUse(RuntimeError):
+    """The store is held by another process (a sweep's driver, a migration); `owner` is the
+    pid it wrote into the lock file."""
+
+    def __init__(self, path: Path, owner: str) -> None:
+        super().__init__(f"store {path} is in use (pid {owner})")
+        self.owner = owner
+
+
+def hold_store(path: Path) -> IO[str]:
+    """An open file holding the store's exclusive lock, for as long as it stays open: every
+    process that changes a store as a whole (a sweep's driver, `python -m sweep.migrate`) takes
+    it first, so none runs beside another. InUse if another holds it.
+
+    The lock file sits beside the store (`.<name>.lock`), not inside, so that an overwrite or a
+    migration can replace the store's folder while holding it. flock is released by the kernel
+    if the holder dies.
+    """
+    handle = open(path.parent / f".{path.name}.lock", "a+")  # noqa: SIM115 - the caller closes
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "unknown"
+        handle.close()
+        raise InUse(path, owner) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
 
 
 def recorded_yaml(cfg: Any) -> str:

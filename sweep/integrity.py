@@ -42,7 +42,7 @@ import numpy as np
 FLAG = "finished"
 RECORDS = ".commits"  # inside the store, so the records travel with it
 TEMPLATE = "template"
-ABSENT = "absent"
+MISSING_FILE = "absent"  # the hash recorded for a chunk file that is not there
 
 
 class IntegrityError(RuntimeError):
@@ -127,7 +127,7 @@ def _hash(file: Path) -> str:
     try:
         return hashlib.sha256(file.read_bytes()).hexdigest()[:32]
     except FileNotFoundError:
-        return ABSENT
+        return MISSING_FILE
 
 
 def _hashes(arrays: Mapping[str, Array], lead: tuple[int, ...]) -> dict[str, dict[str, str]]:
@@ -298,12 +298,32 @@ def writing(
 
 @contextlib.contextmanager
 def _chunk_lock(path: Path, lead: tuple[int, ...]) -> Iterator[None]:
-    """flock (as the driver's locks): released by the kernel if the writer dies."""
+    """flock (as the driver's locks): released by the kernel if the writer dies.
+
+    The lock file is removed when the lock is released, so none is left in `.commits/`. Why
+    that is safe: it is unlinked while still held, and a waiter that had opened it before
+    finds, once it holds it, that the path is gone or names a newer file, and starts over;
+    so at any time only the file the path names can be held.
+    """
     target = _record_path(path, lead).with_suffix(".lock")
     target.parent.mkdir(exist_ok=True)
-    with open(target, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    while True:
+        handle = open(target, "a")  # noqa: SIM115 - closed below
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            if os.fstat(handle.fileno()).st_ino == os.stat(target).st_ino:
+                break
+        except FileNotFoundError:
+            pass  # unlinked by the holder we waited for: open the new one
+        except BaseException:
+            handle.close()
+            raise
+        handle.close()
+    try:
         yield
+    finally:
+        target.unlink(missing_ok=True)
+        handle.close()
 
 
 def reset_damaged(path: Path, flag: str = FLAG) -> list[str]:

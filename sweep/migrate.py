@@ -24,6 +24,7 @@ from omegaconf import open_dict
 from sweep import cli, layout, writes
 from sweep.blocks import TrainResult
 from sweep.grid import Block, GridPlan
+from sweep.identity import InUse, hold_store
 from sweep.reader import SCHEMA_VERSION, schema_version
 from sweep.validate import ConfigError
 
@@ -35,12 +36,32 @@ class MigrateError(RuntimeError):
 def migrate(path: Path) -> str:
     """Migrate the store at `path`; returns the one line to print (MigrateError otherwise)."""
     path = Path(path).expanduser().resolve()
+    _check_version(path)  # before the lock: no lock file beside what is not a store
+    try:
+        # the sweep's own lock: no sweep, and no other migration, runs on it meanwhile
+        held = hold_store(path)
+    except InUse as e:
+        raise MigrateError(
+            f"{path} is in use by a sweep or another migration (pid {e.owner}); wait for it "
+            "to finish"
+        ) from None
+    with held:
+        done = _check_version(path)  # again, held: another migration may just have finished
+        return done or _migrate_held(path)
+
+
+def _check_version(path: Path) -> str | None:
+    """None for a version-1 store; the line to print if it is already format 2; else refused."""
     version = schema_version(path)
     if version == SCHEMA_VERSION:
         return f"{path} is already schema_version {SCHEMA_VERSION}; nothing to do"
     if version != 1:
         what = "not a toysweep store" if version is None else f"schema_version={version!r}"
         raise MigrateError(f"{path}: {what}; expected a toysweep store of schema_version 1")
+    return None
+
+
+def _migrate_held(path: Path) -> str:
     backup = path.with_name(f"{path.name}.v1-backup")
     if backup.exists():
         raise MigrateError(f"{backup} exists; move it away first (it would be replaced)")

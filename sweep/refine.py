@@ -54,6 +54,15 @@ import xarray as xr
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweep import driver, integrity, quadrature, writes
+from sweep.constants import (
+    DEDICATED,
+    IGNORED,
+    NORM_THRESHOLD,
+    SUPERPOSED,
+    SUPERPOSITION_THRESHOLD,
+    TIE_TOL,
+    ZERO_NORM,
+)
 from sweep.grid import Block, GridPlan, axis_values
 from sweep.identity import StaleWrite, check_identity, fingerprint
 from sweep.jobs import SPLIT_WORK, relaunch
@@ -62,20 +71,21 @@ from sweep.validate import ConfigError
 
 log = logging.getLogger(__name__)
 R, P = "relative_importance", "density"
-IGNORED, DEDICATED, SUPERPOSED = 0, 1, 2  # analysis.metrics' codes
 
 
 def extra_phase(
-    W: np.ndarray, norm_threshold: float = 0.5, superposition_threshold: float = 0.5
+    W: np.ndarray,
+    norm_threshold: float = NORM_THRESHOLD,
+    superposition_threshold: float = SUPERPOSITION_THRESHOLD,
 ) -> np.ndarray:
     """Phase code of the last feature for W (..., hidden, feature); -1 where W is NaN."""
     W0 = np.nan_to_num(W)
     norms = np.linalg.norm(W0, axis=-2)  # (..., feature)
-    safe = np.where(norms > 1e-8, norms, 1.0)
+    safe = np.where(norms > ZERO_NORM, norms, 1.0)
     unit = W0[..., -1] / safe[..., -1:]  # (..., hidden): direction of the last feature
     overlap = np.einsum("...h,...hf->...f", unit, W0)[..., :-1]  # (..., feature - 1)
-    sup = np.where(norms[..., -1] > 1e-8, np.sum(overlap**2, -1), 0.0)
-    phase = np.where(sup >= superposition_threshold - 1e-9, SUPERPOSED, DEDICATED)
+    sup = np.where(norms[..., -1] > ZERO_NORM, np.sum(overlap**2, -1), 0.0)
+    phase = np.where(sup >= superposition_threshold - TIE_TOL, SUPERPOSED, DEDICATED)
     phase = np.where(norms[..., -1] < norm_threshold, IGNORED, phase)
     return np.where(np.isnan(W).all((-2, -1)), -1, phase)
 
@@ -207,7 +217,7 @@ def _check(cfg: DictConfig, plan: GridPlan) -> tuple[int, int | None, bool]:
 def fine_config(cfg: DictConfig) -> DictConfig:
     """The sweep config whose density axis is the fine grid (what the store records)."""
     cfg = driver.task_config(cfg)
-    levels = OmegaConf.select(cfg, "refine.levels", default=0)
+    levels = int(cfg.refine.levels)
     coarse = (
         axis_values(OmegaConf.to_container(cfg.grid.axes[P], resolve=True), f"grid.axes.{P}")
         if P in (cfg.grid.axes or {})
@@ -387,8 +397,8 @@ def run(cfg: DictConfig, launch: Launch | None = None) -> int:
     levels, budget, seeds_too = _check(fine, plan)
     n_r, n_p, n_seed = len(plan.coords[R]), len(plan.coords[P]), len(plan.seeds)
     step = 2**levels
-    norm_t = float(OmegaConf.select(fine, "analysis.norm_threshold", default=0.5))
-    sup_t = float(OmegaConf.select(fine, "analysis.superposition_threshold", default=0.5))
+    norm_t = float(fine.analysis.norm_threshold)
+    sup_t = float(fine.analysis.superposition_threshold)
     exact = exact_ranking(fine)
     wanted = np.zeros((n_r, n_p), bool)
     wanted[:, ::step] = True  # level 0: the coarse grid

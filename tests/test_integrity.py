@@ -308,7 +308,8 @@ def _write_cells(path: str, dims: tuple[str, ...], cells: list[int], rounds: int
 def test_writers_of_one_chunk_lose_no_cell(tmp_path):
     """Two processes writing different cells of one chunk at once (refinement points of two
     jobs): every cell ends with its last value, flagged and vouched for. Without the chunk's
-    lock, one writer's read-modify-write of the chunk file loses the other's cell."""
+    lock, one writer's read-modify-write of the chunk file loses the other's cell; with a lock
+    file removed unsafely (a waiter holding the unlinked file beside a new holder), too."""
     import multiprocessing
 
     cfg = make_config([*TINY[:-2], "grid.seeds=8", "chunk.max_instances=64"], store=tmp_path / "t")
@@ -330,3 +331,6 @@ def test_writers_of_one_chunk_lose_no_cell(tmp_path):
     loss = np.asarray(zarr.open_group(str(path), mode="r")["loss"][first])
     np.testing.assert_array_equal(loss, 100 * np.arange(8) + rounds - 1)
     assert integrity.intact(path)[first].all()
+    # each chunk lock's file is removed on release, under contention too: none is left behind
+    left = sorted(p.name for p in (path / integrity.RECORDS).iterdir())
+    assert left == [".".join(["0"] * len(c.flag.dims)) + ".json", "template.json"], left
