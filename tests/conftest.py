@@ -94,3 +94,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError(
             f"marked unit and {'/'.join(OUTSIDE_UNIT)} at once: {', '.join(both[:3])}"
         )
+    # pytest-xdist (`-n auto` in pyproject's addopts) spreads the tests over one worker per
+    # core. The SLURM tests share one single-node cluster whose slots they each fill, so they
+    # run one after another in one worker (`--dist loadgroup` honours xdist_group).
+    for item in items:
+        if item.get_closest_marker("slurm") is not None:
+            item.add_marker(pytest.mark.xdist_group("slurm"))
