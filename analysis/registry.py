@@ -26,6 +26,7 @@ from analysis.figs import (
     boundary,
     capacity,
     curves,
+    dimension,
     dynamics,
     features,
     geometry,
@@ -57,6 +58,8 @@ FIGURES: dict[str, FigureFn] = {
     "perturbation": perturbation.draw,  # one feature's density varied (perturb grid)
     "capacity_map": capacity.capacity_map,  # grids with an n_hidden axis (capacity grid)
     "dims_per_feature": capacity.dims_by_ratio,  # D* against density for each m/n
+    "dimension_diagrams": dimension.diagrams,  # each (n, m) diagram of a shape-pairs grid
+    "dimension_boundaries": dimension.boundaries,  # every (n, m) boundary against r
 }
 
 # Families with a single-axes form, drawn into a caller's matplotlib Axes (the public API's

@@ -381,6 +381,20 @@ def capacity(ctx: Context) -> xr.Dataset:
     )
 
 
+def dimension(ctx: Context) -> xr.Dataset:
+    """The extra feature's phase, the phase counts, D* and the extra feature's boundaries per
+    (n, m) shape of a zipped shape axis (the dimension grid; analysis.dimension)."""
+    from analysis import dimension as dim
+
+    return dim.dimension_dataset(ctx.store, ctx.analysis)
+
+
+def has_shape_pairs(ctx: Context) -> bool:
+    from analysis import dimension as dim
+
+    return dim.applies(ctx.store)
+
+
 def has_hidden_axis(ctx: Context) -> bool:
     return "n_hidden" in ctx.store.dims
 
@@ -406,6 +420,7 @@ STEPS: tuple[Step, ...] = (
     Step("perturbation", perturbation, is_perturbation),
     Step("absval", absval, lambda ctx: "W_out" in ctx.store),
     Step("capacity", capacity, has_hidden_axis),
+    Step("dimension", dimension, has_shape_pairs),
     Step("embeddings", embeddings, lambda ctx: True, family="embeddings"),
 )
 

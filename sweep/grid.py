@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -28,6 +29,12 @@ from sweep.validate import CORRELATIONS, MAX_AXIS, MAX_CELLS, ConfigError, check
 # Axes that give separate jobs: they change tensor shapes, or (correlation) the data sampler.
 SHAPE_AXES = ("model", "n_features", "n_hidden", "correlation")
 VECTOR_AXES = ("density", "relative_importance")
+# A zipped axis of shape axes: `grid.axes.shape: [{n_features: 2, n_hidden: 1}, ...]` sweeps
+# those pairs, not their product. Its store dim `shape` has one string label per entry
+# (`"2-1"`) and the entries' values as coords along it (`n_features(shape)`, `n_hidden(shape)`),
+# so a cell is addressed by its label or by (n, m).
+ZIP_AXIS = "shape"
+SHAPE_DIMS = (*SHAPE_AXES, ZIP_AXIS)  # store dims of which a chunk holds one value
 # Bytes of working memory per (instance, batch row, feature) during one training step, by
 # train.backend. autograd: the sampled input, pre-activation, output and their autograd buffers
 # (about 12 float32 tensors of that shape alive at the peak; measured 32 B at 20,000 2→1
@@ -128,6 +135,49 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def shape_label(entry: dict[str, Any]) -> str:
+    """The `shape` coordinate of a zipped entry: its values in SHAPE_AXES order, `"4-2"`."""
+    return "-".join(str(entry[k]) for k in SHAPE_AXES if k in entry)
+
+
+def zipped_shapes(spec: Any, others: Collection[str]) -> list[dict[str, Any]]:
+    """Check and return the entries of `grid.axes.shape`: a non-empty list of mappings over the
+    same shape axes, none of which is also an axis of its own (`others`), each value allowed on
+    that axis, no entry twice."""
+    key = f"grid.axes.{ZIP_AXIS}"
+    what = (
+        "a non-empty list of mappings over shape axes, e.g. "
+        "[{n_features: 2, n_hidden: 1}, {n_features: 3, n_hidden: 2}]"
+    )
+    if not isinstance(spec, (list, tuple)) or not spec:
+        raise ConfigError(key, spec, what)
+    entries = [dict(e) if isinstance(e, dict) else e for e in spec]
+    first = entries[0]
+    for e in entries:
+        if not isinstance(e, dict) or not e:
+            raise ConfigError(key, e, what)
+        bad = [k for k in e if k not in SHAPE_AXES]
+        if bad:
+            raise ConfigError(key, e, f"keys among {', '.join(SHAPE_AXES)} (not {bad[0]!r})")
+        if isinstance(first, dict) and set(e) != set(first):
+            raise ConfigError(key, e, f"the keys of the first entry, {sorted(first)}, in each")
+        twice = [k for k in e if k in others]
+        if twice:
+            raise ConfigError(
+                key, e, f"entries without {twice[0]}, which grid.axes.{twice[0]} sweeps already"
+            )
+        for k, v in e.items():
+            try:
+                _check_axis_value(k, v, key)
+            except ConfigError as err:  # name the whole entry and which of its keys is bad
+                raise ConfigError(key, e, f"{k}: {err.allowed}") from None
+    labels = [shape_label(e) for e in entries]
+    for i, label in enumerate(labels):
+        if label in labels[:i]:
+            raise ConfigError(key, entries[i], "distinct entries (this one is listed twice)")
+    return entries
+
+
 def importance_schedule(spec: dict, n: int) -> np.ndarray:
     """Importance of each of n features from `data.importance`."""
     kind = spec.get("schedule", "constant")
@@ -154,8 +204,18 @@ class GridPlan:
         axes = cast(
             dict, OmegaConf.to_container(cfg.grid.axes, resolve=True) if cfg.grid.axes else {}
         )
+        # grid.axes.shape: pairs (or tuples) of shape axes swept together, not their product
+        self.zipped: list[dict[str, Any]] = (
+            zipped_shapes(axes[ZIP_AXIS], [str(k) for k in axes if k != ZIP_AXIS])
+            if ZIP_AXIS in axes
+            else []
+        )
+        self.zip_keys = [k for k in SHAPE_AXES if self.zipped and k in self.zipped[0]]
         self.axes: dict[str, list] = {
-            str(k): axis_values(v, f"grid.axes.{k}") for k, v in axes.items()
+            str(k): [shape_label(e) for e in self.zipped]
+            if k == ZIP_AXIS
+            else axis_values(v, f"grid.axes.{k}")
+            for k, v in axes.items()
         }
         check_axes(self.axes)
         seeds = cfg.grid.seeds
@@ -168,12 +228,18 @@ class GridPlan:
                 return self.axes.get(name, [cfg.data.correlation])
             return self.axes.get(name, [cfg.model.get("kind" if name == "model" else name)])
 
-        self.shapes = [
-            Shape(str(k), int(n), int(m), str(c))
-            for k, n, m, c in itertools.product(
-                values("model"), values("n_features"), values("n_hidden"), values("correlation")
+        free = [d for d in SHAPE_AXES if d not in self.zip_keys]
+        self.shapes = []
+        for vals in itertools.product(*(values(d) for d in free), self.zipped or [{}]):
+            one = {**dict(zip(free, vals[:-1], strict=True)), **vals[-1]}
+            self.shapes.append(
+                Shape(
+                    str(one["model"]),
+                    int(one["n_features"]),
+                    int(one["n_hidden"]),
+                    str(one["correlation"]),
+                )
             )
-        ]
         for s in self.shapes:
             if s.correlation != "none" and s.n_features % int(cfg.data.set_size):
                 raise ConfigError(
@@ -199,6 +265,12 @@ class GridPlan:
         self.blocks = [b for s in self.shapes for b in self._blocks(s)]
         self._by_key = {b.key(): b for b in self.blocks}
         self.block_keys = set(self._by_key)
+
+    def shape_coord(self, shape: Shape, dim: str) -> Any:
+        """A shape's coordinate along one of the store's shape dims (SHAPE_DIMS)."""
+        if dim == ZIP_AXIS:
+            return shape_label({k: getattr(shape, k) for k in self.zip_keys})
+        return getattr(shape, dim)
 
     @property
     def n_cells(self) -> int:
@@ -247,10 +319,10 @@ class GridPlan:
         slab of whole rows of the later dims whenever that fits; cuts are balanced (15 rows in
         chunks of at most 8: 8 + 7, not 8 + 7 + 0).
         """
-        free = [d for d in self.cell_dims if d not in SHAPE_AXES]
+        free = [d for d in self.cell_dims if d not in SHAPE_DIMS]
         per_shape = math.prod(len(self.coords[d]) for d in free)
         cap = min(self.job_cap, max(MIN_CHUNK, math.ceil(per_shape / SPREAD)))
-        chunks = {d: 1 if d in SHAPE_AXES else len(self.coords[d]) for d in self.cell_dims}
+        chunks = {d: 1 if d in SHAPE_DIMS else len(self.coords[d]) for d in self.cell_dims}
         for i, d in enumerate(free):
             rest = math.prod(chunks[e] for e in free[i + 1 :])
             if chunks[d] * rest <= cap:
@@ -262,8 +334,8 @@ class GridPlan:
     def _blocks(self, shape: Shape) -> list[Block]:
         ranges = []
         for d in self.cell_dims:
-            if d in SHAPE_AXES:
-                i = self.coords[d].index(getattr(shape, "model" if d == "model" else d))
+            if d in SHAPE_DIMS:
+                i = self.coords[d].index(self.shape_coord(shape, d))
                 ranges.append([slice(i, i + 1)])
             else:
                 n, c = len(self.coords[d]), self.chunks[d]
@@ -302,7 +374,7 @@ class GridPlan:
         shape = next(
             s
             for s in self.shapes
-            if all(str(getattr(s, d)) == str(cell[d]) for d in SHAPE_AXES if d in cell)
+            if all(str(self.shape_coord(s, d)) == str(cell[d]) for d in SHAPE_DIMS if d in cell)
         )
         dens = self.density(shape, cell.get("density", float(self.cfg.data.density)))
         return shape, dens, self.importance(shape, cell.get("relative_importance", 1.0))
@@ -357,9 +429,9 @@ def check_axes(axes: dict[str, list]) -> None:
     """Axis names and values: known names, non-empty, distinct, in range."""
     for name, vals in axes.items():
         key = f"grid.axes.{name}"
-        if name not in SHAPE_AXES + VECTOR_AXES:
+        if name not in SHAPE_DIMS + VECTOR_AXES:
             raise ConfigError(
-                "grid.axes", name, f"an axis among {', '.join(SHAPE_AXES + VECTOR_AXES)}"
+                "grid.axes", name, f"an axis among {', '.join(SHAPE_DIMS + VECTOR_AXES)}"
             )
         if len(vals) == 0:
             raise ConfigError(key, "[]", "a non-empty list of values")
@@ -369,19 +441,26 @@ def check_axes(axes: dict[str, list]) -> None:
         seen = {float(v) if _is_number(v) else str(v) for v in vals}
         if len(seen) != len(vals):
             raise ConfigError(key, list(vals), "distinct values (no duplicates)")
+        if name == ZIP_AXIS:  # labels of entries checked by zipped_shapes
+            continue
         for v in vals:
-            if name == "model":
-                if v not in kinds.KINDS:
-                    raise ConfigError(key, v, f"one of {', '.join(kinds.KINDS)}")
-            elif name == "correlation":
-                if v not in CORRELATIONS:
-                    raise ConfigError(key, v, f"one of {', '.join(CORRELATIONS)}")
-            elif name in ("n_features", "n_hidden"):
-                if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                    raise ConfigError(key, v, "integers >= 1")
-            elif not _is_number(v):
-                raise ConfigError(key, v, "finite numbers")
-            elif name == "density" and not 0 < v <= 1:
-                raise ConfigError(key, v, "densities in (0, 1]")
-            elif name == "relative_importance" and v < 0:
-                raise ConfigError(key, v, "relative importances >= 0")
+            _check_axis_value(name, v, key)
+
+
+def _check_axis_value(name: str, v: Any, key: str) -> None:
+    """One value of axis `name` (given under `key`: the axis, or an entry of the shape axis)."""
+    if name == "model":
+        if v not in kinds.KINDS:
+            raise ConfigError(key, v, f"one of {', '.join(kinds.KINDS)}")
+    elif name == "correlation":
+        if v not in CORRELATIONS:
+            raise ConfigError(key, v, f"one of {', '.join(CORRELATIONS)}")
+    elif name in ("n_features", "n_hidden"):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ConfigError(key, v, "integers >= 1")
+    elif not _is_number(v):
+        raise ConfigError(key, v, "finite numbers")
+    elif name == "density" and not 0 < v <= 1:
+        raise ConfigError(key, v, "densities in (0, 1]")
+    elif name == "relative_importance" and v < 0:
+        raise ConfigError(key, v, "relative importances >= 0")

@@ -6,8 +6,10 @@ metadata. Jobs write into this layout through sweep.writes.
 Layout: dims are the grid axes in config order, then `seed`, then `hidden`/`feature` (and
 `curve_step` for loss curves). A grid over several shapes (model kind, n_features, n_hidden
 as axes) pads W and b with NaN up to the largest shape; the axis coords say which entries are
-real. The zarr chunks over the cell dims are the plan's storage chunks (sweep.grid), a function
-of the grid and the memory budget only.
+real. A zipped shape axis (`grid.axes.shape`, pairs such as (n, m)) is one dim `shape` whose
+labels are `"n-m"`, with `n_features` and `n_hidden` as coords along it. The zarr chunks over
+the cell dims are the plan's storage chunks (sweep.grid), a function of the grid and the memory
+budget only.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from omegaconf import OmegaConf
 
 from sweep import integrity, kinds
 from sweep.blocks import curve_steps, snapshot_steps
-from sweep.grid import GridPlan
+from sweep.grid import ZIP_AXIS, GridPlan
 from sweep.identity import new_run_id, provenance
 from sweep.reader import SCHEMA_VERSION, StoreError, config_of, is_store, open_store
 
@@ -84,6 +86,8 @@ def template(plan: GridPlan, cfg: Any) -> xr.Dataset:
             "curve_step": record + 1,
         },
     )
+    if plan.zipped:  # a zipped shape axis: its entries' values as coords along `shape`
+        ds = ds.assign_coords({k: (ZIP_AXIS, [e[k] for e in plan.zipped]) for k in plan.zip_keys})
     untied = any(kinds.get(s.model).untied for s in plan.shapes)
     if untied:
         dims_, arr = lazy(("hidden", "feature"), (nh, nf), np.float32, np.nan)

@@ -104,5 +104,7 @@ def read_cell(ds: xr.Dataset, **coords: Any) -> xr.Dataset:
     feats = np.isfinite(cell["importance"].values)  # NaN where padded
     config = config_of(ds)
     n = int(feats.sum())
-    m = int(coords.get("n_hidden", config["model"]["n_hidden"]))
+    # n_hidden: a coord of the cell (its axis, or along a zipped `shape` axis), else the model's
+    one = "n_hidden" in cell.coords and cell["n_hidden"].size == 1
+    m = int(cell["n_hidden"]) if one else int(config["model"]["n_hidden"])
     return cell.isel(hidden=slice(0, m), feature=slice(0, n))

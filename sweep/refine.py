@@ -37,6 +37,12 @@ points as one tensor and writes each point's region through the grid's own path
 (driver.train_chunks), checks the store's identity and takes a lock per job, as the grid's
 jobs do. Not done: the r axis is not
 refined (the p(r) boundaries need rows; r = 1, where 2→1 has a boundary in r, is a row).
+
+A store over a zipped shape axis (`grid.axes.shape`, the dimension grid: axes shape, r, p) is
+refined row by row too: a row is one (shape, r), its extra feature the last of that shape's
+real features, its seeds ranked by the exact loss where that shape has one (n <= 4); a job
+trains points of one shape (one tensor). Internally rows are the (shape, r) pairs in C order,
+and `refine.cells` names them by that row index.
 """
 
 from __future__ import annotations
@@ -63,7 +69,7 @@ from sweep.constants import (
     TIE_TOL,
     ZERO_NORM,
 )
-from sweep.grid import Block, GridPlan, axis_values
+from sweep.grid import ZIP_AXIS, Block, GridPlan, Shape, axis_values
 from sweep.identity import StaleWrite, check_identity, fingerprint
 from sweep.jobs import SPLIT_WORK, relaunch
 from sweep.layout import open_checked
@@ -128,13 +134,26 @@ def select(
     return sorted(out)
 
 
-def exact_ranking(cfg: DictConfig) -> bool:
-    """Whether seeds can be ranked by their exact expected loss (sweep.quadrature)."""
-    return (
-        str(cfg.model.kind) == "relu"
-        and str(cfg.data.correlation) == "none"
-        and int(cfg.model.n_features) <= quadrature.MAX_FEATURES
-    )
+def exact_ranking(cfg: DictConfig, shape: Shape | None = None) -> bool:
+    """Whether seeds can be ranked by their exact expected loss (sweep.quadrature), for the
+    model of the config or one shape of its plan."""
+    kind = shape.model if shape else str(cfg.model.kind)
+    n = shape.n_features if shape else int(cfg.model.n_features)
+    corr = shape.correlation if shape else str(cfg.data.correlation)
+    return kind == "relu" and corr == "none" and n <= quadrature.MAX_FEATURES
+
+
+def _lead(plan: GridPlan) -> list[str]:
+    """The store dims that make a row: [relative_importance], or [shape, relative_importance]."""
+    return [d for d in plan.cell_dims if d not in (P, "seed")]
+
+
+def _one_shape(ds: Any, plan: GridPlan, k: int) -> Any:
+    """The (r, p, seed, hidden, feature) store of shape k, its padding cut off."""
+    if ZIP_AXIS not in ds.dims:
+        return ds
+    s = plan.shapes[k]
+    return ds.isel({ZIP_AXIS: k, "hidden": slice(0, s.n_hidden), "feature": slice(0, s.n_features)})
 
 
 def ranking_loss(ds: Any, usable: np.ndarray, exact: bool) -> np.ndarray:
@@ -154,13 +173,23 @@ def ranking_loss(ds: Any, usable: np.ndarray, exact: bool) -> np.ndarray:
     return out
 
 
-def _cells(path: Path, exact: bool, norm_t: float, sup_t: float) -> tuple[np.ndarray, ...]:
-    """(trained, best phase, phase-set bitmask) over (r, p) from a store: a point counts when
-    it is finished and intact (sweep.integrity)."""
+def _cells(
+    path: Path, plan: GridPlan, cfg: DictConfig, norm_t: float, sup_t: float
+) -> tuple[np.ndarray, ...]:
+    """(trained, best phase, phase-set bitmask) over (row, p) from a store, shape by shape: a
+    point counts when it is finished and intact (sweep.integrity)."""
     ds = open_checked(path)
-    fin = _intact(path)
-    best, sets = cell_phases(ds, fin, exact, norm_t, sup_t)
-    return np.asarray(fin.all(-1)), best, sets
+    fin = _intact(path, plan)  # (row, p, seed)
+    n_r = len(plan.coords[R])
+    best, sets = [], []
+    for k, shape in enumerate(plan.shapes):
+        rows = slice(k * n_r, (k + 1) * n_r)
+        b, s = cell_phases(
+            _one_shape(ds, plan, k), fin[rows], exact_ranking(cfg, shape), norm_t, sup_t
+        )
+        best.append(b)
+        sets.append(s)
+    return np.asarray(fin.all(-1)), np.concatenate(best), np.concatenate(sets)
 
 
 def cell_phases(
@@ -195,15 +224,18 @@ def _check(cfg: DictConfig, plan: GridPlan) -> tuple[int, int | None, bool]:
         driver.fail(
             f"refine.seed_disagreement={seeds_too!r} is not allowed: expected true or false"
         )
-    if set(plan.axes) != {R, P} or len(plan.shapes) != 1:
+    zipped = ZIP_AXIS in plan.axes
+    if set(plan.axes) - {ZIP_AXIS} != {R, P} or (len(plan.shapes) != 1 and not zipped):
         driver.fail(
             f"grid.axes={sorted(plan.axes)} is not allowed for refinement: expected "
-            "exactly the axes relative_importance and density, one model shape"
+            "exactly the axes relative_importance and density, one model shape or a "
+            f"{ZIP_AXIS} axis of shapes"
         )
-    if list(plan.axes) != [R, P]:
+    if list(plan.axes) != [ZIP_AXIS] * zipped + [R, P]:
         driver.fail(
             f"grid.axes order {list(plan.axes)} is not allowed for refinement: expected "
-            "relative_importance first, then density"
+            + (f"{ZIP_AXIS}, then " if zipped else "")
+            + "relative_importance, then density"
         )
     vals = plan.axes[P]
     if any(v <= 0 for v in vals) or sorted(vals) != list(vals) or len(vals) < 2:
@@ -235,7 +267,7 @@ def cells_spec(cells: list[tuple[int, int]]) -> str:
 
 
 def parse_cells(spec: str, n_r: int, n_p: int) -> list[tuple[int, int]]:
-    """`refine.cells` back to (r, p) indices; ValueError on anything else."""
+    """`refine.cells` back to (row, p) indices (n_r rows); ValueError on anything else."""
     cells = []
     for part in str(spec).split(","):
         i, j = (int(v) for v in part.split(":"))
@@ -251,24 +283,27 @@ def _points(plan: GridPlan, cells: list[tuple[int, int]]) -> list[Block]:
     and keeps the cells its record vouched for). Why not one chunk per point: the fine grid
     has thousands of points, and every completeness check costs per chunk (1,695 chunks of the
     default phase-refine grid: 5.5 s per check on the loaded build machine)."""
-    shape, n_p, n_seed = plan.shapes[0], len(plan.coords[P]), len(plan.seeds)
-    return [
-        Block(
-            shape, i * n_p + j, {R: slice(i, i + 1), P: slice(j, j + 1), "seed": slice(0, n_seed)}
-        )
-        for i, j in cells
-    ]
+    n_r, n_p, n_seed = len(plan.coords[R]), len(plan.coords[P]), len(plan.seeds)
+    out = []
+    for row, j in cells:
+        k, i = divmod(row, n_r)  # row = (shape k, r index i) in C order
+        where = {R: slice(i, i + 1), P: slice(j, j + 1), "seed": slice(0, n_seed)}
+        if ZIP_AXIS in plan.axes:
+            where = {ZIP_AXIS: slice(k, k + 1), **where}
+        out.append(Block(plan.shapes[k], row * n_p + j, where))
+    return out
 
 
-def _intact(path: Path) -> np.ndarray:
-    """(r, p, seed) bool: cells finished and intact (sweep.integrity), not only flagged."""
+def _intact(path: Path, plan: GridPlan) -> np.ndarray:
+    """(row, p, seed) bool: cells finished and intact (sweep.integrity), not only flagged."""
     dims = open_checked(path)["finished"].dims
-    return xr.DataArray(integrity.intact(path), dims=dims).transpose(R, P, "seed").values
+    ok = xr.DataArray(integrity.intact(path), dims=dims).transpose(*_lead(plan), P, "seed")
+    return ok.values.reshape(-1, *ok.shape[-2:])
 
 
-def _finished(path: Path) -> np.ndarray:
-    """(r, p) bool: points whose every seed is finished and intact."""
-    return np.asarray(_intact(path).all(-1))
+def _finished(path: Path, plan: GridPlan) -> np.ndarray:
+    """(row, p) bool: points whose every seed is finished and intact."""
+    return np.asarray(_intact(path, plan).all(-1))
 
 
 def run_job(cfg: DictConfig) -> dict:
@@ -279,12 +314,12 @@ def run_job(cfg: DictConfig) -> dict:
     plan = GridPlan(fine)
     path = Path(str(fine.store.path))
     tag = str(fine.block)
-    cells = parse_cells(str(fine.refine.cells), len(plan.coords[R]), len(plan.coords[P]))
+    cells = parse_cells(str(fine.refine.cells), _rows(plan), len(plan.coords[P]))
     ident = {"fingerprint": fingerprint(fine), "run_id": fine.store.run_id}
     try:
         check_identity(path, ident)
         with driver.block_lock(path, tag):
-            fin = _finished(path)
+            fin = _finished(path, plan)
             todo = [c for c in cells if not fin[c]]
             seconds = 0.0
             if todo:  # the checkpoint's name: the tag names its cells, a rerun trains the same
@@ -330,7 +365,18 @@ def _jobs(sweep: driver.Sweep, cells: list[tuple[int, int]], level: int) -> list
     budget and chunk.max_instances cap a job's models. Each job is named by a digest of its
     cells, so a rerun of the level gets the same names. (Measured: a 75-model 2→1 level cut
     in 2 jobs took 10 s, each job still running all 10,000 steps; the 600-model coarse pass
-    gains from 2.)"""
+    gains from 2.) A job trains one tensor, so cells of several shapes are cut per shape."""
+    n_r = len(sweep.plan.coords[R])
+    by_shape: dict[int, list[tuple[int, int]]] = {}
+    for c in cells:
+        by_shape.setdefault(c[0] // n_r, []).append(c)
+    return [job for part in by_shape.values() for job in _shape_jobs(sweep, part, level)]
+
+
+def _shape_jobs(
+    sweep: driver.Sweep, cells: list[tuple[int, int]], level: int
+) -> list[tuple[str, str]]:
+    """_jobs for the cells of one shape."""
     n_seed = len(sweep.plan.seeds)
     t, n = sweep.cfg.train, sweep.plan.max_features
     work = len(cells) * n_seed * int(t.batch_size) * n * int(t.steps)
@@ -342,6 +388,21 @@ def _jobs(sweep: driver.Sweep, cells: list[tuple[int, int]], level: int) -> list
         part = cells[a : a + per_job]
         out.append((f"refine-L{level}-{_digest(part)}", cells_spec(part)))
     return out
+
+
+def _ranking_words(cfg: DictConfig, plan: GridPlan) -> str:
+    """Which loss ranked the seeds, over the store's shapes."""
+    exact = {exact_ranking(cfg, s) for s in plan.shapes}
+    if exact == {True}:
+        return "exact expected loss"
+    if exact == {False}:
+        return "stored loss"
+    return f"exact expected loss for n <= {quadrature.MAX_FEATURES}, stored loss beyond"
+
+
+def _rows(plan: GridPlan) -> int:
+    """Rows of the refinement: (shape, r) pairs."""
+    return len(plan.shapes) * len(plan.coords[R])
 
 
 def _name(cell: tuple[int, int]) -> str:
@@ -362,14 +423,14 @@ def _level(sweep: driver.Sweep, todo: list[tuple[int, int]], level: int, launch:
     Returns the number of cells still unfinished (their failures printed)."""
 
     def unfinished() -> list[str]:
-        fin = _finished(sweep.path)
+        fin = _finished(sweep.path, sweep.plan)
         return [_name(c) for c in todo if not fin[c]]
 
     def relaunch_cells(names: list[str]) -> dict[str, str]:
         return launch(sweep, _jobs(sweep, [_cell(n) for n in names], level))
 
     why = relaunch(unfinished, relaunch_cells, int(sweep.cfg.retries), "cell(s)")
-    fin = _finished(sweep.path)
+    fin = _finished(sweep.path, sweep.plan)
     left = [c for c in todo if not fin[c]]
     for tag, line in why.items():
         print(f"  unfinished: {tag}: {line}", file=sys.stderr)
@@ -395,12 +456,11 @@ def run(cfg: DictConfig, launch: Launch | None = None) -> int:
     except ConfigError as e:
         driver.fail(f"{e} (in the sweep config)")
     levels, budget, seeds_too = _check(fine, plan)
-    n_r, n_p, n_seed = len(plan.coords[R]), len(plan.coords[P]), len(plan.seeds)
+    n_rows, n_p, n_seed = _rows(plan), len(plan.coords[P]), len(plan.seeds)
     step = 2**levels
     norm_t = float(fine.analysis.norm_threshold)
     sup_t = float(fine.analysis.superposition_threshold)
-    exact = exact_ranking(fine)
-    wanted = np.zeros((n_r, n_p), bool)
+    wanted = np.zeros((n_rows, n_p), bool)
     wanted[:, ::step] = True  # level 0: the coarse grid
     if budget is not None and wanted.sum() * n_seed > budget:
         driver.fail(
@@ -412,7 +472,7 @@ def run(cfg: DictConfig, launch: Launch | None = None) -> int:
         plan, path = sweep.plan, sweep.path
         trained_now, per_level = 0, [int(wanted.sum())]
         for level in range(levels + 1):
-            done = _finished(path)
+            done = _finished(path, plan)
             todo = [(int(i), int(j)) for i, j in zip(*np.nonzero(wanted & ~done), strict=True)]
             if todo:
                 unfinished = _level(sweep, todo, level, launch)
@@ -426,7 +486,7 @@ def run(cfg: DictConfig, launch: Launch | None = None) -> int:
                 trained_now += len(todo) * n_seed
             if level == levels:
                 break
-            trained, best, sets = _cells(path, exact, norm_t, sup_t)
+            trained, best, sets = _cells(path, plan, fine, norm_t, sup_t)
             cands = select(wanted & trained, best, sets, seeds_too)
             if budget is not None:
                 # Boundary intervals first; the others only with what the later levels' boundary
@@ -452,7 +512,7 @@ def run(cfg: DictConfig, launch: Launch | None = None) -> int:
                 "refine_models": total,
                 "refine_points_per_level": per_level,
                 "refine_complete": True,
-                "refine_seed_ranking": "exact expected loss" if exact else "stored loss",
+                "refine_seed_ranking": _ranking_words(fine, plan),
                 "last_run_wall_seconds": round(wall, 2),
             },
         )

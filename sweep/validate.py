@@ -108,7 +108,11 @@ def check_config(cfg: Any) -> None:
                 imp[key],
                 "a number > 0 (exponential spacing)",
             )
-    n_min = min([m.n_features, *_ints((cfg.grid.get("axes") or {}).get("n_features"))])
+    axes = cfg.grid.get("axes") or {}
+    # Every n a feature index must fit: the model's, the n_features axis', the zipped shapes'.
+    ns = {m.n_features, *_ints(axes.get("n_features")), *_zipped_ints(axes.get("shape"))}
+    ns = {n for n in ns if n >= 1}  # n < 1 is reported by the axis checks
+    n_min = min(ns)
     for key in ("relative_importance_features", "density_features"):
         feats = d[key]
         if feats is None:
@@ -116,19 +120,24 @@ def check_config(cfg: Any) -> None:
             continue
         feats = list(feats)
         for f in feats:
+            # Negative indices count from the last feature of each shape (-1: the last), so one
+            # grid over several n can scale "the extra feature" of each.
             require(
-                _integer(f) and 0 <= f < n_min,
+                _integer(f) and -n_min <= f < n_min,
                 f"data.{key}",
                 feats,
-                f"feature indices in [0, {n_min - 1}] (n_features={n_min})",
+                f"feature indices in [{-n_min}, {n_min - 1}] (n_features={n_min}; -1: the last)",
             )
-        # A repeated index would scale (or set) that feature twice: r² instead of r.
-        require(
-            len(set(feats)) == len(feats),
-            f"data.{key}",
-            feats,
-            "distinct feature indices (no duplicates)",
-        )
+        # A repeated index would scale (or set) that feature twice: r² instead of r; 1 and -1
+        # are one feature where n = 2.
+        for n in sorted(ns):
+            require(
+                len({f % n for f in feats}) == len(feats),
+                f"data.{key}",
+                feats,
+                f"distinct features (no duplicates; at n_features={n}, "
+                f"{[f % n for f in feats]} counted from 0)",
+            )
     # one line naming train.snapshots if bad
     snapshot_steps(OmegaConf.select(cfg, "train.snapshots", default=None), int(t.steps))
     require(
@@ -195,6 +204,14 @@ def check_machine(cfg: Any) -> None:
             f"a machine with SLURM's commands on PATH ({', '.join(missing)} not found); "
             "use launcher=local or launcher=submitit_local here",
         )
+
+
+def _zipped_ints(v: Any) -> list:
+    """The integer n_features of the entries of a zipped shape axis (the rest is reported by
+    sweep.grid.zipped_shapes)."""
+    if isinstance(v, Sequence) and not isinstance(v, str):
+        return _ints([e.get("n_features") for e in v if hasattr(e, "get")])
+    return []
 
 
 def _ints(v: Any) -> list:

@@ -29,10 +29,17 @@ def tiny_overrides(name: str) -> list[str]:
         "train.compile=false",
     ]
     for key, values in axes.items():
-        out.append(f"grid.axes.{key}=[{','.join(str(v) for v in values[:2])}]")
+        out.append(f"grid.axes.{key}=[{','.join(_override_value(v) for v in values[:2])}]")
     if cfg.train.get("snapshots") is not None:
         out.append("train.snapshots=[log,1,5,3]")  # within the 5 steps
     return out
+
+
+def _override_value(v) -> str:
+    """A value in Hydra's override grammar: a mapping (an entry of grid.axes.shape) as {k:v}."""
+    if hasattr(v, "items"):
+        return "{" + ",".join(f"{k}:{x}" for k, x in v.items()) + "}"
+    return str(v)
 
 
 def best_seed(ds: xr.Dataset) -> xr.Dataset:
