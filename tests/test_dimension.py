@@ -261,3 +261,53 @@ def test_each_shape_is_refined_as_its_own_grid(tmp_path):
         levels = max(levels, len(ref.attrs["refine_points_per_level"]))
     assert levels > 1  # some level refined something, so the comparison saw refinement
     assert store.attrs["refine_seed_ranking"] == "exact expected loss"
+
+
+# ---------------------------------------------------------------- the explorer
+
+
+@pytest.mark.browser
+def test_explorer_chooses_the_shape_and_a_click_shows_its_models(dimension_store, tmp_path):
+    """In the exported explorer of a dimension store (headless Chromium), choosing (n, m) = (3, 2)
+    in the shape selector and clicking a cell shows that shape's models: 3 features, W's two
+    rows as arrows, the stored loss, b and norms of that cell's seeds."""
+    from tests.conftest import ROOT, run_cli
+    from tests.test_explore import CELL_XY_JS, CHROMIUM, CHROMIUM_ARGS, READY_JS
+
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    out = tmp_path / "explorer.html"
+    r = run_cli(["-m", "analysis.explore", str(dimension_store), "--export", str(out)], cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    store = xr.open_zarr(dimension_store)
+    cell = store.isel(shape=1, relative_importance=1, density=1).load()
+    assert str(cell["shape"].values) == "3-2"
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1500})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(out.as_uri())
+        page.wait_for_function(READY_JS, timeout=60_000)
+        page.evaluate("() => { Bokeh.documents[0].get_model_by_name('sel_shape').value = '3-2'; }")
+        page.wait_for_timeout(500)
+        page.mouse.click(*page.evaluate(CELL_XY_JS, "1,1,1"))
+        page.wait_for_selector(".seed-loss", timeout=30_000)
+        header = page.locator(".cell-header").inner_text()
+        assert "3-2" in header and "model 3 features → 2 hidden" in header, header
+        for k, seed in enumerate(cell["seed"].values):
+            box = page.locator(f'.seed[data-seed="{int(seed)}"]')
+            assert float(box.locator(".seed-loss").inner_text()) == pytest.approx(
+                float(cell["loss"].values[k]), rel=1e-5
+            )
+            W = cell["W"].values[k, :2, :3].astype(float)  # (m, n) = (2, 3): the real block
+            norms = [float(v) for v in box.locator(".seed-norms").inner_text().split()]
+            np.testing.assert_allclose(norms, np.linalg.norm(W, axis=0), rtol=1e-5, atol=1e-7)
+            x1 = page.evaluate(
+                f"() => Array.from(Bokeh.documents[0].get_model_by_name('arrows{k}').data.x1)"
+            )
+            np.testing.assert_allclose(x1, W[0], rtol=1e-6, atol=1e-7)
+        page.screenshot(path=str(tmp_path / "explorer-dimension.png"), full_page=True)
+        assert not errors, errors
+        browser.close()

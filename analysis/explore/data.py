@@ -133,7 +133,13 @@ class Explorer:
         per_model = 8 * (nh * nf + 4 * nf * nf)  # W in float64 plus the feature overlaps
         per_index = per_model * len(self.seeds) * int(np.prod(self.shape[1:], dtype=np.int64))
         step = max(1, SLAB_BYTES // max(per_index, 1))
-        chunk = (self.ds["W"].chunksizes.get(d0) or (step,))[0]
+        # W's own chunks (DataArray.chunksizes also asks its coords, which may be chunked
+        # otherwise, e.g. n_features along a zipped `shape` axis)
+        W = self.ds["W"]
+        chunk = (
+            dict(zip(W.dims, getattr(W.data, "chunks", None) or (), strict=False)).get(d0)
+            or (step,)
+        )[0]
         if step >= chunk:  # whole zarr chunks: no chunk is read twice
             step -= step % chunk
         n0 = self.shape[0]
@@ -247,7 +253,9 @@ class Explorer:
         coords = {d: self.coords[d][i] for d, i in sel.items()}
         n = int(np.isfinite(one["importance"].values).sum())
         mcfg = self.cfg.get("model") or {}
-        m = int(coords.get("n_hidden", mcfg.get("n_hidden", one.sizes["hidden"])))
+        # m: the cell's n_hidden coord (its axis, or along a zipped (n, m) `shape` axis)
+        has_m = "n_hidden" in one.coords and one["n_hidden"].size == 1
+        m = int(one["n_hidden"]) if has_m else int(mcfg.get("n_hidden", one.sizes["hidden"]))
         fin = one["finished"].values
         div = one["diverged"].values & fin
         usable = fin & ~div

@@ -28,6 +28,7 @@ AXIS_LABELS = {
     "n_hidden": "hidden dimensions m",
     "model": "model",
     "correlation": "correlation",
+    "shape": "shape n-m (features-hidden)",
 }
 
 

@@ -142,7 +142,9 @@ class Axis:
 def choose_axes(ex: Explorer, x: str | None, y: str | None) -> tuple[str | None, str | None]:
     """The map's axes: the phase diagram's (r, p), else density up and the longest other axis."""
     dims = ex.cell_dims
-    if x is None and y is None and ex.kind is not None:
+    pairs = "shape" in dims and {"relative_importance", "density"} <= set(dims)
+    if x is None and y is None and (ex.kind is not None or pairs):
+        # a phase grid, or (n, m) pairs of them (the dimension grid: shape chosen by a selector)
         return "relative_importance", "density"
     left = [d for d in dims if d not in (x, y)]
     if y is None:
