@@ -88,8 +88,8 @@ def template(plan: GridPlan, cfg: Any) -> xr.Dataset:
     )
     if plan.zipped:  # a zipped shape axis: its entries' values as coords along `shape`
         ds = ds.assign_coords({k: (ZIP_AXIS, [e[k] for e in plan.zipped]) for k in plan.zip_keys})
-        for k in plan.zip_keys:  # chunked as the cell arrays along `shape`, so dask agrees
-            ds[k].encoding["chunks"] = (plan.chunks[ZIP_AXIS],)
+        for key in plan.zip_keys:  # chunked as the cell arrays along `shape`, so dask agrees
+            ds[key].encoding["chunks"] = (plan.chunks[ZIP_AXIS],)
     untied = any(kinds.get(s.model).untied for s in plan.shapes)
     if untied:
         dims_, arr = lazy(("hidden", "feature"), (nh, nf), np.float32, np.nan)
