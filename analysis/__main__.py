@@ -10,9 +10,8 @@ be written) one line and exit code 1 (sweep/cli.py). Settings given here overrid
 from __future__ import annotations
 
 import argparse
-import sys
 
-from sweep import cli
+from sweep import cli, timing
 
 
 def parser() -> argparse.ArgumentParser:
@@ -56,6 +55,7 @@ def main(argv: list[str]) -> int:
     from analysis.settings import SettingsError
     from sweep.reader import StoreError
 
+    timing.mark("imports")
     settings = {
         "figures": args.figures,
         "aggregate": args.aggregate,
@@ -67,8 +67,9 @@ def main(argv: list[str]) -> int:
             analyse(args.store, args.figures_dir, settings=settings)
     except (StoreError, AnalysisError, SettingsError) as e:
         return cli.refused(e)
+    timing.mark("analysis")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.leave(main())

@@ -31,7 +31,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from analysis.settings import KEYS, SettingsError, not_allowed
-from sweep import cli
+from sweep import cli, timing
 
 
 def _section(config: DictConfig) -> dict[str, Any]:
@@ -104,6 +104,7 @@ class AnalysisCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         finish(config)
+        timing.mark("analysis")
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.on_multirun_start(config)

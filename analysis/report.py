@@ -24,9 +24,9 @@ import xarray as xr
 import yaml
 from matplotlib.figure import Figure
 
-from analysis import aggregate, registry, steps, theory
+from analysis import aggregate, registry, saving, steps, theory
 from analysis.context import Context
-from analysis.figs.style import save, theme
+from analysis.figs.style import theme
 from analysis.settings import Settings, SettingsError
 from sweep.reader import StoreError, config_of, open_store
 
@@ -133,7 +133,7 @@ def analyse(
                 skipped.append(name)
     ana_path = aggregate.write_atomic(ctx.analysis, aggregate.analysis_path(path))
     out_dir = Path(figures_dir) if figures_dir is not None else path / "figures"
-    paths = [p for stem, fig in drawn.items() for p in save(fig, out_dir, stem)]
+    paths = saving.save_all(drawn, out_dir)
     a = ctx.analysis.attrs
     counts = ("n_models", "n_unfinished", "n_diverged", "n_cells", "n_missing_cells")
     summary = {

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from analysis import aggregate, embedding, metrics
+from analysis import aggregate, metrics
 from analysis.context import Context, best_models, only
 from sweep.constants import NORM_THRESHOLD
 
@@ -133,6 +133,9 @@ def latent_best(ctx: Context) -> xr.Dataset:
 
 def embeddings(ctx: Context) -> xr.Dataset:
     """MDS, t-SNE and UMAP of W's columns in a few latent cells (slow: only when drawn)."""
+    # imported here: scipy.spatial and scipy.stats (~1.5 s) serve only the `embeddings` family
+    from analysis import embedding
+
     return embedding.embedding_dataset(latent_best(ctx), float(ctx.settings.norm_threshold))
 
 

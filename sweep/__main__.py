@@ -15,7 +15,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from sweep import cli
+from sweep import cli, timing
+
+timing.mark("imports")
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 
@@ -152,6 +154,7 @@ def command(argv: list[str]) -> int:
     """The command line: checks that end in one line before Hydra starts, then the sweep."""
     sys.argv[1:] = check_argv(argv)
     check_composes(sys.argv[1:])
+    timing.mark("compose")
     # Hydra's own report of an exception is a trimmed traceback; with HYDRA_FULL_ERROR it
     # re-raises instead, and `one_line` reports it in one line.
     os.environ["HYDRA_FULL_ERROR"] = "1"
@@ -160,4 +163,4 @@ def command(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(command())
+    cli.leave(command())

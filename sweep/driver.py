@@ -14,6 +14,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from sweep import integrity, jobs, layout, writes
+from sweep import integrity, jobs, layout, timing, writes
 from sweep.grid import Block, GridPlan, job_name
 from sweep.identity import (
     InUse,
@@ -34,7 +35,6 @@ from sweep.identity import (
     identity,
 )
 from sweep.reader import SCHEMA_VERSION, StoreError
-from sweep.train import train_block
 from sweep.validate import ConfigError, check_machine
 
 log = logging.getLogger(__name__)
@@ -173,8 +173,11 @@ def check(cfg: DictConfig) -> tuple[DictConfig, GridPlan, Path]:
     return task, plan, path
 
 
-def prepare(cfg: DictConfig) -> Sweep:
+def prepare(cfg: DictConfig, starting: Callable[[GridPlan], None] | None = None) -> Sweep:
     """Validate everything, then create or resume the store. Exits with one line on bad input.
+
+    `starting(plan)` is called once every refusal is behind, before the store is written: the
+    local launcher starts its worker processes there, while this process writes the template.
 
     store.mode=overwrite never destroys the old store before the new run has proved itself:
     the new store is built beside the old one, its first (smallest) block is trained here, in
@@ -182,15 +185,22 @@ def prepare(cfg: DictConfig) -> Sweep:
     store is never replaced.
     """
     cfg, plan, path = check(cfg)
+    timing.mark("plan", cells=plan.n_cells)
     lock = _lock(path)
     try:
-        return _prepare_locked(cfg, plan, path, lock)
+        return _prepare_locked(cfg, plan, path, lock, starting)
     except BaseException:
         lock.close()  # an exit or a crash releases the store at once, not at garbage collection
         raise
 
 
-def _prepare_locked(cfg: DictConfig, plan: GridPlan, path: Path, lock: Any) -> Sweep:
+def _prepare_locked(
+    cfg: DictConfig,
+    plan: GridPlan,
+    path: Path,
+    lock: Any,
+    starting: Callable[[GridPlan], None] | None = None,
+) -> Sweep:
     given = str(cfg.store.path)
     # Leftovers of a layout.create killed half-way (we hold the lock: nobody else is creating).
     for stale in path.parent.glob(f".{path.name}.new-*"):
@@ -222,6 +232,8 @@ def _prepare_locked(cfg: DictConfig, plan: GridPlan, path: Path, lock: Any) -> S
                     "store.path=<new path> for a new store"
                 )
             _repair(path, plan, cfg)
+    if starting is not None:
+        starting(plan)
     proved = None
     try:
         if replace:
@@ -234,6 +246,7 @@ def _prepare_locked(cfg: DictConfig, plan: GridPlan, path: Path, lock: Any) -> S
         )
     done = writes.finished_chunks(path, plan)
     todo = [b.key() for b in plan.blocks if b.key() not in done]
+    timing.mark("store")
     trained = todo + ([proved] if proved else [])  # the proved chunk counts as trained now
     return Sweep(cfg, plan, path, trained, jobs.group(plan, todo), lock)
 
@@ -362,6 +375,7 @@ def run_block(cfg: DictConfig) -> dict:
     """The body of every job: train the chunks it names (`block`) that are not finished, as one
     tensor, and write each chunk's region. Writes nothing into a store that is not the run it
     was launched for (a stale job)."""
+    timing.mark("job start", block=str(cfg.block))
     plan = GridPlan(cfg)
     name = str(cfg.block)
     chunks = jobs.chunks_of(plan, name)
@@ -398,6 +412,9 @@ def train_chunks(
     """Train chunks of one shape as one tensor and write each chunk's region (its values, then
     its flags). The checkpoint is keyed by `key` (the job's chunk set) and stamped with the
     run identity, so another grouping's or another run's checkpoint is not loaded."""
+    # imported here: a driver whose jobs all run in worker processes never loads torch (~2 s)
+    from sweep.train import train_block
+
     ckpt_dir = path / ".jobs" / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     ckpt = ckpt_dir / f"{key}.pt"
@@ -411,6 +428,7 @@ def train_chunks(
             writes.write_chunk(path, plan, b, res.part(slice(start, start + b.size)), expected)
             start += b.size
     ckpt.unlink(missing_ok=True)
+    timing.mark("writes", block=key)
     return res
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sweep import kinds
+from sweep import kinds, timing
 from sweep.blocks import BlockJob, TrainResult
 from sweep.cores import threads_per_job
 from sweep.data import FeatureSampler
@@ -204,6 +204,7 @@ def train_block(
         set_size,
         job.shape_instances,
     )
+    timing.mark("setup", block=job.key)
     device, dtype = trainer.W.device, trainer.W.dtype
     record = job.curve_steps
     curve = torch.full((inst, len(record)), float("nan"), device=device, dtype=dtype)
@@ -230,6 +231,8 @@ def train_block(
     tick = max(1, steps // 200)
     for step in range(start, steps):
         losses = trainer.step(step)  # (inst,)
+        if step == start:  # the first step compiles or loads the kernels
+            timing.mark("kernels", block=job.key, compiled=getattr(trainer, "compiled", False))
         if step in slot:
             curve[:, slot[step]] = losses
         if step + 1 in snaps.slot:  # W after step + 1 steps; a dict lookup on other steps
@@ -249,6 +252,7 @@ def train_block(
             bar.close()
             return None
     bar.close()
+    timing.mark("training", block=job.key, models=inst, steps=steps - start)
 
     evaluator = make_sampler(
         seeds,
@@ -264,6 +268,7 @@ def train_block(
     final = torch.zeros(inst, device=device, dtype=dtype)
     for _ in range(EVAL_BATCHES):
         final += trainer.losses(evaluator) / EVAL_BATCHES
+    timing.mark("eval", block=job.key)
     W = trainer.W.detach().cpu().numpy()
     b = trainer.b.detach().cpu().numpy()
     loss = final.cpu().numpy()

@@ -110,13 +110,57 @@ class DriverWatch:
         return self.task(*args, **kwargs)
 
 
+def warm() -> None:
+    """What a worker's first job would import (the engine, torch, Dynamo, Inductor), imported
+    while the driver writes the store's template instead of after it."""
+    import torch._dynamo  # noqa: F401
+    import torch._inductor.compile_fx  # noqa: F401
+
+    import sweep.__main__  # noqa: F401 - the task function's module: Hydra, the schema
+    import sweep.driver  # noqa: F401
+    import sweep.train  # noqa: F401
+
+
 class LocalWorkersLauncher(JoblibLauncher):
+    _warming: threading.Thread | None = None
+
+    def prewarm(self, jobs: int) -> None:
+        """Start the worker processes a launch of `jobs` jobs will use (none for one job: it
+        runs in this process), each importing what its jobs need (`warm`), in the background.
+        joblib keeps loky's processes for its next call of the same size: the launch's."""
+        from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
+        from joblib import Parallel, delayed
+
+        from sweep.cores import resolve_workers
+
+        assert self.config is not None
+        n = min(resolve_workers(self.config.get("workers", 1)), jobs)
+        if n < 2:
+            return
+        task = DriverWatch(warm, os.getpid())
+        # the launch's own joblib settings (Hydra's, as its launch completes them): loky's
+        # processes are reused only by a call with the same executor settings
+        settings = {**self.joblib, "n_jobs": n, "backend": "loky"}
+        process_joblib_cfg(settings)
+
+        def start() -> None:
+            try:
+                Parallel(**settings)(delayed(task)() for _ in range(n))
+            except Exception as e:  # noqa: BLE001 - only a head start: the launch starts them
+                logging.getLogger(__name__).debug(f"worker warm-up failed: {e}")
+
+        self._warming = threading.Thread(target=start, name="toysweep-warm-up", daemon=True)
+        self._warming.start()
+
     def launch(
         self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int
     ) -> Sequence[JobReturn]:
         from sweep.cores import resolve_workers
 
         assert self.config is not None
+        if self._warming is not None:  # the warm-up's processes, ready: this launch uses them
+            self._warming.join()
+            self._warming = None
         jobs = min(resolve_workers(self.config.get("workers", 1)), len(job_overrides))
         threads = job_threads(int(self.config.train.get("threads", 0)), jobs)
         self.joblib["n_jobs"] = jobs  # 1: joblib runs the jobs in this process

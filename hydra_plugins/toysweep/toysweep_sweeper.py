@@ -167,6 +167,15 @@ class ToySweeper(Sweeper):
             f"store.run_id={driver.identity(sweep.path)['run_id']}",
         ]
 
+    def _starting(self, plan: Any) -> None:
+        """The store is about to be written: a launcher that can start its workers ahead
+        (the local one) starts as many as this run's jobs can use, in the background."""
+        from sweep.jobs import group
+
+        prewarm = getattr(self.launcher, "prewarm", None)
+        if prewarm is not None:
+            prewarm(len(group(plan, plan.block_keys)))
+
     def _launch(
         self, keys: list[str], batch: list[list[str]], job_idx: int, folder: str | None
     ) -> dict[str, str]:
@@ -186,9 +195,10 @@ class ToySweeper(Sweeper):
     def sweep(self, arguments: list[str]) -> Any:
         import sys
 
-        from sweep import driver, writes
+        from sweep import driver, timing, writes
         from sweep.jobs import chunks_of, relaunch
 
+        timing.mark("hydra")  # Hydra's own start: its composition, callbacks, this sweeper
         assert self.config is not None
         # -- adaptive refinement (issue 16): a grid with refine.levels > 0 is orchestrated
         # level by level by sweep/refine.py, in this process, into one fine-grid store.
@@ -214,7 +224,7 @@ class ToySweeper(Sweeper):
                 sys.exit(code)
             return None
         # -- end of adaptive refinement
-        sweep = driver.prepare(self.config)
+        sweep = driver.prepare(self.config, starting=self._starting)
         with sweep.lock:  # the store's lock: released when this ends, not at garbage collection
             ident = self._ident(sweep)
             launched = [0]  # jobs launched so far: the next launch's first job index
@@ -240,6 +250,7 @@ class ToySweeper(Sweeper):
                 return failed
 
             why = relaunch(unfinished, launch, int(self.config.retries))
+            timing.mark("jobs")
             done = writes.finished_chunks(sweep.path, sweep.plan)
             failures = [
                 f"job {j}: {why.get(j, 'no failure reported (its job may have died)')}"
@@ -249,6 +260,7 @@ class ToySweeper(Sweeper):
             if "?" in why and failures:  # a failure that names no job (not a SLURM array task)
                 failures.append(f"job ?: {why['?']}")
             code = driver.finish(sweep, failures)
+            timing.mark("finish")
             if code:
                 sys.exit(code)
             return None

@@ -1,0 +1,183 @@
+"""Issue 25, a small sweep in seconds: what the start-up cuts must keep.
+
+- A sweep's numbers do not depend on whether its jobs ran in worker processes (warmed up while
+  the driver writes the template) or in the driver's own process: bit for bit.
+- No process of a sweep imports matplotlib unless it draws (the figure registry is lazy), so
+  workers and the driver's checks skip seconds of imports.
+- The figures written by parallel processes are the files one process writes.
+- The timing record (sweep/timing.py) writes one JSON line per phase, from every process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from tests.conftest import ROOT
+
+# Two shapes (relu and linear), so two jobs: one per worker with workers=2.
+TWO_JOBS = [
+    "-m",
+    "sweep",
+    "+grid=phase",
+    "+grid.axes.model=[relu,linear]",
+    "grid.axes.density=[0.05,0.3,1.0]",
+    "grid.axes.relative_importance=[0.5,2.0]",
+    "grid.seeds=2",
+    "train.steps=40",
+    "train.compile=false",
+    "analysis.run=false",
+    "progress=false",
+]
+
+# Records, in every process of a sweep (sitecustomize runs in the driver and in each worker,
+# which inherit PYTHONPATH), which process imported torch and which matplotlib.
+SPY = """
+import os, sys
+
+class Spy:
+    def find_spec(self, name, path=None, target=None):
+        if name in ("torch", "matplotlib"):
+            with open(os.environ["SPY_FILE"], "a") as f:
+                f.write(f"{os.getpid()} {name}\\n")
+        return None
+
+sys.meta_path.insert(0, Spy())
+"""
+
+
+def _sweep(tmp_path: Path, store: str, *extra: str) -> tuple[subprocess.CompletedProcess, dict]:
+    spy = tmp_path / "spy"
+    spy.mkdir(exist_ok=True)
+    (spy / "sitecustomize.py").write_text(SPY)
+    log = tmp_path / f"{store}.imports"
+    env = {**os.environ, "PYTHONPATH": f"{spy}:{ROOT}", "SPY_FILE": str(log)}
+    proc = subprocess.Popen(
+        [sys.executable, *TWO_JOBS, f"store.path={tmp_path / store}", *extra],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    out, err = proc.communicate(timeout=600)
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    imports: dict[str, set[int]] = {"torch": set(), "matplotlib": set(), "driver": {proc.pid}}
+    for line in log.read_text().splitlines() if log.exists() else []:
+        pid, name = line.split()
+        imports[name].add(int(pid))
+    return done, imports
+
+
+@pytest.mark.slow
+def test_worker_and_in_process_runs_store_the_same_bits_and_import_no_matplotlib(tmp_path):
+    """The same two-job grid through the CLI: in 2 worker processes (started ahead, while the
+    driver writes the template), then in the driver's process alone (workers=1): every array
+    equal bit for bit. With analysis.run=false no process imports matplotlib; torch is
+    imported by the workers (so they ran the jobs) as well as by the driver."""
+    workers, seen = _sweep(tmp_path, "workers", "workers=2")
+    assert workers.returncode == 0, workers.stderr[-2000:]
+    assert workers.stderr.count("\n") <= 0 or "warning" not in workers.stderr.lower()
+    assert seen["torch"] - seen["driver"], "no worker process trained"
+    assert not seen["matplotlib"], f"processes that imported matplotlib: {seen}"
+    alone, seen1 = _sweep(tmp_path, "alone", "workers=1")
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    assert seen1["torch"] == seen1["driver"]  # in-process: no other process imported torch
+    a, b = xr.open_zarr(tmp_path / "workers"), xr.open_zarr(tmp_path / "alone")
+    assert bool(a["finished"].all()) and bool(b["finished"].all())
+    for name in ("W", "b", "loss", "loss_curve", "diverged"):
+        np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
+    assert a.attrs["fingerprint"] == b.attrs["fingerprint"]
+
+
+@pytest.mark.unit
+def test_the_sweeps_analysis_check_imports_no_plotting_library():
+    """The callback's check of `analysis.*` (run before every sweep, and the callback is built
+    in every job process) knows the figure names without importing the figure modules."""
+    code = (
+        "import sys; from omegaconf import OmegaConf; from analysis import callback; "
+        "cfg = OmegaConf.create({'analysis': {'figures': ['phase_diagram', 'loss_curves']}}); "
+        "callback.check(cfg); print(sorted(m for m in ('matplotlib', 'seaborn', 'torch') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+    from analysis import registry
+
+    assert registry.FIGURES["loss_curves"].__module__ == "analysis.figs.curves"
+    with pytest.raises(KeyError):
+        registry.FIGURES["no_such_family"]
+
+
+@pytest.mark.unit
+def test_figures_written_in_parallel_are_the_files_one_process_writes(tmp_path):
+    """analysis.saving.save_all (forked writers) against style.save one by one: the same paths
+    in the same order, the same PNG bytes, an SVG beside each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from analysis import saving
+    from analysis.figs.style import save
+
+    def figures() -> dict:
+        out = {}
+        for k in range(3):
+            fig, ax = plt.subplots(figsize=(2, 2))
+            ax.plot(np.arange(10) ** (k + 1), label=f"k={k}")
+            ax.legend()
+            out[f"fig{k}"] = fig
+        return out
+
+    one = [p for stem, fig in figures().items() for p in save(fig, tmp_path / "one", stem)]
+    many = saving.save_all(figures(), tmp_path / "many")
+    assert [p.name for p in many] == [p.name for p in one]
+    assert [p.parent for p in many] == [tmp_path / "many"] * len(one)
+    for a, b in zip(one, many, strict=True):
+        if a.suffix == ".png":
+            assert a.read_bytes() == b.read_bytes(), a.name
+        else:
+            assert b.stat().st_size > 0
+    assert not plt.get_fignums()  # every figure closed
+
+
+@pytest.mark.unit
+def test_timing_marks_one_json_line_per_phase_from_every_process(tmp_path, monkeypatch):
+    """TOYSWEEP_TIMING=<file>: each mark appends a JSON line (phase, time, pid, details), from
+    this process and from a child that inherits the variable; unset, nothing is written."""
+    from sweep import timing
+
+    marks = tmp_path / "marks.jsonl"
+    timing.mark("nothing")  # unset: no file
+    assert not marks.exists()
+    monkeypatch.setenv(timing.VAR, str(marks))
+    timing.mark("first", block="x-c0")
+    child = subprocess.run(
+        [sys.executable, "-c", "from sweep import timing; timing.mark('child')"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+    )
+    assert child.returncode == 0
+    timing.mark("last")
+    lines = [json.loads(line) for line in marks.read_text().splitlines()]
+    assert [m["phase"] for m in lines] == ["first", "child", "last"]
+    assert lines[0]["block"] == "x-c0" and lines[0]["pid"] == lines[2]["pid"] == os.getpid()
+    assert lines[1]["pid"] != os.getpid()
+    assert lines[0]["t"] <= lines[1]["t"] <= lines[2]["t"]
