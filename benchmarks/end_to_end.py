@@ -3,6 +3,8 @@
     python benchmarks/end_to_end.py                          # every size, ~30-60 min, 2 cores
     python benchmarks/end_to_end.py --sizes 100 845 --steps 2000
     python benchmarks/end_to_end.py --sizes 16000 --paper    # + paper size at 10,000 steps
+    python benchmarks/end_to_end.py --sizes 245 1125 5000 16000 --runs warm --big-steps 10000
+    python benchmarks/end_to_end.py --device cuda            # skipped without a GPU
 
 Each size runs the real CLI twice, as a user would: first with an empty compile cache
 (`train.compile_cache` in a fresh folder: every kernel compiled), then again with the cache
@@ -30,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # models -> (relative importances, densities, seeds): near-square 2→1 phase grids
 GRIDS = {
     100: (4, 5, 5),
+    245: (7, 7, 5),
     500: (10, 10, 5),
     845: (13, 13, 5),
     1125: (15, 15, 5),
@@ -47,8 +50,12 @@ def load() -> str:
 CPU_S = 0.0  # CPU seconds (user + system) of the last sweep and the workers it started
 
 
+DEVICE = "cpu"  # train.device of every sweep (--device)
+
+
 def sweep(args: list[str], cwd: Path) -> tuple[float, str]:
     global CPU_S
+    args = [*args, f"train.device={DEVICE}"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
@@ -82,7 +89,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=list(GRIDS), choices=list(GRIDS))
     ap.add_argument("--steps", type=int, default=10_000, help="steps for grids under 5,000")
-    ap.add_argument("--big-steps", type=int, default=2_000, help="steps for 5,000 and more")
+    ap.add_argument("--big-steps", type=int, default=2_000, help="steps for the big sizes")
+    ap.add_argument(
+        "--big-from", type=int, default=5000, help="sizes from this many models are big"
+    )
     ap.add_argument(
         "--paper",
         action="store_true",
@@ -98,7 +108,23 @@ def main() -> None:
     ap.add_argument(
         "--cache", help="compile cache for --phase (default: a fresh one, filled first)"
     )
+    ap.add_argument(
+        "--runs",
+        nargs="+",
+        default=["cold", "warm"],
+        choices=["cold", "warm"],
+        help="warm alone: one cache for every size, filled first by a 10-step compiled sweep",
+    )
+    ap.add_argument("--device", default="cpu", help="train.device (cuda: skipped without one)")
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = args.device
+    if DEVICE.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            print(f"train.device={DEVICE}: no CUDA device on this machine; skipped")
+            return
     print(
         f"{os.cpu_count()} cores; python -m sweep, 2→1 ReLU phase grids, launcher=local, "
         "workers=auto, train.compile=auto",
@@ -112,10 +138,14 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="toysweep-e2e-") as tmp:
         work = Path(tmp)
+        shared = work / "cache-shared"
+        if args.runs == ["warm"]:  # one 2→1 kernel serves every size: compile it once
+            fill = [*grid_args(245, 10, work / "fill", shared), "train.compile=true"]
+            sweep(fill, work)
         for models in args.sizes:
-            steps = args.big_steps if models >= 5000 else args.steps
-            cache = work / f"cache-{models}"
-            for run in ("cold", "warm"):
+            steps = args.big_steps if models >= args.big_from else args.steps
+            cache = shared if args.runs == ["warm"] else work / f"cache-{models}"
+            for run in args.runs:
                 store = work / f"{run}-{models}"
                 wall, out = sweep(grid_args(models, steps, store, cache), work)
                 m = SUMMARY.search(out)

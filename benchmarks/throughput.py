@@ -139,6 +139,38 @@ def baseline_stepper(n: int, m: int, inst: int, batch: int, device):
     return step
 
 
+def machine_limits(threads: int, seconds: float = 1.0) -> dict[str, float]:
+    """This CPU's ceilings at `threads` torch threads, for reading the model-steps/s: peak
+    float32 FLOP/s of a large square matmul (2n³ per product) and memory bandwidth of a large
+    copy (bytes read + written per second), each the best of repeated runs for `seconds`."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+    def best(fn, work: float) -> float:
+        fn()
+        rate, t_end = 0.0, time.perf_counter() + seconds
+        while time.perf_counter() < t_end:
+            t0 = time.perf_counter()
+            fn()
+            rate = max(rate, work / (time.perf_counter() - t0))
+        return rate
+
+    n = 1024
+    a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
+    src, dst = torch.randn(2**25), torch.empty(2**25)  # 128 MiB each: far beyond the caches
+    return {
+        "flops": best(lambda: torch.mm(a, b, out=c), 2 * n**3),
+        "bandwidth": best(lambda: dst.copy_(src), 2 * src.numel() * 4),
+    }
+
+
+def step_flops(n: int, m: int, batch: int) -> float:
+    """Matmul FLOP of one model's training step on the fused bmm path (n features, m hidden):
+    h = Wx, z = Wᵀh, dh = Wg, dW = h gᵀ + dh xᵀ: five (m × n) by (n × batch) products."""
+    return 5 * 2 * m * n * batch
+
+
 def worker(spec: dict) -> dict:
     """One measurement (or one process of a project measurement), in its own process: build,
     warm up, wait for the other processes of the measurement, time."""
@@ -322,11 +354,24 @@ def main() -> None:
         )
     }
     common["workers"] = args.workers if args.workers == "auto" else int(args.workers)
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            print(f"--device {args.device}: no CUDA device on this machine; skipped")
+            return
     print(
         f"load average {os.getloadavg()[0]:.1f} / {os.getloadavg()[1]:.1f} / "
         f"{os.getloadavg()[2]:.1f} (1 / 5 / 15 min) on {os.cpu_count()} cores",
         flush=True,
     )
+    limits = machine_limits(1) if args.device == "cpu" else None
+    if limits:
+        print(
+            f"this CPU at 1 thread: matmul {limits['flops'] / 1e9:.1f} GFLOP/s (1024² float32), "
+            f"copy {limits['bandwidth'] / 1e9:.1f} GB/s (128 MiB, read + write)",
+            flush=True,
+        )
     if args.scale is not None:
         scale(args, common)
         return
@@ -382,6 +427,18 @@ def main() -> None:
             f"{label:40s} {proj:12,.0f} {base:10,.0f} {proj / base:6.1f}× {per:>16s} "
             f"{pk:8.0f}/{bk:<8.0f}"
         )
+    if limits:  # how far the project's matmuls are from the CPU's matmul peak, per process
+        for name in args.cases:
+            n, m, axes = CASES[name]
+            row = next(r for r in rows if r[0].startswith(f"({name})"))
+            if isinstance(axes, str):
+                continue
+            procs = row[-1]["processes"]
+            flops = row[1] * step_flops(n, m, 1024) / procs
+            print(
+                f"({name}) {n}→{m}: the project's matmuls {flops / 1e9:.1f} GFLOP/s per process "
+                f"= {flops / limits['flops']:.0%} of this CPU's 1-thread matmul peak"
+            )
 
 
 def scale(args: argparse.Namespace, common: dict) -> None:
