@@ -75,8 +75,10 @@ def run(cmd: list[str], marks: Path, cwd: Path) -> tuple[float, float, list[dict
 
 def phases(t0: float, t1: float, marks: list[dict], interp: float) -> dict[str, float]:
     """Seconds per phase from the marks of one sweep (see the module doc)."""
-    at = {m["phase"]: m["t"] for m in marks if m["phase"] in (*SWEEP_PHASES, "jobs", "finish")}
-    at.update({m["phase"]: m["t"] for m in marks if m["phase"] == "analysis"})
+    driver = next(m["pid"] for m in marks if m["phase"] == "imports")  # its first mark
+    mine = [m for m in marks if m["pid"] == driver]  # (a warm worker marks its imports too)
+    at = {m["phase"]: m["t"] for m in mine if m["phase"] in (*SWEEP_PHASES, "jobs", "finish")}
+    at.update({m["phase"]: m["t"] for m in mine if m["phase"] == "analysis"})
     out = {"interpreter": interp}
     prev = t0 + interp
     for name in SWEEP_PHASES:
@@ -113,6 +115,7 @@ def main() -> None:
     ap.add_argument("--runs", nargs="+", default=["cold", "warm"], choices=["cold", "warm"])
     ap.add_argument("--device", default="cpu", help="train.device (cuda: skipped without one)")
     ap.add_argument("--json", help="also write every run's phases to this file")
+    ap.add_argument("--cache", help="compile cache of the warm runs (default: the cold run's)")
     ap.add_argument(
         "--set",
         nargs="*",
@@ -140,7 +143,7 @@ def main() -> None:
         for case in args.cases:
             if case == "analysis":
                 continue
-            cache = work / f"cache-{case}"
+            cache = Path(args.cache) if args.cache else work / f"cache-{case}"
             for kind in args.runs:
                 if kind == "cold":
                     shutil.rmtree(cache, ignore_errors=True)

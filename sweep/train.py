@@ -7,6 +7,7 @@ import copy
 import logging
 import math
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,10 @@ from sweep.groups import make_sampler
 from sweep.models import ToyModels, init_weights, instance_losses
 
 EVAL_BATCHES = 8  # the final loss is measured on 8 fresh batches (8192 samples by default)
+# tqdm's default lock is a multiprocessing RLock: a named semaphore per process, which a worker
+# stopped at the end of a sweep (sweep.cli.leave) leaves behind with a warning. loky's workers
+# are started independently, so such a lock never coordinated their bars anyway.
+tqdm.set_lock(threading.RLock())
 
 
 def resolve_device(name: str) -> torch.device:
