@@ -24,6 +24,7 @@ R, P, S = "relative_importance", "density", "shape"
 # Both boundaries of the extra feature along p: below r = 1 it is superposed or ignored, above
 # it superposed or dedicated (analysis.boundaries.DOMAIN); a shape without one gives NaN.
 NAMES = ["superposed|ignored", "superposed|dedicated"]
+EXACT_P = 8  # densities of one r row per quadrature call (8 x seeds models, ~1 GB at n = 4)
 # Shapes whose exact-minimum boundaries are tabulated (analysis/data/exact_boundaries_*.csv).
 EXACT_KINDS = {(2, 1): "2to1", (3, 2): "3to2"}
 
@@ -46,7 +47,21 @@ def seed_losses(store: xr.Dataset, agg: xr.Dataset, label: str, n: int, m: int) 
     usable = agg["usable_seed"].sel({S: label})
     if n <= MAX_FEATURES:
         one = store.sel({S: label}).isel(hidden=slice(0, m), feature=slice(0, n))
-        loss = boundaries.exact_seed_losses(one)
+        # a few cells at a time: at n = 4 the quadrature's work arrays take ~24 MB per model,
+        # and exact_seed_losses takes 256 models at once (measured: 6.2 GB peak on the grid)
+        loss = xr.concat(
+            [
+                xr.concat(
+                    [
+                        boundaries.exact_seed_losses(one.isel({R: [i], P: slice(j, j + EXACT_P)}))
+                        for j in range(0, one.sizes[P], EXACT_P)
+                    ],
+                    P,
+                )
+                for i in range(one.sizes[R])
+            ],
+            R,
+        )
     else:
         loss = agg["loss_seed"].sel({S: label})
     return loss.where(usable).transpose(R, P, "seed")

@@ -26,6 +26,7 @@ from analysis.metrics import PHASE_NAMES
 
 R, P, S = "relative_importance", "density", "shape"
 LINES = {"superposed|ignored": "-", "superposed|dedicated": "--"}
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
 def _shapes(a: xr.Dataset) -> list[tuple[str, int, int]]:
@@ -109,42 +110,46 @@ def diagrams(ctx: Context) -> dict[str, Figure]:
 
 
 def boundaries(ctx: Context) -> dict[str, Figure]:
-    """`dimension_boundaries`: every shape's measured boundaries p(r) with bands, coloured by
-    m/n; exact minima in black where tabulated."""
+    """`dimension_boundaries`: every shape's measured boundaries p(r), coloured by m/n, each
+    shape with its own marker and a small offset in r (several shapes share one m/n, and their
+    curves often coincide), the 95 % band as error bars; exact minima in black where tabulated."""
     a = ctx.analysis
     if "extra_boundary_density" not in a:
         return {"dimension_boundaries": panels.message_figure("(n, m) boundaries", "needs pairs")}
     shapes = _shapes(a)
     ratio = np.array([m / n for _, n, m in shapes])
-    norm = Normalize(vmin=0, vmax=max(1.0, float(ratio.max())))
-    cmap = plt.get_cmap("viridis")
-    fig, ax = plt.subplots(figsize=(7.8, 5.6), layout="constrained")
+    lo, hi = float(ratio.min()), float(ratio.max())
+    norm = Normalize(vmin=lo, vmax=hi if hi > lo else lo + 1)
+    cmap = plt.get_cmap("plasma")
+    fig, ax = plt.subplots(figsize=(8.4, 5.8), layout="constrained")
     r = a[R].values
-    for (label, n, m), q in zip(shapes, ratio, strict=True):
-        colour = cmap(norm(q) * 0.9)  # the palest end of viridis is unreadable on white
+    # offsets in r, a few percent, centred: coinciding boundaries stay apart
+    shift = 1.035 ** (np.arange(len(shapes)) - (len(shapes) - 1) / 2)
+    for k, ((label, n, m), q) in enumerate(zip(shapes, ratio, strict=True)):
+        colour = cmap(0.85 * norm(q))  # plasma's yellow end is unreadable on white
+        marker = MARKERS[k % len(MARKERS)]
         one = a.sel({S: label})
         for name, ls in LINES.items():
             b = one.sel(extra_boundary=name)
             loc = b["extra_boundary_density"].values
-            if not np.isfinite(loc).any():
+            ok = np.isfinite(loc)
+            if not ok.any():
                 continue
-            ax.fill_between(
-                r,
-                b["extra_boundary_density_lo"].values,
-                b["extra_boundary_density_hi"].values,
-                color=colour,
-                alpha=0.12,
-                linewidth=0,
-            )
-            ax.plot(
-                r,
-                loc,
+            ax.errorbar(
+                r[ok] * shift[k],
+                loc[ok],
+                yerr=[
+                    loc[ok] - b["extra_boundary_density_lo"].values[ok],
+                    b["extra_boundary_density_hi"].values[ok] - loc[ok],
+                ],
                 color=colour,
                 ls=ls,
-                lw=1.6,
-                marker="o",
-                ms=3,
-                label=f"{n} → {m}" if name == "superposed|ignored" else None,
+                lw=1.4,
+                marker=marker,
+                ms=4.5,
+                capsize=2,
+                elinewidth=0.7,
+                label=f"{n} → {m}" if name == "superposed|ignored" or not ok[r < 1].any() else None,
             )
             ax.plot(r, b["extra_boundary_exact"].values, color="black", ls=ls, lw=0.9)
     ax.set_xscale("log")
@@ -152,16 +157,17 @@ def boundaries(ctx: Context) -> dict[str, Figure]:
     ax.set_xlabel("relative importance r of the last feature")
     ax.set_ylabel("boundary density p")
     fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="m / n", shrink=0.8)
-    handles, _ = ax.get_legend_handles_labels()
-    handles += [
-        Line2D([], [], color="grey", ls="-", label="superposed | ignored (r < 1)"),
-        Line2D([], [], color="grey", ls="--", label="superposed | dedicated (r > 1)"),
+    handles, labels = ax.get_legend_handles_labels()
+    seen = dict(zip(labels, handles, strict=True))  # one entry per shape
+    extra: list[Artist] = [
+        Line2D([], [], color="grey", ls="-", label="superposed | ignored (r ≤ 1)"),
+        Line2D([], [], color="grey", ls="--", label="superposed | dedicated (r ≥ 1)"),
         Line2D([], [], color="black", lw=0.9, label="exact minimum (2→1, 3→2)"),
     ]
-    ax.legend(handles=handles, fontsize=7.5, loc="lower right", ncol=2)
+    ax.legend(handles=[*seen.values(), *extra], fontsize=7.5, loc="lower right", ncol=2)
     ax.set_title(
         "Where the extra feature leaves superposition, for each (n, m)\n"
-        "bands: 95 % seed bootstrap; n > 4 ranked by the lowest stored loss of the seeds",
+        "error bars: 95 % seed bootstrap; n > 4 ranked by the lowest stored loss of the seeds",
         fontsize=10,
     )
     return {"dimension_boundaries": fig}
