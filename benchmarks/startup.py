@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -60,13 +61,20 @@ def interpreter(repeats: int = 5) -> float:
     return statistics.median(times)
 
 
+CPU_S = 0.0  # CPU seconds (user + system) of the last command and the processes it waited for
+
+
 def run(cmd: list[str], marks: Path, cwd: Path) -> tuple[float, float, list[dict]]:
     """(start, end) unix times of one command and the marks its processes wrote."""
+    global CPU_S
     marks.unlink(missing_ok=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TOYSWEEP_TIMING": str(marks)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
     out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     t1 = time.time()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU_S = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-3000:]}")
     lines = marks.read_text().splitlines() if marks.exists() else []
@@ -106,7 +114,10 @@ def show(label: str, wall: float, ph: dict[str, float], extra: str = "") -> None
     parts = "  ".join(
         f"{k} {v:.2f}" for k, v in ph.items() if k not in ("jobs", "compiled") and v is not None
     )
-    print(f"{label}: wall {wall:.2f} s (load {load()}){extra}\n    {parts}", flush=True)
+    print(
+        f"{label}: wall {wall:.2f} s, CPU {CPU_S:.1f} s (load {load()}){extra}\n    {parts}",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -167,7 +178,7 @@ def main() -> None:
                     ph,
                     f", {ph['jobs']} job process(es), compiled {ph['compiled']}",
                 )
-                records.append({"case": case, "run": kind, "wall": t1 - t0, **ph})
+                records.append({"case": case, "run": kind, "wall": t1 - t0, "cpu": CPU_S, **ph})
         if "analysis" in args.cases:  # the analysis alone, of the default grid's store
             store = work / "default-warm"
             if not store.exists():
@@ -184,7 +195,9 @@ def main() -> None:
                     "exit": t1 - at["analysis"],
                 }
                 show(f"python -m analysis ({kind})", t1 - t0, ph)
-                records.append({"case": "analysis", "run": kind, "wall": t1 - t0, **ph})
+                records.append(
+                    {"case": "analysis", "run": kind, "wall": t1 - t0, "cpu": CPU_S, **ph}
+                )
     if args.json:
         Path(args.json).write_text(json.dumps(records, indent=1))
 

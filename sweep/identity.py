@@ -169,8 +169,6 @@ def check_identity(path: Path, expected: dict) -> None:
 
 def provenance(cfg: Any, schema_version: int) -> dict:
     """Attrs recording how a store was made: config, versions, commit, machine."""
-    import torch  # only the driver, creating a store, gets here
-
     from sweep import __version__
 
     libs = {}
@@ -189,7 +187,14 @@ def provenance(cfg: Any, schema_version: int) -> dict:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
-    device = "cuda: " + torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    # A CPU-only torch build ("+cpu") has no CUDA: then the driver, whose jobs may all run in
+    # worker processes, need not import torch (seconds) only to say so.
+    device = "cpu"
+    if not libs["torch"].endswith("+cpu"):
+        import torch  # only the driver, creating a store, gets here
+
+        if torch.cuda.is_available():
+            device = "cuda: " + torch.cuda.get_device_name()
     text = recorded_yaml(cfg)
     return {
         "schema_version": schema_version,
