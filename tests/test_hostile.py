@@ -156,7 +156,9 @@ RULES = [  # settings that tie several keys together
     ("train.warmup_steps=-1", "train.warmup_steps=-1"),
     ("data.relative_importance_features=[1,1]", "no duplicates"),
     ("data.relative_importance_features=[5]", "data.relative_importance_features=[5]"),
-    ("data.relative_importance_features=[-1]", "data.relative_importance_features=[-1]"),
+    # -1 is the last feature (issue 23's dimension grid); -3 lies before the first at n = 2
+    ("data.relative_importance_features=[-3]", "data.relative_importance_features=[-3]"),
+    ("data.relative_importance_features=[1,-1]", "no duplicates"),
     ("data.density_features=[0,0]", "no duplicates"),
     ("data.density_features=[2]", "data.density_features=[2]"),
     ("data.importance.schedule=exponential data.importance.start=0", "data.importance.start"),
