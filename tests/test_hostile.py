@@ -684,8 +684,8 @@ def test_cli_keyboard_interrupt_one_line_then_resume(tmp_path):
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 130
-    assert err.strip().splitlines()[-1].startswith("error: interrupted")
+    assert proc.returncode == 130, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith("error: interrupted"), err[-3000:]
     open_store(path)  # the interrupted store still opens (a rerun resumes it)
 
 
