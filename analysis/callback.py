@@ -80,6 +80,8 @@ def run_analysis(config: DictConfig) -> dict[str, Any] | None:
 def finish(config: DictConfig) -> None:
     """`run_analysis`, ending the process in one line with a nonzero exit if it fails: a
     refused store or setting exit 2, anything else (an unwritable figures folder) exit 1."""
+    if _section(config).get("run", True) is False:  # checked before the sweep; nothing to draw
+        return  # (and nothing to import: analysis.report loads matplotlib, seconds)
     from analysis.report import AnalysisError
     from sweep.reader import StoreError
 

@@ -156,8 +156,8 @@ def leave(code: int) -> NoReturn:
     sys.stderr.flush()
     loky = sys.modules.get("joblib.externals.loky.reusable_executor")
     executor = getattr(loky, "_executor", None)  # the workers of this process, if it started any
-    if executor is not None:  # killed: their own exit tears down torch (seconds each)
-        executor.shutdown(wait=True, kill_workers=True)
+    if executor is not None:  # each ends quickly (toysweep_launcher._exit_quickly)
+        executor.shutdown(wait=True)
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -14,6 +14,7 @@ Workers stop when the driver dies, by any signal (`DriverWatch`): loky's workers
 on for minutes after a SIGKILL of the driver, orphaned to init.
 """
 
+import atexit
 import logging
 import os
 import threading
@@ -54,6 +55,18 @@ WATCH_SECONDS = 0.5
 _watching: set[int] = set()  # drivers this process watches already (loky reuses workers)
 
 
+def _exit_quickly() -> None:
+    """A worker's exit (its first atexit handler to run): logging's and multiprocessing's exit
+    handlers (which release the worker's semaphores: a killed worker leaked them, with a
+    warning), then leave without tearing down torch's thousands of modules, which took
+    seconds per worker at the end of every sweep (the driver waits for its workers)."""
+    from multiprocessing import util
+
+    logging.shutdown()
+    util._exit_function()  # multiprocessing's exit handler: finalizers, semaphores released
+    os._exit(0)
+
+
 def watch_driver(driver: int) -> None:
     """Exit this process as soon as the process `driver` is gone (a daemon thread polls).
 
@@ -67,6 +80,8 @@ def watch_driver(driver: int) -> None:
     """
     if driver == os.getpid() or driver in _watching:
         return
+    if not _watching:
+        atexit.register(_exit_quickly)
     _watching.add(driver)
     direct = os.getppid() == driver
 
