@@ -243,6 +243,10 @@ def analysis_path(store_path: Path | str) -> Path:
 def write_atomic(ds: xr.Dataset, path: Path) -> Path:
     """Write ds as a zarr store at path: to a temporary sibling first, then renamed into place."""
     path = Path(path)
+    if path.exists() and not (path / ".zmetadata").is_file():
+        # Only an earlier output (a consolidated zarr store) is replaced: a file or a folder of
+        # anything else there is the user's, and would be moved aside and deleted below.
+        raise FileExistsError(f"{path} exists and is not an analysis store; move it away first")
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     old = path.parent / f".{path.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:

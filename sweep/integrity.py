@@ -349,7 +349,11 @@ def reset_damaged(path: Path, flag: str = FLAG) -> list[str]:
 
 
 def _sound(c: Cover, path: Path, lead: tuple[int, ...]) -> bool:
-    """A chunk with no files, or with a record that holds and readable flags."""
+    """A chunk with no files, or one whose record holds, whose flags can be read, and with no
+    flag set on a cell its record does not vouch for. Why the last: a writer sets flags only
+    after its record, so a flag beyond the record was set by hand or by damage; left there, it
+    would outlive the repair on a cell that no run trains again (a refinement point not
+    chosen this time) and claim NaN weights finished."""
     files = [a.folder / k for a in (c.flag, *c.cells.values()) for k in a.files(lead)]
     if not any(f.exists() for f in files):
         return True
@@ -358,7 +362,9 @@ def _sound(c: Cover, path: Path, lead: tuple[int, ...]) -> bool:
         for i, n, s in zip(lead, c.flag.chunks, c.flag.shape, strict=True)
     )
     size = tuple(sl.stop - sl.start for sl in cell)
-    return bool(_committed(c, path, lead, size).any()) and _read(c.flags, cell) is not None
+    vouched = _committed(c, path, lead, size)
+    flags = _read(c.flags, cell)
+    return bool(vouched.any()) and flags is not None and not (flags.astype(bool) & ~vouched).any()
 
 
 def record_template(path: Path, flag: str = FLAG) -> None:

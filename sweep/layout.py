@@ -246,8 +246,10 @@ def _sizes(d: dict) -> str:
 
 
 def repair_metadata(path: Path) -> list[str]:
-    """Rewrite the per-array metadata files (.zarray/.zattrs) that went missing, from the
-    consolidated copy; returns what was rebuilt (e.g. a deleted `finished` array)."""
+    """Rewrite the per-array metadata files (.zarray/.zattrs) that went missing or no longer
+    say what the consolidated copy says (truncated, garbage), from that copy; returns what was
+    rebuilt (e.g. a deleted `finished` array). Readers use the consolidated copy, so a damaged
+    file would otherwise stay unnoticed until something opened the array without it."""
     try:
         meta = json.loads((path / ".zmetadata").read_text())["metadata"]
     except (OSError, ValueError, KeyError):
@@ -255,11 +257,18 @@ def repair_metadata(path: Path) -> list[str]:
     rebuilt = []
     for key, value in meta.items():
         target = path / key
-        if not target.exists():
+        if _json_or_none(target) != value:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(json.dumps(value, indent=4, sort_keys=True))
             rebuilt.append(key)
     return rebuilt
+
+
+def _json_or_none(file: Path) -> Any:
+    try:
+        return json.loads(file.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 WALK = 10_000
