@@ -25,8 +25,9 @@ R, P, S = "relative_importance", "density", "shape"
 # it superposed or dedicated (analysis.boundaries.DOMAIN); a shape without one gives NaN.
 NAMES = ["superposed|ignored", "superposed|dedicated"]
 EXACT_P = 8  # densities of one r row per quadrature call (8 x seeds models, ~1 GB at n = 4)
-# Shapes whose exact-minimum boundaries are tabulated (analysis/data/exact_boundaries_*.csv).
-EXACT_KINDS = {(2, 1): "2to1", (3, 2): "3to2"}
+# Shapes whose exact-minimum boundaries can be tabulated (analysis.exact_minimum: the quadrature
+# reaches n <= 4); the tables, analysis/data/exact_boundaries_*.csv, say at which r.
+EXACT_KINDS = {(2, 1): "2to1", (3, 2): "3to2", (4, 2): "4to2", (4, 3): "4to3"}
 
 
 def applies(store: xr.Dataset) -> bool:
@@ -115,7 +116,8 @@ def dimension_dataset(store: xr.Dataset, agg: xr.Dataset, n_boot: int = boundari
                 for name in NAMES
             ]
         )
-        reference.append("exact minimum" if kind else "none tabulated")
+        found_any = bool(np.isfinite(curve).any())
+        reference.append("exact minimum" if found_any else "none tabulated")
         found["boundary_exact"] = (("boundary", R), curve)
         rows.append(found)
     # Named apart from a phase grid's boundary variables (analysis.boundaries), which the

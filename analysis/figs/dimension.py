@@ -44,7 +44,7 @@ def _seed_note(a: xr.Dataset, label: str) -> str:
     else:
         ranked = f"lowest stored loss of {k} seeds (n > 4: no quadrature)"
     if str(a["boundary_reference"].sel({S: label}).values) == "exact minimum":
-        return ranked + "\nblack: exact minimum"
+        return ranked + "\nblack: exact minimum (tabulated r)"
     return ranked + "\nno exact minimum tabulated"
 
 
@@ -162,7 +162,7 @@ def boundaries(ctx: Context) -> dict[str, Figure]:
     extra: list[Artist] = [
         Line2D([], [], color="grey", ls="-", label="superposed | ignored (r ≤ 1)"),
         Line2D([], [], color="grey", ls="--", label="superposed | dedicated (r ≥ 1)"),
-        Line2D([], [], color="black", lw=0.9, label="exact minimum (2→1, 3→2)"),
+        Line2D([], [], color="black", lw=0.9, label="exact minimum, where tabulated"),
     ]
     ax.legend(handles=[*seen.values(), *extra], fontsize=7.5, loc="lower right", ncol=2)
     ax.set_title(
