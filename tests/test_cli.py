@@ -10,6 +10,8 @@ import pytest
 import xarray as xr
 import yaml
 
+from sweep import driver
+from sweep.__main__ import preflight
 from tests.conftest import run_cli
 
 TINY = [
@@ -110,7 +112,30 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize(("override", "expected"), BAD, ids=[b[0] for b in BAD])
+# Through the real command, one input per kind of check (a process costs ~10 s of imports on
+# the 2-core machine): a schema choice and a type, a range, a rule across settings, an axis, a
+# key, the grammar and a config group (Hydra's own), a store path and a device. Every input of
+# BAD is also refused in-process below, through the same checks (preflight, then the store's).
+THROUGH_THE_COMMAND = {
+    "model.kind=sigmoid",
+    "train.lr=fast",
+    "train.steps=0",
+    "train.warmup_steps=50",
+    "+grid.axes.temperature=[1,2]",
+    "no_such_key=1",
+    "train.steps=[1,2",
+    "launcher=pbs",
+    "store.path=/proc/toysweep/phase",
+    "train.device=cuda:7",
+}
+CLI_BAD = [b for b in BAD if b[0] in THROUGH_THE_COMMAND]
+
+
+def test_every_input_through_the_command_is_a_bad_one():
+    assert len(CLI_BAD) == len(THROUGH_THE_COMMAND)
+
+
+@pytest.mark.parametrize(("override", "expected"), CLI_BAD, ids=[b[0] for b in CLI_BAD])
 def test_bad_input_one_line_nothing_written(tmp_path, override, expected):
     store = tmp_path / "phase"
     extra = [] if override.startswith("store.path=") else [f"store.path={store}"]
@@ -122,6 +147,24 @@ def test_bad_input_one_line_nothing_written(tmp_path, override, expected):
     # our checks say what is allowed; Hydra's own (unknown key, syntax) say where it came from
     assert "expected" in lines[0] or "(from the command line)" in lines[0]
     assert not store.exists()
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(("override", "expected"), BAD, ids=[b[0] for b in BAD])
+def test_bad_input_refused_in_process_nothing_written(tmp_path, monkeypatch, capsys, override,
+                                                      expected):
+    """The command's own checks, in this process: preflight (argv, composition, schema,
+    settings), then the store's (driver.prepare), as `python -m sweep` runs them."""
+    monkeypatch.chdir(tmp_path)
+    store = tmp_path / "phase"
+    extra = [] if override.startswith("store.path=") else [f"store.path={store}"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        driver.prepare(preflight([*TINY, *override.split(), *extra])).lock.close()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2, lines
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], lines
+    assert "expected" in lines[0] or "(from the command line)" in lines[0]
     assert not any(tmp_path.iterdir())
 
 
