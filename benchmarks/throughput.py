@@ -194,20 +194,25 @@ def worker(spec: dict) -> dict:
         inst = plan.n_cells
         jobs = [(inst, baseline_stepper(n, m, inst, int(cfg.train.batch_size), device))]
     else:
-        jobs = []  # one trainer per block (job) of the grid: this process's share of them
-        for block in plan.blocks[spec["part"] :: spec["parts"]]:
-            ins = plan.instances(block)
+        from sweep.jobs import chunks_of, group
+
+        # one trainer per job, as a sweep groups the grid's storage chunks into jobs (about one
+        # per worker): this process's share of them
+        jobs = []
+        for name in group(plan, plan.block_keys)[spec["part"] :: spec["parts"]]:
+            job = plan.job(chunks_of(plan, name))
             tr = make_trainer(
-                block.shape.model,
-                ins.seed,
-                ins.density,
-                ins.importance,
-                block.shape.n_hidden,
+                job.kind,
+                job.seeds,
+                job.density,
+                job.importance,
+                job.n_hidden,
                 cfg.train,
-                block.shape.correlation,
-                int(cfg.data.set_size),
+                job.correlation,
+                job.set_size,
+                job.shape_instances,
             )
-            jobs.append((len(ins.seed), tr.step))
+            jobs.append((len(job.seeds), tr.step))
         inst = sum(k for k, _ in jobs)
     for _, step in jobs:  # warm-up (includes torch.compile when on)
         for i in range(args.warmup):
@@ -226,7 +231,7 @@ def worker(spec: dict) -> dict:
         model_steps, secs = model_steps + k * steps, secs + t
     return {
         "inst": inst,
-        "blocks": len(jobs),
+        "blocks": len(jobs),  # jobs
         "model_steps": model_steps,
         "model_steps_per_s": model_steps / secs,
         "steps": steps,
@@ -431,7 +436,7 @@ def main() -> None:
         for name in args.cases:
             n, m, axes = CASES[name]
             row = next(r for r in rows if r[0].startswith(f"({name})"))
-            if isinstance(axes, str):
+            if isinstance(axes, str) or 2 * n < 5 * m:  # a grid file, or the gram form
                 continue
             procs = row[-1]["processes"]
             flops = row[1] * step_flops(n, m, 1024) / procs
