@@ -254,10 +254,12 @@ def _sizes(d: dict) -> str:
 
 
 def repair_metadata(path: Path) -> list[str]:
-    """Rewrite the per-array metadata files (.zarray/.zattrs) that went missing or no longer
-    say what the consolidated copy says (truncated, garbage), from that copy; returns what was
-    rebuilt (e.g. a deleted `finished` array). Readers use the consolidated copy, so a damaged
-    file would otherwise stay unnoticed until something opened the array without it."""
+    """Rewrite the metadata files that went missing, and the per-array ones (.zarray/.zattrs
+    of an array) that no longer say what the consolidated copy says (truncated, garbage), from
+    that copy; returns what was rebuilt (e.g. a deleted `finished` array). Readers use the
+    consolidated copy, so a damaged array's file would otherwise stay unnoticed until something
+    opened the array without it. (The store's own .zattrs is left as it is when present: it is
+    what `writes.update_attrs` consolidates from.)"""
     try:
         meta = json.loads((path / ".zmetadata").read_text())["metadata"]
     except (OSError, ValueError, KeyError):
@@ -265,7 +267,7 @@ def repair_metadata(path: Path) -> list[str]:
     rebuilt = []
     for key, value in meta.items():
         target = path / key
-        if _json_or_none(target) != value:
+        if not target.exists() or ("/" in key and _json_or_none(target) != value):
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(json.dumps(value, indent=4, sort_keys=True))
             rebuilt.append(key)
