@@ -601,7 +601,9 @@ def test_overwrite_keeps_the_old_store_when_the_new_run_fails(
     def broken(*a, **k):
         raise RuntimeError("CUDA error: no kernel image is available")
 
-    monkeypatch.setattr(driver, "train_block", broken)
+    import sweep.train
+
+    monkeypatch.setattr(sweep.train, "train_block", broken)  # the driver imports it when used
     with pytest.raises(SystemExit) as exc:
         driver.prepare(make_config([*BASE, "train.lr=0.01", "store.mode=overwrite"], store=path))
     (line,) = capsys.readouterr().err.strip().splitlines()
