@@ -36,7 +36,16 @@ from analysis.metrics import PHASE_NAMES, classify_phases
 from sweep.quadrature import _loss_and_grad
 
 TABLE = Path(__file__).resolve().parent / "data" / "exact_boundaries.csv"  # + _<kind>
-SHAPES = {"2to1": (2, 1), "3to2": (3, 2)}  # kind -> (n features, m hidden)
+# kind -> (n features, m hidden). 2→1 and 3→2 have closed-form candidates (analysis.theory)
+# as starts; the n = 4 shapes of the dimension grid (the quadrature's reach, n <= 4) start from
+# warm and random starts only.
+SHAPES = {"2to1": (2, 1), "3to2": (3, 2), "4to2": (4, 2), "4to3": (4, 3)}
+
+
+def importances(kind: str, r: float) -> np.ndarray:
+    """n − 1 features of importance 1, the last at r (the phase and dimension grids)."""
+    n, _ = SHAPES[kind]
+    return np.array([1.0] * (n - 1) + [r])
 
 
 class Minimum(NamedTuple):
@@ -88,10 +97,10 @@ def global_minimum(
     the `warm` parameter vectors (W.ravel() then b), and `random_starts` xavier-normal W, b = 0.
     """
     n, m = SHAPES[kind]
-    imp = theory.importances(kind, r)
+    imp = importances(kind, r)
     rng = np.random.default_rng(seed)
     starts = list(warm)
-    for cand in theory.CANDIDATES[kind]:
+    for cand in theory.CANDIDATES.get(kind, ()):
         W, b = theory.candidate_params(kind, cand.name, p)
         starts.append(np.concatenate([W.ravel(), b]))
         W2 = W.copy()
@@ -164,6 +173,11 @@ def boundaries_at(
 SETTINGS: dict[str, dict[str, Any]] = {
     "2to1": {"scan": 25, "tol_decades": 2e-4},
     "3to2": {"p_min": 0.05, "scan": 9, "random_starts": 4, "tol_decades": 5e-4},
+    # n = 4: one loss-and-gradient evaluation takes ~0.15 s on the loaded 2-core machine (3→2:
+    # 3 ms), so a coarse scan and a bisection to 0.01 decades (the trained boundaries' bands
+    # are wider); no closed-form candidates, so more random starts at the scan points.
+    "4to2": {"p_min": 0.05, "scan": 7, "random_starts": 4, "tol_decades": 0.01},
+    "4to3": {"p_min": 0.05, "scan": 7, "random_starts": 4, "tol_decades": 0.01},
 }
 HEADER = (
     "# Exact expected-loss minimum: phase boundaries of the extra feature.\n"
@@ -258,7 +272,10 @@ def closed_form_curve(kind: str, name: str, r: np.ndarray | float) -> np.ndarray
 def main(argv: list[str] | None = None) -> int:
     """Recompute a table, e.g. the stored ones:
     `python -m analysis.exact_minimum 2to1 --points 41` (24 min on the loaded 2-core machine);
-    `python -m analysis.exact_minimum 3to2 --r 0.1 0.2 0.3728 0.5179 0.7197 0.85 1 1.389 3`.
+    `python -m analysis.exact_minimum 3to2 --r 0.1 0.2 0.3728 0.5179 0.7197 0.85 1 1.389 3`;
+    `python -m analysis.exact_minimum 4to2 --r 0.316227 0.562342` (and 4to3: 14-16 min each on
+    the loaded 2-core machine; the r values bracket the dimension grid's, whose table lookup
+    interpolates only inside the tabulated range).
     """
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("kind", choices=sorted(SHAPES))
