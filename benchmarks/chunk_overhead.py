@@ -51,5 +51,7 @@ def measure(size: int) -> tuple[int, float, float]:
 if __name__ == "__main__":
     for size in (15, 75, 375, 1125):
         k, w, c = measure(size)
-        print(f"chunks of <= {size:5d} models: {k:4d} chunks, write {w:6.1f} ms/chunk, "
-              f"check {c:6.1f} ms/chunk, {(w + c) * k / 1125:6.2f} ms per model")
+        print(
+            f"chunks of <= {size:5d} models: {k:4d} chunks, write {w:6.1f} ms/chunk, "
+            f"check {c:6.1f} ms/chunk, {(w + c) * k / 1125:6.2f} ms per model"
+        )

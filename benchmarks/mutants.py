@@ -36,8 +36,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-TRAINING = ["tests/test_schedules.py", "tests/test_truth.py", "tests/test_speed_science.py",
-            "tests/test_engine.py"]
+TRAINING = [
+    "tests/test_schedules.py",
+    "tests/test_truth.py",
+    "tests/test_speed_science.py",
+    "tests/test_engine.py",
+]
 DATA = ["tests/test_truth.py", "tests/test_engine.py", "tests/test_schedules.py"]
 STORAGE = ["tests/test_truth.py", "tests/test_engine.py"]
 METRICS = ["tests/test_pins.py", "tests/test_metrics.py", "tests/test_analysis.py"]
@@ -58,148 +62,325 @@ class Fault:
 
 FAULTS = [
     # ---- training
-    Fault("fused-bias-grad", "training", "sweep/fused.py",
-          "gW = torch.bmm(W, M + M.transpose(1, 2))  # (inst, m, n)\n"
-          "    return loss, gW, g.sum(-1)",
-          "gW = torch.bmm(W, M + M.transpose(1, 2))  # (inst, m, n)\n"
-          "    return loss, gW, 0 * g.sum(-1)",
-          "bias gradient dropped in the fused 2→1 (gram) path", TRAINING),
-    Fault("fused-relu-mask", "training", "sweep/kinds/relu.py",
-          "return r, torch.where(z > 0, r, 0)", "return r, r",
-          "gradient passes through the output ReLU where it is off (fused path)", TRAINING),
-    Fault("adamw-bias-correction", "training", "sweep/fused.py",
-          "lr / (1 - b1**t), math.sqrt(1 - b2**t)",
-          "lr / (1 - b1**(t + 1)), math.sqrt(1 - b2**t)",
-          "AdamW first-moment bias correction one step ahead (fused)", TRAINING),
-    Fault("adamw-second-moment", "training", "sweep/fused.py",
-          "v.mul_(b2).addcmul_(g, g, value=1 - b2)",
-          "v.mul_(b2).addcmul_(g, g, value=1 - b1)",
-          "AdamW second moment updated with beta1 (fused)", TRAINING),
-    Fault("fused-weight-decay", "training", "sweep/fused.py",
-          "p.mul_(1 - coef[1])", "p.mul_(1 - 0.1 * coef[1])",
-          "fused AdamW applies a tenth of the weight decay", TRAINING),
-    Fault("privileged-hidden-mask", "training", "sweep/kinds/privileged.py",
-          "lambda dh: torch.where(h > 0, dh, 0)", "lambda dh: dh",
-          "fused privileged model: gradient ignores the hidden ReLU", TRAINING),
-    Fault("autograd-relu-bias", "training", "sweep/kinds/relu.py",
-          "return torch.relu(torch.baddbmm(b.unsqueeze(1), h, W))",
-          "return torch.relu(torch.bmm(h, W))",
-          "autograd ReLU model forgets its bias", TRAINING),
-    Fault("lr-warmup-off-by-one", "training", "sweep/train.py",
-          "return (step + 1) / warm", "return step / warm",
-          "warm-up multiplier one step late", TRAINING),
-    Fault("lr-schedule-off-by-one", "training", "sweep/train.py",
-          "frac = (step - warm) / max(1, steps - warm)",
-          "frac = (step + 1 - warm) / max(1, steps - warm)",
-          "decay schedule one step ahead", TRAINING),
-    Fault("fused-lr-step", "training", "sweep/fused.py",
-          "lr = self.lr * self.lr_factor(step)", "lr = self.lr * self.lr_factor(step + 1)",
-          "fused backend reads the lr of the next step", TRAINING),
+    Fault(
+        "fused-bias-grad",
+        "training",
+        "sweep/fused.py",
+        "gW = torch.bmm(W, M + M.transpose(1, 2))  # (inst, m, n)\n    return loss, gW, g.sum(-1)",
+        "gW = torch.bmm(W, M + M.transpose(1, 2))  # (inst, m, n)\n"
+        "    return loss, gW, 0 * g.sum(-1)",
+        "bias gradient dropped in the fused 2→1 (gram) path",
+        TRAINING,
+    ),
+    Fault(
+        "fused-relu-mask",
+        "training",
+        "sweep/kinds/relu.py",
+        "return r, torch.where(z > 0, r, 0)",
+        "return r, r",
+        "gradient passes through the output ReLU where it is off (fused path)",
+        TRAINING,
+    ),
+    Fault(
+        "adamw-bias-correction",
+        "training",
+        "sweep/fused.py",
+        "lr / (1 - b1**t), math.sqrt(1 - b2**t)",
+        "lr / (1 - b1**(t + 1)), math.sqrt(1 - b2**t)",
+        "AdamW first-moment bias correction one step ahead (fused)",
+        TRAINING,
+    ),
+    Fault(
+        "adamw-second-moment",
+        "training",
+        "sweep/fused.py",
+        "v.mul_(b2).addcmul_(g, g, value=1 - b2)",
+        "v.mul_(b2).addcmul_(g, g, value=1 - b1)",
+        "AdamW second moment updated with beta1 (fused)",
+        TRAINING,
+    ),
+    Fault(
+        "fused-weight-decay",
+        "training",
+        "sweep/fused.py",
+        "p.mul_(1 - coef[1])",
+        "p.mul_(1 - 0.1 * coef[1])",
+        "fused AdamW applies a tenth of the weight decay",
+        TRAINING,
+    ),
+    Fault(
+        "privileged-hidden-mask",
+        "training",
+        "sweep/kinds/privileged.py",
+        "lambda dh: torch.where(h > 0, dh, 0)",
+        "lambda dh: dh",
+        "fused privileged model: gradient ignores the hidden ReLU",
+        TRAINING,
+    ),
+    Fault(
+        "autograd-relu-bias",
+        "training",
+        "sweep/kinds/relu.py",
+        "return torch.relu(torch.baddbmm(b.unsqueeze(1), h, W))",
+        "return torch.relu(torch.bmm(h, W))",
+        "autograd ReLU model forgets its bias",
+        TRAINING,
+    ),
+    Fault(
+        "lr-warmup-off-by-one",
+        "training",
+        "sweep/train.py",
+        "return (step + 1) / warm",
+        "return step / warm",
+        "warm-up multiplier one step late",
+        TRAINING,
+    ),
+    Fault(
+        "lr-schedule-off-by-one",
+        "training",
+        "sweep/train.py",
+        "frac = (step - warm) / max(1, steps - warm)",
+        "frac = (step + 1 - warm) / max(1, steps - warm)",
+        "decay schedule one step ahead",
+        TRAINING,
+    ),
+    Fault(
+        "fused-lr-step",
+        "training",
+        "sweep/fused.py",
+        "lr = self.lr * self.lr_factor(step)",
+        "lr = self.lr * self.lr_factor(step + 1)",
+        "fused backend reads the lr of the next step",
+        TRAINING,
+    ),
     # ---- data
-    Fault("density-not-rescaled", "data", "sweep/fused.py",
-          "return torch.where(u < p, 2 * u / p - 1 if signed else u / p, 0)",
-          "return torch.where(u < p, 2 * u / p - 1 if signed else u, 0)",
-          "active values U[0, p] instead of U[0, 1] (fused inputs)", DATA),
-    Fault("fused-absval-unsigned", "data", "sweep/fused.py",
-          "2 * u / p - 1 if signed else u / p", "u / p",
-          "fused absval inputs never negative (U[0,1] instead of U[-1,1])", DATA),
-    Fault("density-complement", "data", "sweep/data.py",
-          "return torch.where(u < p, 2 * u / p - 1 if self.signed else u / p, 0)",
-          "return torch.where(u < 1 - p, 2 * u / p - 1 if self.signed else u / p, 0)",
-          "autograd sampler: feature active with probability 1 − p", DATA),
-    Fault("absval-unsigned", "data", "sweep/data.py",
-          "2 * u / p - 1 if self.signed else u / p", "u / p",
-          "autograd sampler: absval inputs never negative", DATA),
-    Fault("importance-squared", "data", "sweep/grid.py",
-          "imp[f] *= relative_importance", "imp[f] *= relative_importance**2",
-          "relative importance applied squared", DATA),
-    Fault("geometric-importance", "data", "sweep/grid.py",
-          'return float(spec["ratio"]) ** i', 'return float(spec["ratio"]) ** (i + 1)',
-          "geometric importance starts at ratio instead of 1", DATA),
+    Fault(
+        "density-not-rescaled",
+        "data",
+        "sweep/fused.py",
+        "return torch.where(u < p, 2 * u / p - 1 if signed else u / p, 0)",
+        "return torch.where(u < p, 2 * u / p - 1 if signed else u, 0)",
+        "active values U[0, p] instead of U[0, 1] (fused inputs)",
+        DATA,
+    ),
+    Fault(
+        "fused-absval-unsigned",
+        "data",
+        "sweep/fused.py",
+        "2 * u / p - 1 if signed else u / p",
+        "u / p",
+        "fused absval inputs never negative (U[0,1] instead of U[-1,1])",
+        DATA,
+    ),
+    Fault(
+        "density-complement",
+        "data",
+        "sweep/data.py",
+        "return torch.where(u < p, 2 * u / p - 1 if self.signed else u / p, 0)",
+        "return torch.where(u < 1 - p, 2 * u / p - 1 if self.signed else u / p, 0)",
+        "autograd sampler: feature active with probability 1 − p",
+        DATA,
+    ),
+    Fault(
+        "absval-unsigned",
+        "data",
+        "sweep/data.py",
+        "2 * u / p - 1 if self.signed else u / p",
+        "u / p",
+        "autograd sampler: absval inputs never negative",
+        DATA,
+    ),
+    Fault(
+        "importance-squared",
+        "data",
+        "sweep/grid.py",
+        "imp[f] *= relative_importance",
+        "imp[f] *= relative_importance**2",
+        "relative importance applied squared",
+        DATA,
+    ),
+    Fault(
+        "geometric-importance",
+        "data",
+        "sweep/grid.py",
+        'return float(spec["ratio"]) ** i',
+        'return float(spec["ratio"]) ** (i + 1)',
+        "geometric importance starts at ratio instead of 1",
+        DATA,
+    ),
     # ---- storage
-    Fault("store-loss-scaled", "storage", "sweep/writes.py",
-          '"loss": (dims, res.loss.astype(np.float32).reshape(shape)),',
-          '"loss": (dims, (res.loss / n).astype(np.float32).reshape(shape)),',
-          "stored loss averaged over features instead of summed", STORAGE),
-    Fault("eval-loss-scaled", "storage", "sweep/train.py",
-          "final += trainer.losses(evaluator) / EVAL_BATCHES",
-          "final += trainer.losses(evaluator) / (EVAL_BATCHES + 1)",
-          "final loss divided by one batch too many (×8/9)", STORAGE),
-    Fault("store-loss-other-cells", "storage", "sweep/writes.py",
-          '"loss": (dims, res.loss.astype(np.float32).reshape(shape)),',
-          '"loss": (dims, res.loss[::-1].astype(np.float32).reshape(shape)),',
-          "each cell's loss written to another cell", STORAGE),
-    Fault("cells-mislabelled", "storage", "sweep/grid.py",
-          "sub = {d: self.coords[d][block.slices[d]] for d in self.cell_dims}",
-          "sub = {d: self.coords[d][block.slices[d]][::-1] if d == 'density' else "
-          "self.coords[d][block.slices[d]] for d in self.cell_dims}",
-          "each cell trained at another cell's density (the store's labels wrong)", STORAGE),
+    Fault(
+        "store-loss-scaled",
+        "storage",
+        "sweep/writes.py",
+        '"loss": (dims, res.loss.astype(np.float32).reshape(shape)),',
+        '"loss": (dims, (res.loss / n).astype(np.float32).reshape(shape)),',
+        "stored loss averaged over features instead of summed",
+        STORAGE,
+    ),
+    Fault(
+        "eval-loss-scaled",
+        "storage",
+        "sweep/train.py",
+        "final += trainer.losses(evaluator) / EVAL_BATCHES",
+        "final += trainer.losses(evaluator) / (EVAL_BATCHES + 1)",
+        "final loss divided by one batch too many (×8/9)",
+        STORAGE,
+    ),
+    Fault(
+        "store-loss-other-cells",
+        "storage",
+        "sweep/writes.py",
+        '"loss": (dims, res.loss.astype(np.float32).reshape(shape)),',
+        '"loss": (dims, res.loss[::-1].astype(np.float32).reshape(shape)),',
+        "each cell's loss written to another cell",
+        STORAGE,
+    ),
+    Fault(
+        "cells-mislabelled",
+        "storage",
+        "sweep/grid.py",
+        "sub = {d: self.coords[d][block.slices[d]] for d in self.cell_dims}",
+        "sub = {d: self.coords[d][block.slices[d]][::-1] if d == 'density' else "
+        "self.coords[d][block.slices[d]] for d in self.cell_dims}",
+        "each cell trained at another cell's density (the store's labels wrong)",
+        STORAGE,
+    ),
     # ---- metrics
     # The thresholds are defined once, in sweep/constants.py; the schema, the analysis
     # settings, the metrics and the refinement all read them there.
-    Fault("norm-threshold-source", "metrics", "sweep/constants.py",
-          "NORM_THRESHOLD = 0.5", "NORM_THRESHOLD = 0.2",
-          "the one norm threshold 0.5 → 0.2 (sweep/constants.py)", METRICS),
-    Fault("superposition-threshold-source", "metrics", "sweep/constants.py",
-          "SUPERPOSITION_THRESHOLD = 0.5", "SUPERPOSITION_THRESHOLD = 0.8",
-          "the one superposition threshold 0.5 → 0.8 (sweep/constants.py)", METRICS),
-    Fault("norm-threshold-metrics", "metrics", "analysis/metrics.py",
-          "    norm_threshold: float = NORM_THRESHOLD,",
-          "    norm_threshold: float = 0.2,",
-          "metrics' default norm threshold replaced by a literal 0.2", METRICS),
+    Fault(
+        "norm-threshold-source",
+        "metrics",
+        "sweep/constants.py",
+        "NORM_THRESHOLD = 0.5",
+        "NORM_THRESHOLD = 0.2",
+        "the one norm threshold 0.5 → 0.2 (sweep/constants.py)",
+        METRICS,
+    ),
+    Fault(
+        "superposition-threshold-source",
+        "metrics",
+        "sweep/constants.py",
+        "SUPERPOSITION_THRESHOLD = 0.5",
+        "SUPERPOSITION_THRESHOLD = 0.8",
+        "the one superposition threshold 0.5 → 0.8 (sweep/constants.py)",
+        METRICS,
+    ),
+    Fault(
+        "norm-threshold-metrics",
+        "metrics",
+        "analysis/metrics.py",
+        "    norm_threshold: float = NORM_THRESHOLD,",
+        "    norm_threshold: float = 0.2,",
+        "metrics' default norm threshold replaced by a literal 0.2",
+        METRICS,
+    ),
     # ---- theory
-    Fault("antipodal-coefficient", "theory", "analysis/theory.py",
-          "return (np.asarray(importance_1) + np.asarray(importance_2)) * p**2 / 6",
-          "return (np.asarray(importance_1) + np.asarray(importance_2)) * p**2 / 5",
-          "closed form of the antipodal pair: p²/5 instead of p²/6", THEORY),
-    Fault("drop-coefficient", "theory", "analysis/theory.py",
-          "return np.asarray(importance) * (p / 3 - p**2 / 4)",
-          "return np.asarray(importance) * (p / 3 - p**2 / 5)",
-          "closed form of a dropped feature: p²/5 instead of p²/4", THEORY),
-    Fault("boundary-2to1", "theory", "analysis/theory.py",
-          "np.where(r <= 1, 4 * r / (2 + 5 * r), np.nan)",
-          "np.where(r <= 1, 4 * r / (2 + 4 * r), np.nan)",
-          "2→1 boundary 4r/(2+4r) instead of 4r/(2+5r)", THEORY),
-    Fault("quadrature-density", "theory", "sweep/quadrature.py",
-          "prob = np.prod(np.where(pl.masks, p[..., None, :], 1 - p[..., None, :]), axis=-1)",
-          "prob = np.prod(np.where(pl.masks, p[..., None, :] ** 2, 1 - p[..., None, :]), axis=-1)",
-          "exact expected loss: active probability p² instead of p", THEORY),
+    Fault(
+        "antipodal-coefficient",
+        "theory",
+        "analysis/theory.py",
+        "return (np.asarray(importance_1) + np.asarray(importance_2)) * p**2 / 6",
+        "return (np.asarray(importance_1) + np.asarray(importance_2)) * p**2 / 5",
+        "closed form of the antipodal pair: p²/5 instead of p²/6",
+        THEORY,
+    ),
+    Fault(
+        "drop-coefficient",
+        "theory",
+        "analysis/theory.py",
+        "return np.asarray(importance) * (p / 3 - p**2 / 4)",
+        "return np.asarray(importance) * (p / 3 - p**2 / 5)",
+        "closed form of a dropped feature: p²/5 instead of p²/4",
+        THEORY,
+    ),
+    Fault(
+        "boundary-2to1",
+        "theory",
+        "analysis/theory.py",
+        "np.where(r <= 1, 4 * r / (2 + 5 * r), np.nan)",
+        "np.where(r <= 1, 4 * r / (2 + 4 * r), np.nan)",
+        "2→1 boundary 4r/(2+4r) instead of 4r/(2+5r)",
+        THEORY,
+    ),
+    Fault(
+        "quadrature-density",
+        "theory",
+        "sweep/quadrature.py",
+        "prob = np.prod(np.where(pl.masks, p[..., None, :], 1 - p[..., None, :]), axis=-1)",
+        "prob = np.prod(np.where(pl.masks, p[..., None, :] ** 2, 1 - p[..., None, :]), axis=-1)",
+        "exact expected loss: active probability p² instead of p",
+        THEORY,
+    ),
     # ---- aggregation
-    Fault("drop-best", "aggregation", "analysis/aggregate.py",
-          "pooled = usable & ((rank < n_usable[:, None] - 1) | (n_usable[:, None] == 1))",
-          "pooled = usable & ((rank > 0) | (n_usable[:, None] == 1))",
-          "drop_worst drops the best seed instead of the worst", AGGREGATION),
-    Fault("lowest-loss-highest", "aggregation", "analysis/aggregate.py",
-          'chosen = pooled & (rank == 0) if rule == "lowest_loss" else pooled',
-          'chosen = pooled & (rank == n_usable[:, None] - 1) if rule == "lowest_loss" else pooled',
-          "lowest_loss takes the highest-loss seed", AGGREGATION),
-    Fault("agreement-wrong-feature", "aggregation", "analysis/aggregate.py",
-          'extra = agg["phase"].isel(feature=-1)', 'extra = agg["phase"].isel(feature=0)',
-          "agreement with theory judged on feature 0, not the extra feature", AGGREGATION),
+    Fault(
+        "drop-best",
+        "aggregation",
+        "analysis/aggregate.py",
+        "pooled = usable & ((rank < n_usable[:, None] - 1) | (n_usable[:, None] == 1))",
+        "pooled = usable & ((rank > 0) | (n_usable[:, None] == 1))",
+        "drop_worst drops the best seed instead of the worst",
+        AGGREGATION,
+    ),
+    Fault(
+        "lowest-loss-highest",
+        "aggregation",
+        "analysis/aggregate.py",
+        'chosen = pooled & (rank == 0) if rule == "lowest_loss" else pooled',
+        'chosen = pooled & (rank == n_usable[:, None] - 1) if rule == "lowest_loss" else pooled',
+        "lowest_loss takes the highest-loss seed",
+        AGGREGATION,
+    ),
+    Fault(
+        "agreement-wrong-feature",
+        "aggregation",
+        "analysis/aggregate.py",
+        'extra = agg["phase"].isel(feature=-1)',
+        'extra = agg["phase"].isel(feature=0)',
+        "agreement with theory judged on feature 0, not the extra feature",
+        AGGREGATION,
+    ),
     # ---- refinement and store identity (issue 16; issue 10)
-    Fault("refine-stored-loss", "refinement", "sweep/refine.py",
-          "    loss = ranking_loss(ds, usable, exact)",
-          "    loss = ranking_loss(ds, usable, False)",
-          "refinement ranks seeds by the sampled stored loss, not the exact one",
-          ["tests/test_boundaries.py"]),
-    Fault("identity-run-id-only", "storage", "sweep/identity.py",
-          'keys = [k for k in ("run_id", "fingerprint") if expected.get(k) is not None]',
-          'keys = ["run_id" if expected.get("run_id") is not None else "fingerprint"]',
-          "a job with the store's run id but other settings may write",
-          ["tests/test_hostile.py"]),
+    Fault(
+        "refine-stored-loss",
+        "refinement",
+        "sweep/refine.py",
+        "    loss = ranking_loss(ds, usable, exact)",
+        "    loss = ranking_loss(ds, usable, False)",
+        "refinement ranks seeds by the sampled stored loss, not the exact one",
+        ["tests/test_boundaries.py"],
+    ),
+    Fault(
+        "identity-run-id-only",
+        "storage",
+        "sweep/identity.py",
+        'keys = [k for k in ("run_id", "fingerprint") if expected.get(k) is not None]',
+        'keys = ["run_id" if expected.get("run_id") is not None else "fingerprint"]',
+        "a job with the store's run id but other settings may write",
+        ["tests/test_identity.py", "tests/test_hostile.py"],
+    ),
     # ---- boundaries (issue 16; issue 22)
-    Fault("bootstrap-per-cell", "boundaries", "analysis/boundaries.py",
-          "pick = np.broadcast_to(rng.integers(0, n_seed, size=n_seed), (n_pt, n_seed))",
-          "pick = rng.integers(0, n_seed, size=(n_pt, n_seed))",
-          "the boundary bootstrap resamples each cell's seeds instead of a row's together",
-          ["tests/test_boundaries.py"]),
+    Fault(
+        "bootstrap-per-cell",
+        "boundaries",
+        "analysis/boundaries.py",
+        "pick = np.broadcast_to(rng.integers(0, n_seed, size=n_seed), (n_pt, n_seed))",
+        "pick = rng.integers(0, n_seed, size=(n_pt, n_seed))",
+        "the boundary bootstrap resamples each cell's seeds instead of a row's together",
+        ["tests/test_boundaries.py"],
+    ),
 ]
 
 
 def copy_repo(dst: Path) -> None:
     """Tracked and untracked-but-not-ignored files of the checkout, as `git ls-files` lists."""
-    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                         cwd=ROOT, capture_output=True, check=True).stdout
+    out = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout
     for rel in filter(None, out.decode().split("\0")):
         src = ROOT / rel
         if src.is_file():
@@ -212,13 +393,24 @@ def run_tests(
 ) -> tuple[str, float, str]:
     """Run the suite's `marks` on `tests` in `tree`: ('pass' | 'fail' | 'timeout', seconds,
     tail)."""
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-           "-m", marks, *tests]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-x",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-m",
+        marks,
+        *tests,
+    ]
     env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONDONTWRITEBYTECODE": "1"}
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True,
-                              timeout=timeout)
+        proc = subprocess.run(
+            cmd, cwd=tree, env=env, capture_output=True, text=True, timeout=timeout
+        )
     except subprocess.TimeoutExpired:
         return "timeout", time.perf_counter() - t0, ""
     seconds = time.perf_counter() - t0
@@ -241,8 +433,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=600, help="seconds per fault")
     ap.add_argument("--no-baseline", action="store_true", help="skip the unchanged-copy run")
     ap.add_argument("--list", action="store_true", help="list the faults and exit")
-    ap.add_argument("--check", action="store_true",
-                    help="only say whether each fault's old text is still in its file")
+    ap.add_argument(
+        "--check",
+        action="store_true",
+        help="only say whether each fault's old text is still in its file",
+    )
     args = ap.parse_args(argv)
     faults = [f for f in FAULTS if not args.only or f.name in args.only]
     if args.list or not faults:
@@ -275,13 +470,17 @@ def main(argv: list[str] | None = None) -> int:
             original = path.read_text()
             count = original.count(f.old)
             if count != 1:
-                result, secs, where = ("pattern not found" if count == 0
-                                       else f"pattern found {count}×"), 0.0, ""
+                result, secs, where = (
+                    ("pattern not found" if count == 0 else f"pattern found {count}×"),
+                    0.0,
+                    "",
+                )
             else:
                 path.write_text(original.replace(f.old, f.new))
                 try:
-                    state, secs, tail = run_tests(tree, [] if whole else f.tests,
-                                                  args.timeout, marks)
+                    state, secs, tail = run_tests(
+                        tree, [] if whole else f.tests, args.timeout, marks
+                    )
                 finally:
                     path.write_text(original)
                 result = {"fail": "caught", "pass": "MISSED", "timeout": "timeout"}[state]

@@ -93,8 +93,10 @@ def literal_defaults(
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
             a = node.args
             pos = a.posonlyargs + a.args
-            pairs = [*zip(pos[len(pos) - len(a.defaults) :], a.defaults, strict=True),
-                     *zip(a.kwonlyargs, a.kw_defaults, strict=True)]
+            pairs = [
+                *zip(pos[len(pos) - len(a.defaults) :], a.defaults, strict=True),
+                *zip(a.kwonlyargs, a.kw_defaults, strict=True),
+            ]
             for arg, d in pairs:
                 if arg.arg in names and literal(d):
                     yield f"{where}:{node.lineno} parameter {arg.arg}={ast.unparse(d)}"
@@ -188,8 +190,9 @@ def test_the_literal_scan_finds_a_copy(tmp_path):
         "class S:\n    aggregate: str = 'drop_worst'\n"
         "x = OmegaConf.select(cfg, 'refine.levels', default=0)\n"
     )
-    hits = list(literal_defaults(src, {"norm_threshold", "aggregate"}, {"refine.levels"},
-                                 root=tmp_path))
+    hits = list(
+        literal_defaults(src, {"norm_threshold", "aggregate"}, {"refine.levels"}, root=tmp_path)
+    )
     assert [h.split(" ", 1)[1] for h in hits] == [
         "parameter norm_threshold=0.5",
         "field aggregate='drop_worst'",
