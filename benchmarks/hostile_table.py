@@ -18,11 +18,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 FILES = [
     "tests/test_hostile.py",
-    "tests/test_hostile_kinds.py",
+    "tests/test_integrity_store_kinds.py",
     "tests/test_integrity.py",
-    "tests/test_one_line.py",
-    "tests/test_checkpoint.py",
-    "tests/test_process_hygiene.py",
+    "tests/test_cli_one_line.py",
+    "tests/test_train_checkpoint.py",
+    "tests/test_launcher.py",
 ]
 KINDS = ("grid", "refinement", "snapshots", "no store")  # no store: refused first, or format 1
 # (pattern on the test's name, situation), first match wins
@@ -40,7 +40,7 @@ SITUATIONS = [
     (r"format_1|migrat", "format 1, migration"),
     (r"store_state|symlink|odd_path|overwrite_keeps", "store paths and states"),
 ]
-# Situations of test_hostile_kinds.py found in the parameter id: (kind prefix, our name)
+# Situations of test_integrity_store_kinds.py found in the parameter id: (kind prefix, our name)
 PREFIX = {"grid": "grid", "refine": "refinement", "snapshots": "snapshots"}
 
 
@@ -60,7 +60,7 @@ def collect() -> list[str]:
 def kind_of(node: str) -> str:
     file, _, rest = node.partition("::")
     name, _, param = rest.rstrip("]").partition("[")
-    if file.endswith("test_hostile_kinds.py"):
+    if file.endswith("test_integrity_store_kinds.py"):
         first = param.split("-")[0]
         return PREFIX.get(first, "no store")  # the migration case: a format-1 store
     if "refinement" in name:

@@ -37,16 +37,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 TRAINING = [
-    "tests/test_schedules.py",
-    "tests/test_truth.py",
-    "tests/test_speed_science.py",
-    "tests/test_engine.py",
+    "tests/test_train_schedules.py",
+    "tests/test_science_truth.py",
+    "tests/test_fused.py",
+    "tests/test_train.py",
 ]
-DATA = ["tests/test_truth.py", "tests/test_engine.py", "tests/test_schedules.py"]
-STORAGE = ["tests/test_truth.py", "tests/test_engine.py"]
-METRICS = ["tests/test_pins.py", "tests/test_metrics.py", "tests/test_analysis.py"]
+DATA = ["tests/test_science_truth.py", "tests/test_train.py", "tests/test_train_schedules.py"]
+STORAGE = ["tests/test_science_truth.py", "tests/test_train.py"]
+METRICS = ["tests/test_pins.py", "tests/test_metrics.py", "tests/test_report.py"]
 THEORY = ["tests/test_theory.py", "tests/test_pins.py"]
-AGGREGATION = ["tests/test_pins.py", "tests/test_analysis.py"]
+AGGREGATION = ["tests/test_pins.py", "tests/test_report.py"]
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import yaml
 
 from sweep import kinds
 from tests.conftest import ROOT
-from tests.test_registry import model_alone
+from tests.test_kinds import model_alone
 
 PLUGIN = ROOT / "tests" / "plugins" / "toysweep_tanh"
 BUILT_IN = tuple(kinds.REGISTRY)

@@ -25,7 +25,7 @@ from sweep import driver, writes
 from sweep.grid import GridPlan
 from sweep.layout import open_checked as open_store
 from tests.conftest import ROOT, make_config, run_cli
-from tests.test_concurrency import GRID, ROUNDS, WRITERS, assert_same_store
+from tests.test_writes import GRID, ROUNDS, WRITERS, assert_same_store
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("require_slurm")]
 

@@ -462,7 +462,7 @@ def test_3to2_phase_diagram_and_kind():
     ds = fake_store(W, np.random.default_rng(1).random((n, n, 2)))
     a = aggregate.compare_with_theory(aggregate.analyse_store(ds, aggregate.Settings()), "3to2")
     # plumbing (built from the closed form itself); the 3->2 closed form is checked against the
-    # exact minimum in tests/test_theory.py and trained models in tests/test_boundary_location.py
+    # exact minimum in tests/test_theory.py and trained models in tests/test_science_boundaries.py
     assert a.attrs["agreement"] == 1.0
     fig = phase.phase_diagram(a, "3to2")
     assert fig.axes[0].get_xlabel() == "relative importance r of feature 3"
