@@ -48,12 +48,15 @@ def check_composes(argv: list[str]) -> DictConfig:
     unknown launcher) come out as one line instead of a multi-line report. Returns the
     composed config with Hydra's node (the launcher), as the sweeper will see it."""
     from hydra import compose, initialize_config_dir
+    from hydra._internal.utils import get_args_parser
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException
 
-    overrides = [a for a in argv if not a.startswith("-")]
+    # The overrides as Hydra's own argument parser reads them, so a flag's value (`--cfg job`,
+    # `-cn config`) is not taken for an override.
+    overrides = get_args_parser().parse_known_args(argv)[0].overrides
     try:
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)

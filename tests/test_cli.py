@@ -200,3 +200,14 @@ def test_store_path_is_a_file(tmp_path):
     r = run_cli(["-m", "sweep", *TINY, f"store.path={target}"], cwd=tmp_path)
     assert r.returncode == 2 and "is a file" in r.stderr
     assert target.read_text() == "keep me"
+
+
+@pytest.mark.unit
+def test_a_flags_value_is_not_taken_for_an_override():
+    """`python -m sweep --cfg job` prints the config (Hydra's flag and its value), as
+    `--cfg=job` does: the checks read the overrides as Hydra's own parser does."""
+    from sweep.__main__ import check_composes
+
+    for argv in (["--cfg", "job", "+grid=phase"], ["--cfg=job", "+grid=phase"],
+                 ["-c", "job", "+grid=phase", "train.steps=7"]):
+        assert check_composes(argv).train.steps in (10000, 7), argv
