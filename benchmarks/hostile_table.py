@@ -2,28 +2,25 @@
 
     python benchmarks/hostile_table.py            # markdown table on stdout (~15 s: collection)
 
-Runs `python -m pytest --collect-only -q` over the hostile files and sorts each collected case
-into a store kind (grid, refinement, grid with snapshots, or none: refused before any store)
-and a kind of situation, by the test's name and parameters.
+Collects the tests marked `hostile` (tests/conftest.py registers the marker; the cases sit
+beside the module they attack, e.g. tests/test_validate.py, test_identity.py, test_writes.py)
+and sorts each into a store kind (grid, refinement, grid with snapshots, or none: refused
+before any store) and a kind of situation, by the test's name, parameters and fixtures.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import re
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
-FILES = [
-    "tests/test_hostile.py",
-    "tests/test_integrity_store_kinds.py",
-    "tests/test_integrity.py",
-    "tests/test_cli_one_line.py",
-    "tests/test_train_checkpoint.py",
-    "tests/test_launcher.py",
-]
 KINDS = ("grid", "refinement", "snapshots", "no store")  # no store: refused first, or format 1
 # (pattern on the test's name, situation), first match wins
 SITUATIONS = [
@@ -44,20 +41,32 @@ SITUATIONS = [
 PREFIX = {"grid": "grid", "refine": "refinement", "snapshots": "snapshots"}
 
 
-def collect() -> list[str]:
-    out = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", *FILES],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    ids = [line for line in out.stdout.splitlines() if "::" in line]
-    if out.returncode != 0 or not ids:
-        sys.exit(f"collection failed:\n{out.stdout[-2000:]}{out.stderr[-2000:]}")
-    return ids
+class _Collected:
+    """A pytest plugin that keeps each collected case's node id and fixture names."""
+
+    def __init__(self) -> None:
+        self.cases: list[tuple[str, frozenset[str]]] = []
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.cases = [
+            (item.nodeid, frozenset(getattr(item, "fixturenames", ()))) for item in session.items
+        ]
 
 
-def kind_of(node: str) -> str:
+def collect() -> list[tuple[str, frozenset[str]]]:
+    """(node id, fixture names) of every test marked `hostile`, collected in this process."""
+    plugin = _Collected()
+    args = ["--collect-only", "-q", "-m", "hostile", "-n0", "-p", "no:cacheprovider", "tests"]
+    os.chdir(ROOT)  # as `python -m pytest` from the root: tests import `tests.conftest`
+    sys.path.insert(0, str(ROOT))
+    with contextlib.redirect_stdout(io.StringIO()) as out:  # pytest's listing, not the table's
+        code = pytest.main(args, plugins=[plugin])
+    if code != 0 or not plugin.cases:
+        sys.exit(f"collection failed (pytest exit {code}):\n{out.getvalue()[-3000:]}")
+    return plugin.cases
+
+
+def kind_of(node: str, fixtures: frozenset[str]) -> str:
     file, _, rest = node.partition("::")
     name, _, param = rest.rstrip("]").partition("[")
     if file.endswith("test_integrity_store_kinds.py"):
@@ -65,10 +74,12 @@ def kind_of(node: str) -> str:
         return PREFIX.get(first, "no store")  # the migration case: a format-1 store
     if "refinement" in name:
         return "refinement"
-    if file.endswith("test_integrity.py"):
-        return "snapshots"  # its store: relu and absval, with snapshots
     if re.search(r"hostile_setting|root_empty|slurm_without", name):
         return "no store"
+    if "finished" in fixtures:
+        return "grid"  # tests/conftest.py's finished grid store (and test_cli_one_line's own)
+    if file.endswith("test_integrity.py"):
+        return "snapshots"  # its store: relu and absval, with snapshots
     return "grid"
 
 
@@ -81,8 +92,9 @@ def situation_of(node: str) -> str:
 
 
 def main() -> None:
-    ids = collect()
-    table = Counter((situation_of(i), kind_of(i)) for i in ids)
+    cases = collect()
+    table = Counter((situation_of(node), kind_of(node, fixtures)) for node, fixtures in cases)
+    files = sorted({node.partition("::")[0] for node, _ in cases})
     rows = [what for _, what in SITUATIONS] + ["other"]
     print("| situation | " + " | ".join(KINDS) + " | all |")
     print("|---|" + "---|" * (len(KINDS) + 1))
@@ -91,8 +103,8 @@ def main() -> None:
         if sum(counts):
             print(f"| {what} | " + " | ".join(map(str, counts)) + f" | {sum(counts)} |")
     totals = [sum(table[(w, k)] for w in rows) for k in KINDS]
-    print("| **all** | " + " | ".join(f"**{t}**" for t in totals) + f" | **{len(ids)}** |")
-    print(f"\n{len(ids)} cases collected from {len(FILES)} files ({', '.join(FILES)}).")
+    print("| **all** | " + " | ".join(f"**{t}**" for t in totals) + f" | **{len(cases)}** |")
+    print(f"\n{len(cases)} cases marked hostile in {len(files)} files ({', '.join(files)}).")
 
 
 if __name__ == "__main__":

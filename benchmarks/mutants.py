@@ -358,7 +358,7 @@ FAULTS = [
         'keys = [k for k in ("run_id", "fingerprint") if expected.get(k) is not None]',
         'keys = ["run_id" if expected.get("run_id") is not None else "fingerprint"]',
         "a job with the store's run id but other settings may write",
-        ["tests/test_identity.py", "tests/test_hostile.py"],
+        ["tests/test_identity.py"],
     ),
     # ---- boundaries (issue 16; issue 22)
     Fault(

@@ -1,7 +1,9 @@
-"""Shared helpers: compose the real Hydra config, shrink it, run the real CLI."""
+"""Shared helpers: compose the real Hydra config, shrink it, run the real CLI; the finished
+store the hostile cases (issue 10) try themselves against, and the checks they share."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -41,6 +43,80 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.Comp
                           timeout=timeout, env=env)
 
 
+# The finished store's settings: 8 models in 2 blocks of 4, trained in seconds.
+BASE = [
+    "+grid=phase",
+    "train.steps=20",
+    "grid.seeds=2",
+    "grid.axes.density=[0.1,1.0]",
+    "grid.axes.relative_importance=[0.5,2.0]",
+    "analysis.run=false",
+    "progress=false",
+    "chunk.max_instances=4",
+    "train.device=cpu",
+    "workers=1",  # blocks one after another in this process: no worker processes to start
+]
+
+
+def tree_hash(path: Path) -> str:
+    """Hash of every file's relative path and bytes (and every symlink's target) under path,
+    but for the driver's lock files beside a store (`.<store>.lock`/`.swap`, never inside)."""
+    h = hashlib.sha256()
+    for p in sorted(path.rglob("*")):
+        if p.parent == path and p.name.startswith(".") and p.suffix in (".lock", ".swap"):
+            continue
+        h.update(str(p.relative_to(path)).encode())
+        if p.is_symlink():
+            h.update(os.readlink(p).encode())
+        elif p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+# Session-scoped: no test changes it (each one that damages, overwrites or remounts a store
+# copies it first with shutil.copytree, and the refusals compare its tree_hash), so the files
+# of tests/ that try hostile cases share one training (per xdist worker).
+@pytest.fixture(scope="session")
+def finished(tmp_path_factory) -> Path:
+    """A finished 8-model store (2 blocks of 4), trained once for the session."""
+    from sweep import driver  # imported here: the unit tier's pure tests need no engine
+
+    path = tmp_path_factory.mktemp("ref") / "store"
+    assert driver.run(make_config(BASE, store=path)) == 0
+    return path
+
+
+def refused(args: list[str], capsys) -> str:
+    """Run the CLI's checks and the store checks in-process; return the one error line."""
+    from sweep import driver
+    from sweep.__main__ import preflight
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        sweep = driver.prepare(preflight(args))
+        sweep.lock.close()  # it was accepted: release the store before failing the test
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2, err
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A 256 KiB tmpfs (needs root): a disk that fills up."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True
+        ).returncode
+    ):
+        pytest.skip("mounting a tmpfs needs root")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
 def check_slurm() -> None:
     """Return if SLURM is there; else skip, or fail when CI says one must be there."""
     if shutil.which("sinfo") is not None:
@@ -78,6 +154,14 @@ def _hide_slurm_unless_marked(request: pytest.FixtureRequest,
 
 
 OUTSIDE_UNIT = ("slow", "slurm", "browser")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Registered here, beside the fixtures the hostile cases share: benchmarks/hostile_table.py
+    # counts the tests carrying it, wherever they sit (each beside the module it attacks).
+    config.addinivalue_line(
+        "markers", "hostile: a hostile case of issue 10 (one line and exit 2, or a clean retrain)"
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

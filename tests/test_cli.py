@@ -4,6 +4,13 @@ line before any work, with nothing written."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +19,8 @@ import yaml
 
 from sweep import driver
 from sweep.__main__ import preflight
-from tests.conftest import run_cli
+from sweep.reader import open_store
+from tests.conftest import BASE, ROOT, make_config, run_cli
 
 TINY = [
     "+grid=phase",
@@ -211,3 +219,109 @@ def test_a_flags_value_is_not_taken_for_an_override():
     for argv in (["--cfg", "job", "+grid=phase"], ["--cfg=job", "+grid=phase"],
                  ["-c", "job", "+grid=phase", "train.steps=7"]):
         assert check_composes(argv).train.steps in (10000, 7), argv
+
+
+# Hostile cases (issue 10) that only the command line or a process shows.
+@pytest.mark.hostile
+def test_analysis_settings_from_the_command_line_are_used(finished, tmp_path):
+    from analysis.callback import run_analysis
+
+    path = tmp_path / "s"
+    shutil.copytree(finished, path)
+    cfg = preflight(
+        [
+            *BASE,
+            "analysis.aggregate=lowest_loss",
+            "analysis.norm_threshold=0.9",
+            "analysis.figures=[loss_curves]",
+            f"store.path={path}",
+        ]
+    )
+    summary = run_analysis(_with_run(cfg))
+    assert summary["aggregate"] == "lowest_loss"
+    ana = xr.open_zarr(Path(str(path) + ".analysis.zarr"))
+    assert float(ana.attrs["norm_threshold"]) == 0.9
+
+
+def _with_run(cfg):
+    from omegaconf import open_dict
+
+    with open_dict(cfg):
+        cfg.analysis.run = True
+    return cfg
+
+
+# The real command line, for what only a process shows.
+@pytest.mark.hostile
+def test_cli_odd_path_quoted_for_jobs(tmp_path):
+    odd = tmp_path / "a b (c), d$;é'q"
+    quoted = driver.hydra_quote(str(odd))
+    r = run_cli(["-m", "sweep", *BASE, f"store.path={quoted}"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert bool(xr.open_zarr(odd).finished.all())
+
+
+@pytest.mark.hostile
+@pytest.mark.slow
+def test_cli_odd_path_through_submitit_jobs(tmp_path):
+    """The same through submitit's local executor: jobs in their own processes."""
+    odd = tmp_path / "ü (1), $x;"
+    r = run_cli(
+        [
+            "-m",
+            "sweep",
+            *BASE,
+            "launcher=submitit_local",
+            f"store.path={driver.hydra_quote(str(odd))}",
+        ],
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert bool(xr.open_zarr(odd).finished.all())
+
+
+@pytest.mark.hostile
+def test_cli_keyboard_interrupt_one_line_then_resume(tmp_path):
+    path = tmp_path / "s"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sweep", *BASE, "train.steps=200000", f"store.path={path}"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # Waits on the store's template (the sweep is past its checks and training), with limits
+    # generous enough for a loaded machine: no step here is sized for an idle one.
+    deadline = time.time() + 600
+    while not (path / ".zmetadata").exists():
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 130, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith("error: interrupted"), err[-3000:]
+    open_store(path)  # the interrupted store still opens (a rerun resumes it)
+
+
+@pytest.mark.hostile
+def test_renamed_grid_is_analysed(tmp_path):
+    """`+grid=intro name=intro_v2`: the figures come from the grid file's analysis.figures,
+    recorded in the store, not from the store's name."""
+    from analysis.report import analyse
+
+    path = tmp_path / "v2"
+    cfg = make_config(
+        [
+            "+grid=intro",
+            "name=intro_v2",
+            "train.steps=10",
+            "grid.seeds=1",
+            "grid.axes.density=[0.1,1.0]",
+        ],
+        store=path,
+    )
+    assert driver.run(cfg) == 0
+    summary = analyse(path, verbose=False)
+    assert summary["figures"]

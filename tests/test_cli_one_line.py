@@ -16,6 +16,8 @@ import pytest
 
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.hostile
+
 SWEEP = [
     "+grid=phase",
     "train.steps=20",

@@ -17,7 +17,9 @@ import zarr
 
 from sweep import driver, integrity, layout
 from sweep.grid import GridPlan
-from tests.conftest import make_config
+from tests.conftest import BASE, make_config
+
+pytestmark = pytest.mark.hostile
 
 # absval (own output weights W_out) beside relu, with snapshots: every kind of array the
 # engine writes, in 4 chunks (one per model kind and relative importance)
@@ -334,3 +336,73 @@ def test_writers_of_one_chunk_lose_no_cell(tmp_path):
     # each chunk lock's file is removed on release, under contention too: none is left behind
     left = sorted(p.name for p in (path / integrity.RECORDS).iterdir())
     assert left == [".".join(["0"] * len(c.flag.dims)) + ".json", "template.json"], left
+
+
+# Hostile cases (issue 10) against the finished grid store (tests/conftest.py `finished`).
+# Damage: (variable, how) -> the next run retrains exactly the damaged block, numbers as before.
+CHUNK_DAMAGE = [
+    (v, how)
+    for v in ("W", "b", "loss", "loss_curve", "finished")
+    for how in ("delete", "garbage", "truncate")
+] + [("diverged", "garbage")]
+
+
+def _damage(path: Path, var: str, how: str) -> None:
+    chunks = sorted(p for p in (path / var).iterdir() if not p.name.startswith("."))
+    # an array at its fill value everywhere (diverged: all False) has no chunk files
+    chunk = chunks[-1] if chunks else path / var / "1.0.0"
+    if how == "delete":
+        chunk.unlink()
+    elif how == "garbage":
+        chunk.write_bytes(b"\x00garbage" * 7)
+    else:
+        chunk.write_bytes(chunk.read_bytes()[: max(1, chunk.stat().st_size // 2)])
+
+
+def _same_results(path: Path, ref: Path) -> None:
+    a, b = xr.open_zarr(path).load(), xr.open_zarr(ref).load()
+    for v in (
+        "W",
+        "b",
+        "loss",
+        "loss_curve",
+        "finished",
+        "diverged",
+        "importance",
+        "feature_density",
+    ):
+        np.testing.assert_array_equal(a[v].values, b[v].values, err_msg=v)
+
+
+def test_intact_store_trains_nothing(finished, tmp_path, capsys):
+    """The check that finds damage finds none in an intact store (reads every variable)."""
+    path = tmp_path / "s"
+    shutil.copytree(finished, path)
+    assert driver.run(make_config(BASE, store=path)) == 0
+    assert "trained 0 models" in capsys.readouterr().out
+    _same_results(path, finished)
+
+
+@pytest.mark.parametrize(("var", "how"), CHUNK_DAMAGE, ids=[f"{v}-{h}" for v, h in CHUNK_DAMAGE])
+def test_damaged_chunk_of_any_variable_is_retrained(finished, tmp_path, var, how, capsys):
+    path = tmp_path / "s"
+    shutil.copytree(finished, path)
+    _damage(path, var, how)
+    assert driver.run(make_config(BASE, store=path)) == 0
+    assert "trained 4 models" in capsys.readouterr().out  # exactly the damaged block
+    _same_results(path, finished)  # to exactly the numbers it held
+
+
+@pytest.mark.parametrize("what", ["finished_array", "W_zarray", "importance"])
+def test_lost_metadata_and_static_variables_repaired(finished, tmp_path, what):
+    path = tmp_path / "s"
+    shutil.copytree(finished, path)
+    if what == "finished_array":
+        shutil.rmtree(path / "finished")
+    elif what == "W_zarray":
+        (path / "W" / ".zarray").unlink()
+    else:  # the template's record finds it on every resume
+        _damage(path, "importance", "garbage")
+    assert driver.run(make_config(BASE, store=path)) == 0
+    _same_results(path, finished)
+    assert driver.run(make_config(BASE, store=path)) == 0  # and it stays usable

@@ -39,10 +39,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweep import driver, integrity, layout, refine
 from sweep.grid import GridPlan
-from tests.conftest import make_config
-from tests.test_hostile import tree_hash
+from tests.conftest import make_config, tree_hash
 
-pytestmark = pytest.mark.filterwarnings("ignore:Object at:UserWarning")  # .jobs/, .commits/
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:Object at:UserWarning"),  # .jobs/, .commits/
+    pytest.mark.hostile,
+]
 
 GRID = [
     "+grid=phase",

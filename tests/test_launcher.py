@@ -17,6 +17,8 @@ import pytest
 
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.hostile
+
 GONE_WITHIN = 15.0  # seconds after the kill: the watcher polls every 0.5 s
 
 

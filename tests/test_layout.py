@@ -243,7 +243,7 @@ def test_axes_in_another_order_are_refused(tmp_path, capsys):
     the wrong cells). A job of such a config is stale too: it checks the fingerprint."""
     from omegaconf import OmegaConf, open_dict
 
-    from tests.test_hostile import tree_hash
+    from tests.conftest import tree_hash
 
     path = tmp_path / "s"
     axes = ["grid.axes.density=[0.1,0.3,1.0]", "grid.axes.relative_importance=[0.5,2.0]"]

@@ -9,7 +9,9 @@ import torch
 
 from sweep.grid import GridPlan
 from sweep.train import train_block
-from tests.conftest import make_config
+from tests.conftest import BASE, make_config
+
+pytestmark = pytest.mark.hostile
 
 IDENTITY = {"fingerprint": "f", "run_id": "r"}  # a job's store identity, saved in its stamp
 
@@ -65,3 +67,39 @@ def test_corrupt_checkpoint_is_set_aside_and_training_restarts(tmp_path, caplog,
     assert len(aside) == 1 and aside[0].read_bytes() == damaged  # kept, out of the way
     assert not ckpt.exists()
     assert f"checkpoint {ckpt} is unreadable" in caplog.text and aside[0].name in caplog.text
+
+
+def test_checkpoint_of_another_run_or_shape_is_not_loaded(finished, tmp_path, caplog):
+    from sweep.grid import GridPlan
+    from sweep.train import train_block
+
+    cfg = make_config(BASE)
+    plan = GridPlan(cfg)
+    job = plan.job(plan.blocks[:1])
+    ckpt = tmp_path / "c.pt"
+    one = type(job)(
+        **{
+            **job.__dict__,
+            "seeds": job.seeds[:1],
+            "density": job.density[:1],
+            "importance": job.importance[:1],
+        }
+    )
+    assert (
+        train_block(one, checkpoint=ckpt, progress=False, stop_at=10, identity={"run_id": "a"})
+        is None
+    )
+    fresh = train_block(job, progress=False)
+    with caplog.at_level("WARNING"):
+        got = train_block(job, checkpoint=ckpt, progress=False, identity={"run_id": "a"})
+    assert got.resumed_from == 0 and "another run or block shape" in caplog.text
+    np.testing.assert_array_equal(got.W, fresh.W)
+    # same shape, other run: not loaded either
+    assert (
+        train_block(job, checkpoint=ckpt, progress=False, stop_at=10, identity={"run_id": "a"})
+        is None
+    )
+    assert (
+        train_block(job, checkpoint=ckpt, progress=False, identity={"run_id": "b"}).resumed_from
+        == 0
+    )

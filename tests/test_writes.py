@@ -10,15 +10,18 @@ with SLURM array tasks.)
 from __future__ import annotations
 
 import multiprocessing as mp
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from omegaconf import DictConfig
 
 from sweep import driver
 from sweep.reader import open_store
-from tests.conftest import make_config
+from tests.conftest import BASE, make_config, refused, tree_hash
 
 WRITERS, ROUNDS = 4, 3
 # 12 chunks of 2 models (2 seeds x 4 densities x 3 relative importances, one chunk per cell).
@@ -74,3 +77,23 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     ref = make_config(GRID, store=tmp_path / "reference")
     assert driver.run(ref) == 0
     assert_same_store(sweep.path, tmp_path / "reference")
+
+
+# Hostile cases (issue 10): a disk that fills up, a store on a read-only file system.
+@pytest.mark.hostile
+def test_full_disk_one_line_nothing_left(tmpfs, capsys):
+    (tmpfs / "filler").write_bytes(b"\0" * 250_000)  # leaves a few KiB
+    line = refused([*BASE, f"store.path={tmpfs / 's'}"], capsys)
+    assert "cannot write the store" in line or "not writable" in line, line
+    assert sorted(p.name for p in tmpfs.iterdir() if not p.name.startswith(".s.")) == ["filler"]
+    assert not (tmpfs / "s").exists()
+
+
+@pytest.mark.hostile
+def test_read_only_store_one_line_untouched(tmpfs, finished, capsys):
+    shutil.copytree(finished, tmpfs / "s")
+    before = tree_hash(tmpfs / "s")
+    subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
+    line = refused([*BASE, f"store.path={tmpfs / 's'}"], capsys)
+    assert "not writable" in line
+    assert tree_hash(tmpfs / "s") == before
