@@ -414,7 +414,11 @@ def run_tests(
     except subprocess.TimeoutExpired:
         return "timeout", time.perf_counter() - t0, ""
     seconds = time.perf_counter() - t0
-    tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-3:])
+    # the FAILED/ERROR lines of pytest's summary (under xdist, warnings may come after them),
+    # else the last lines
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    failed = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
+    tail = "\n".join(failed[:3] or lines[-3:])
     return ("pass" if proc.returncode == 0 else "fail"), seconds, tail
 
 
