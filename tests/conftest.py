@@ -184,3 +184,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("slurm") is not None:
             item.add_marker(pytest.mark.xdist_group("slurm"))
+
+
+def set_attr(store: Path, key: str, value) -> Path:
+    """Set one attribute of a store as a hand edit would, and consolidate its metadata again."""
+    import warnings
+
+    import zarr
+
+    group = zarr.open_group(str(store), mode="r+", zarr_format=2, use_consolidated=False)
+    group.attrs[key] = value
+    with warnings.catch_warnings():  # the listing meets .jobs/, which is ours
+        warnings.simplefilter("ignore")
+        zarr.consolidate_metadata(str(store))
+    return store

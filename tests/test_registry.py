@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ast
 import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,19 +22,10 @@ from analysis.metrics import IGNORED
 from analysis.report import analyse
 from sweep import driver
 from sweep.reader import config_of
-from tests.conftest import CONF, make_config, run_cli
+from tests.conftest import CONF, make_config, run_cli, set_attr
 
 GRIDS = sorted(p.stem for p in (CONF / "grid").glob("*.yaml"))
 TINY = ["train.steps=40", "grid.seeds=2", "train.compile=false", "train.curve_points=5"]
-
-
-def set_attr(store: Path, key: str, value) -> Path:
-    group = zarr.open_group(str(store), mode="r+", zarr_format=2, use_consolidated=False)
-    group.attrs[key] = value
-    with warnings.catch_warnings():  # the listing meets .jobs/, which is ours
-        warnings.simplefilter("ignore")
-        zarr.consolidate_metadata(str(store))
-    return store
 
 
 def without_figures(store: Path, grid_name: str) -> Path:

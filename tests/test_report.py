@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ from analysis.report import AnalysisError, analyse, phase_kind
 from analysis.settings import SettingsError
 from sweep import driver
 from sweep.reader import StoreError, config_of
-from tests.conftest import make_config, run_cli
+from tests.conftest import make_config, run_cli, set_attr
 
 # W (hidden=1, feature=2) of each phase of feature 2 in the 2->1 model
 W_OF = {IGNORED: [1.0, 0.0], DEDICATED: [0.0, 1.0], SUPERPOSED: [1.0, -1.0]}
@@ -333,17 +332,8 @@ def test_unfinished_cells_warn_and_show_missing(phase_store, tmp_path, capsys):
     assert (store / "figures" / "phase_diagram_2to1.png").stat().st_size > 1000
 
 
-def _set_attr(store: Path, key: str, value) -> Path:
-    group = zarr.open_group(str(store), mode="r+", zarr_format=2, use_consolidated=False)
-    group.attrs[key] = value
-    with warnings.catch_warnings():  # the listing meets .jobs/, which is ours
-        warnings.simplefilter("ignore")
-        zarr.consolidate_metadata(str(store))
-    return store
-
-
 def _bad_schema(src: Path, dst: Path) -> Path:
-    return _set_attr(copy_store(src, dst), "schema_version", 99)
+    return set_attr(copy_store(src, dst), "schema_version", 99)
 
 
 def _foreign_zarr(dst: Path) -> Path:
@@ -379,12 +369,12 @@ def test_bad_input_one_line_and_untouched(
     elif case == "schema":
         _bad_schema(phase_store, path)
     elif case == "not_a_mapping":
-        _set_attr(copy_store(other_store, path), "config_yaml", "[1, 2]")
+        set_attr(copy_store(other_store, path), "config_yaml", "[1, 2]")
     elif case == "bad_settings":
         cfg = config_of(xr.open_zarr(other_store))
         cfg["analysis"]["aggregate"] = "median"
         text = yaml.safe_dump(cfg, sort_keys=False)
-        _set_attr(copy_store(other_store, path), "config_yaml", text)
+        set_attr(copy_store(other_store, path), "config_yaml", text)
     before = tree_state(path) if path.is_dir() else None
     assert analysis_main([str(path)]) == 2
     err = capsys.readouterr().err
@@ -405,14 +395,14 @@ def test_errors_are_typed(tmp_path, other_store):
     with pytest.raises(StoreError):
         analyse(tmp_path / "nope")
     with pytest.raises(StoreError, match="config_yaml attr cannot be read back"):
-        analyse(_set_attr(copy_store(other_store, tmp_path / "s"), "config_yaml", "[1]"))
+        analyse(set_attr(copy_store(other_store, tmp_path / "s"), "config_yaml", "[1]"))
     with pytest.raises(SettingsError):
         analyse(other_store, settings={"figures": ["nope"]})
     # a store whose config names a family this analysis lacks: refused, unless the caller picks
     cfg = config_of(xr.open_zarr(other_store))
     cfg["analysis"]["figures"] = ["renamed_family"]
     text = yaml.safe_dump(cfg, sort_keys=False)
-    renamed = _set_attr(copy_store(other_store, tmp_path / "r"), "config_yaml", text)
+    renamed = set_attr(copy_store(other_store, tmp_path / "r"), "config_yaml", text)
     with pytest.raises(AnalysisError, match="analysis.figures=renamed_family is not allowed"):
         analyse(renamed)
     s = analyse(renamed, settings={"figures": ["loss_curves"]}, verbose=False)
