@@ -179,11 +179,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             f"marked unit and {'/'.join(OUTSIDE_UNIT)} at once: {', '.join(both[:3])}"
         )
     # pytest-xdist (`-n auto` in pyproject's addopts) spreads the tests over one worker per
-    # core. The SLURM tests share one single-node cluster whose slots they each fill, so they
-    # run one after another in one worker (`--dist loadgroup` honours xdist_group).
+    # core, a group (`--dist loadgroup`: an xdist_group) at a time. The SLURM tests share one
+    # single-node cluster whose slots they each fill: one group, one test after another. Every
+    # other module is a group of its own, so a module's fixtures (a trained store) are built
+    # once, not once per worker. Groups go out longest first (the SLURM group, then by slow
+    # tests), so no long module starts last while the other worker idles.
+    def group(item: pytest.Item) -> str:
+        return "slurm" if item.get_closest_marker("slurm") else item.nodeid.split("::")[0]
+
+    cost: dict[str, float] = {}
     for item in items:
-        if item.get_closest_marker("slurm") is not None:
-            item.add_marker(pytest.mark.xdist_group("slurm"))
+        heavy = any(item.get_closest_marker(m) is not None for m in OUTSIDE_UNIT)
+        cost[group(item)] = cost.get(group(item), 0.0) + (1.0 if heavy else 0.05)
+    cost["slurm"] = float("inf") if "slurm" in cost else 0.0
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(group(item)))
+    items.sort(key=lambda item: -cost[group(item)])  # stable: a module keeps its order
 
 
 def set_attr(store: Path, key: str, value) -> Path:

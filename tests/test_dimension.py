@@ -187,7 +187,7 @@ def test_counts_phase_and_dstar_equal_a_recount_from_the_stored_weights(dimensio
 
 R = "grid.axes.relative_importance=[0.2,0.4]"
 P = "grid.axes.density=[log,0.05,1.0,9]"
-COMMON = [R, P, "grid.seeds=4", "train.steps=3000", "train.weight_decay=0.0", "train.compile=false"]
+COMMON = [R, P, "grid.seeds=4", "train.steps=1500", "train.weight_decay=0.0", "train.compile=false"]
 
 
 @pytest.mark.slow
