@@ -8,8 +8,9 @@ callback (analysis.callback) call. In order:
 2. per-model metrics and one value per cell (analysis.aggregate), then the analysis steps
    (analysis.steps: theory, geometry, neurons, feature sets);
 3. draw the figure families the settings or the store's config name (else the generic ones)
-   (analysis.registry), in memory;
-4. only then write: the analysis dataset beside the store, the figures into `<store>/figures/`.
+   (analysis.registry), each in a process of its own (analysis.saving), into a hidden folder;
+4. only when every family has drawn: the figures moved into `<store>/figures/`, then the
+   analysis dataset written beside the store.
 """
 
 from __future__ import annotations
@@ -17,16 +18,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import xarray as xr
 import yaml
-from matplotlib.figure import Figure
 
 from analysis import aggregate, registry, saving, steps, theory
 from analysis.context import Context
-from analysis.figs.style import theme
 from analysis.settings import Settings, SettingsError
 from sweep.reader import StoreError, config_of, open_store
 
@@ -117,23 +117,17 @@ def analyse(
     agg = aggregate.analyse_store(ds, chosen)
     ctx = Context(path, ds, agg, cfg, chosen, kind)
     steps.run_steps(ctx, families={*of_grid, *names})  # the grid's steps run in any case
-    drawn: dict[str, Figure] = {}
-    skipped = []
-    with theme():
-        for name in names:
-            try:
-                figs = registry.FIGURES[name](ctx)
-            except (KeyError, ValueError) as e:  # a family asked of a store it does not fit
-                raise AnalysisError(
-                    f"{path}: figure family {name!r} cannot draw this store ({type(e).__name__}: "
-                    f"{e})"
-                ) from None
-            drawn.update(figs)
-            if not figs:
-                skipped.append(name)
-    ana_path = aggregate.write_atomic(ctx.analysis, aggregate.analysis_path(path))
     out_dir = Path(figures_dir) if figures_dir is not None else path / "figures"
-    paths = saving.save_all(drawn, out_dir)
+    try:  # each family drawn and written in a process of its own (analysis.saving)
+        paths, skipped = saving.draw_and_save(
+            {name: partial(registry.FIGURES[name], ctx) for name in names}, out_dir
+        )
+    except saving.Refused as e:  # a family asked of a store it does not fit
+        name, _, why = str(e).partition(": ")
+        raise AnalysisError(
+            f"{path}: figure family {name!r} cannot draw this store ({why})"
+        ) from None
+    ana_path = aggregate.write_atomic(ctx.analysis, aggregate.analysis_path(path))
     a = ctx.analysis.attrs
     counts = ("n_models", "n_unfinished", "n_diverged", "n_cells", "n_missing_cells")
     summary = {

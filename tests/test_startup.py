@@ -126,38 +126,62 @@ def test_the_sweeps_analysis_check_imports_no_plotting_library():
 
 
 @pytest.mark.unit
-def test_figures_written_in_parallel_are_the_files_one_process_writes(tmp_path):
-    """analysis.saving.save_all (forked writers) against style.save one by one: the same paths
-    in the same order, the same PNG bytes, an SVG beside each."""
+def test_figures_written_in_parallel_are_the_files_one_process_writes(tmp_path, monkeypatch):
+    """analysis.saving.draw_and_save (a forked writer per family) against the same families
+    drawn and written in this process: the same paths in the same order, the same PNG bytes,
+    an SVG beside each, the skipped family named. A family that cannot draw leaves the folder
+    as it was: nothing of the families that did draw is moved in."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from analysis import saving
-    from analysis.figs.style import save
 
-    def figures() -> dict:
-        out = {}
-        for k in range(3):
-            fig, ax = plt.subplots(figsize=(2, 2))
-            ax.plot(np.arange(10) ** (k + 1), label=f"k={k}")
-            ax.legend()
-            out[f"fig{k}"] = fig
-        return out
+    made: list = []  # the figures drawn in this process (the in-process run's)
 
-    one = [p for stem, fig in figures().items() for p in save(fig, tmp_path / "one", stem)]
-    drawn = figures()
-    many = saving.save_all(drawn, tmp_path / "many")
-    assert [p.name for p in many] == [p.name for p in one]
+    def family(k: int, n: int):
+        def draw() -> dict:
+            out = {}
+            for j in range(n):
+                fig, ax = plt.subplots(figsize=(2, 2))
+                ax.plot(np.arange(10) ** (k + j + 1), label=f"$k={k}$")
+                ax.legend()
+                out[f"fig{k}{j}"] = fig
+                made.append(fig)
+            return out
+
+        return draw
+
+    families = {"a": family(0, 2), "none": family(1, 0), "b": family(2, 1), "c": family(3, 1)}
+    many, skipped = saving.draw_and_save(families, tmp_path / "many")
+    monkeypatch.setattr(saving, "_cores", lambda: 1)
+    one, skipped_one = saving.draw_and_save(families, tmp_path / "one")
+    assert skipped == skipped_one == ["none"]
+    assert [p.name for p in many] == [p.name for p in one] == [
+        f"fig{s}.{e}" for s in ("00", "01", "20", "30") for e in ("png", "svg")
+    ]
     assert [p.parent for p in many] == [tmp_path / "many"] * len(one)
     for a, b in zip(one, many, strict=True):
         if a.suffix == ".png":
             assert a.read_bytes() == b.read_bytes(), a.name
         else:
             assert b.stat().st_size > 0
-    # every figure it wrote is closed (other tests of this process may hold figures of theirs)
-    assert not [f for f in drawn.values() if plt.fignum_exists(f.number)]
+    assert sorted(p.name for p in (tmp_path / "many").iterdir()) == sorted(p.name for p in many)
+    # every figure drawn here is closed (other tests of this process may hold figures of theirs)
+    assert made and not [f for f in made if plt.fignum_exists(f.number)]
+
+    def refused() -> dict:
+        raise ValueError("no density axis")
+
+    monkeypatch.undo()
+    before = {p.name: p.read_bytes() for p in (tmp_path / "many").iterdir()}
+    with pytest.raises(saving.Refused, match="^bad: ValueError: no density axis$"):
+        saving.draw_and_save({"d": family(4, 1), "bad": refused}, tmp_path / "many")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "many").iterdir()} == before
+    with pytest.raises(saving.Refused):
+        saving.draw_and_save({"d": family(4, 1), "bad": refused}, tmp_path / "new")
+    assert not (tmp_path / "new").exists()
 
 
 @pytest.mark.unit

@@ -92,10 +92,17 @@ def fmt_p(p: float) -> str:
 
 
 def save(fig: Figure, directory: Path, stem: str) -> list[Path]:
-    """Write fig as PNG and SVG into directory; return both paths."""
+    """Write fig as PNG and SVG into directory, cropped to what is drawn; return both paths.
+
+    The crop is measured once, by a layout pass that renders nothing, and given to both files:
+    `bbox_inches="tight"` measures it again in each savefig (a third of the analysis's
+    writing time, measured on the phase grid's figures); the crops differ by at most a pixel.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     paths = [directory / f"{stem}.png", directory / f"{stem}.svg"]
+    fig.draw_without_rendering()
+    crop = fig.get_tightbbox().padded(matplotlib.rcParams["savefig.pad_inches"])
     for p in paths:
-        fig.savefig(p, dpi=150, bbox_inches="tight")
+        fig.savefig(p, dpi=150, bbox_inches=crop)
     plt.close(fig)
     return paths
