@@ -106,14 +106,14 @@ def exact_seed_losses(store: xr.Dataset) -> xr.DataArray:
 
 
 def _cell_phase(phase: np.ndarray, loss: np.ndarray) -> np.ndarray:
-    """(point, seed) phases and losses (NaN loss: unusable) -> (point,) lowest-loss phase."""
+    """(..., seed) phases and losses (NaN loss: unusable) -> (...) lowest-loss phase."""
     has = np.isfinite(loss).any(-1)
     best = np.argmin(np.where(np.isfinite(loss), loss, np.inf), axis=-1)
-    return np.where(has, np.take_along_axis(phase, best[:, None], -1)[:, 0], ABSENT)
+    return np.where(has, np.take_along_axis(phase, best[..., None], -1)[..., 0], ABSENT)
 
 
 def _best_of(phase: np.ndarray, loss: np.ndarray, code: int) -> np.ndarray:
-    """(point,) lowest loss among seeds of phase `code` (inf where there is none)."""
+    """(...) lowest loss among seeds of phase `code` (inf where there is none)."""
     return np.where((phase == code) & np.isfinite(loss), loss, np.inf).min(-1)
 
 
@@ -132,33 +132,53 @@ def _locate_row(
     x: np.ndarray, phase: np.ndarray, loss: np.ndarray, name: str, interpolate: bool = True
 ) -> tuple[float, float, float]:
     """(location, x below, x above): the location and the two points of the split."""
+    loc, below, above = _locate_rows(x, phase[None], loss[None], name, interpolate)[0]
+    return float(loc), float(below), float(above)
+
+
+def _locate_rows(
+    x: np.ndarray, phase: np.ndarray, loss: np.ndarray, name: str, interpolate: bool = True
+) -> np.ndarray:
+    """(rows, 3): `_locate_row` of many rows over the same x at once (a bootstrap's resamples:
+    one Python call, not one per resample). phase, loss: (rows, point, seed).
+
+    Per row: the cells of phase a or b (the lowest-loss seed's phase) are kept; the split
+    between two consecutive kept points with the fewest errors (b at or below, a above) wins,
+    the middle one of ties; the location is interpolated where the loss gap between a's and
+    b's best seeds changes sign across the split, else the geometric midpoint."""
     a, b = _codes(name)
-    cell = _cell_phase(phase, loss)
-    keep = (cell == a) | (cell == b)
-    if not ((cell == a).any() and (cell == b).any()):
-        return np.nan, np.nan, np.nan
-    xs, cs = np.log(x[keep]), cell[keep]
-    idx = np.flatnonzero(keep)
-    # errors[k]: split between kept points k-1 and k (k = 1..n-1): b below + a at or above
-    below_b = np.cumsum(cs == b)[:-1]
-    above_a = np.cumsum((cs == a)[::-1])[::-1][1:]
-    errors = below_b + above_a
-    best = np.flatnonzero(errors == errors.min())
-    k = int(best[len(best) // 2])  # split between kept points k and k+1
-    lo, hi = xs[k], xs[k + 1]
-    if interpolate:
-        i, j = idx[k], idx[k + 1]
-        gaps = []
-        for q in (i, j):  # loss gap per unit density: O(1) across the diagram
-            ga, gb = (
-                _best_of(phase[q : q + 1], loss[q : q + 1], a),
-                _best_of(phase[q : q + 1], loss[q : q + 1], b),
-            )
-            gaps.append(float(ga[0] - gb[0]) / float(x[q]))
-        if all(np.isfinite(gaps)) and gaps[0] < 0 < gaps[1]:
-            t = gaps[0] / (gaps[0] - gaps[1])
-            return float(np.exp(lo + t * (hi - lo))), float(np.exp(lo)), float(np.exp(hi))
-    return float(np.exp((lo + hi) / 2)), float(np.exp(lo)), float(np.exp(hi))
+    rows, n = phase.shape[:2]
+    if n == 0:  # a row with no trained point
+        return np.full((rows, 3), np.nan)
+    cell = _cell_phase(phase, loss)  # (rows, point)
+    is_a, is_b = cell == a, cell == b
+    keep = is_a | is_b
+    found = is_a.any(-1) & is_b.any(-1)
+    point = np.arange(n)
+    # the next kept point strictly after each point (n: none)
+    at_or_after = np.minimum.accumulate(np.where(keep, point, n)[:, ::-1], axis=1)[:, ::-1]
+    after = np.concatenate([at_or_after[:, 1:], np.full((rows, 1), n)], axis=1)
+    # errors of the split after kept point p: b at or below p, plus a above p
+    errors = np.cumsum(is_b, 1) + is_a.sum(1, keepdims=True) - np.cumsum(is_a, 1)
+    split = keep & (after < n)
+    errors = np.where(split, errors, n + 1)
+    tie = split & (errors == errors.min(1, keepdims=True))
+    middle = tie & (np.cumsum(tie, 1) - 1 == tie.sum(1, keepdims=True) // 2)
+    i = np.argmax(middle, axis=1)  # (rows,): the point below the split
+    j = np.minimum(after[np.arange(rows), i], n - 1)  # the point above it
+    lx = np.log(x)
+    lo, hi = lx[i], lx[j]
+    loc = np.exp((lo + hi) / 2)
+    if interpolate:  # loss gap per unit density at the two points: O(1) across the diagram
+        with np.errstate(invalid="ignore", divide="ignore"):
+            gap = (_best_of(phase, loss, a) - _best_of(phase, loss, b)) / x  # (rows, point)
+            g0, g1 = gap[np.arange(rows), i], gap[np.arange(rows), j]
+            cross = np.isfinite(g0) & np.isfinite(g1) & (g0 < 0) & (g1 > 0)
+            t = g0 / (g0 - g1)
+            loc = np.where(cross, np.exp(lo + t * (hi - lo)), loc)
+    out = np.stack([loc, np.exp(lo), np.exp(hi)], axis=1)
+    out[~found] = np.nan
+    return out
 
 
 def bootstrap_row(
@@ -175,17 +195,15 @@ def bootstrap_row(
     initial W at every point); NaN where a resample finds no boundary."""
     rng = np.random.default_rng(seed)
     n_pt, n_seed = phase.shape
-    out = np.empty((n_boot, 3))
-    for k in range(n_boot):
-        pick = np.broadcast_to(rng.integers(0, n_seed, size=n_seed), (n_pt, n_seed))
-        out[k] = _locate_row(
-            x,
-            np.take_along_axis(phase, pick, -1),
-            np.take_along_axis(loss, pick, -1),
-            name,
-            interpolate,
-        )
-    return out
+    draws = rng.integers(0, n_seed, size=(n_boot, 1, n_seed))  # = one call per resample
+    pick = np.broadcast_to(draws, (n_boot, n_pt, n_seed))  # every point takes its row's draw
+    return _locate_rows(
+        x,
+        np.take_along_axis(phase[None], pick, -1),
+        np.take_along_axis(loss[None], pick, -1),
+        name,
+        interpolate,
+    )
 
 
 def locate(

@@ -9,8 +9,8 @@ callback (analysis.callback) call. In order:
    (analysis.steps: theory, geometry, neurons, feature sets);
 3. draw the figure families the settings or the store's config name (else the generic ones)
    (analysis.registry), each in a process of its own (analysis.saving), into a hidden folder;
-4. only when every family has drawn: the figures moved into `<store>/figures/`, then the
-   analysis dataset written beside the store.
+4. only when every family has drawn: the analysis dataset written beside the store, then the
+   figures moved into `<store>/figures/`.
 """
 
 from __future__ import annotations
@@ -118,16 +118,16 @@ def analyse(
     ctx = Context(path, ds, agg, cfg, chosen, kind)
     steps.run_steps(ctx, families={*of_grid, *names})  # the grid's steps run in any case
     out_dir = Path(figures_dir) if figures_dir is not None else path / "figures"
-    try:  # each family drawn and written in a process of its own (analysis.saving)
-        paths, skipped = saving.draw_and_save(
-            {name: partial(registry.FIGURES[name], ctx) for name in names}, out_dir
-        )
-    except saving.Refused as e:  # a family asked of a store it does not fit
-        name, _, why = str(e).partition(": ")
-        raise AnalysisError(
-            f"{path}: figure family {name!r} cannot draw this store ({why})"
-        ) from None
-    ana_path = aggregate.write_atomic(ctx.analysis, aggregate.analysis_path(path))
+    with saving.Staged(out_dir) as figures:  # each family drawn in a process of its own
+        try:
+            skipped = figures.draw({name: partial(registry.FIGURES[name], ctx) for name in names})
+        except saving.Refused as e:  # a family asked of a store it does not fit
+            name, _, why = str(e).partition(": ")
+            raise AnalysisError(
+                f"{path}: figure family {name!r} cannot draw this store ({why})"
+            ) from None
+        ana_path = aggregate.write_atomic(ctx.analysis, aggregate.analysis_path(path))
+        paths = figures.commit()  # the figures appear once the analysis dataset is written
     a = ctx.analysis.attrs
     counts = ("n_models", "n_unfinished", "n_diverged", "n_cells", "n_missing_cells")
     summary = {

@@ -98,41 +98,69 @@ def _collect(pid: int, read: int) -> dict:
         return {"error": f"figure writer {pid} ended with status {status} and no report"}
 
 
-def draw_and_save(families: dict[str, Draw], directory: Path) -> tuple[list[Path], list[str]]:
-    """Draw every family (name -> drawing) and write each figure as `<stem>.png` and
-    `<stem>.svg` into `directory`. Returns the paths (in the order of the families and their
-    figures) and the families with nothing to draw. Raises Refused (a family cannot draw this
-    store) or OSError (a writer failed) with nothing moved into `directory`."""
-    # imported here, once: every writer forked below inherits them (~0.8 s of imports)
-    import matplotlib.pyplot  # noqa: F401
+class Staged:
+    """Figure families drawn into a hidden folder inside `directory`, moved into it by
+    `commit()`. A context: leaving it without a commit removes what was drawn, and `directory`
+    itself when this made it and it is empty, so a refused analysis changes nothing.
 
-    import analysis.figs.style  # noqa: F401
+        with Staged(out_dir) as figures:
+            skipped = figures.draw({name: drawing, ...})  # Refused, OSError
+            ...  # other outputs, written before the figures appear
+            paths = figures.commit()
+    """
 
-    made = not directory.exists()
-    directory.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=directory, prefix=".new-"))
-    try:
-        reports = _run(families, staging)
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.stems: dict[str, list[str]] = {}
+
+    def __enter__(self) -> Staged:
+        # imported here, once: every writer forked by draw() inherits them (~0.8 s of imports)
+        import matplotlib.pyplot  # noqa: F401
+
+        import analysis.figs.style  # noqa: F401
+
+        self.made = not self.directory.exists()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.staging = Path(tempfile.mkdtemp(dir=self.directory, prefix=".new-"))
+        return self
+
+    def draw(self, families: dict[str, Draw]) -> list[str]:
+        """Draw every family (name -> drawing) and write each figure as `<stem>.png` and
+        `<stem>.svg` into the staging folder; return the families with nothing to draw. Raises
+        Refused (a family cannot draw this store) or OSError (a writer failed)."""
+        reports = _run(families, self.staging)
         refused = [r["refused"] for r in reports.values() if "refused" in r]
         if refused:
             raise Refused(refused[0])
         errors = [r["error"] for r in reports.values() if "error" in r]
         if errors:
-            raise OSError(f"writing figures into {directory}: {'; '.join(errors)}")
+            raise OSError(f"writing figures into {self.directory}: {'; '.join(errors)}")
+        self.stems = {name: reports[name]["stems"] for name in families}
+        return [name for name, stems in self.stems.items() if not stems]
+
+    def commit(self) -> list[Path]:
+        """Move the drawn files into the folder (one rename each); their paths, in the order
+        of the families and their figures."""
         paths = []
-        for name in families:
-            for stem in reports[name]["stems"]:
+        for stems in self.stems.values():
+            for stem in stems:
                 for ext in EXTENSIONS:
-                    os.replace(staging / f"{stem}.{ext}", directory / f"{stem}.{ext}")
-                    paths.append(directory / f"{stem}.{ext}")
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if made and not any(directory.iterdir()):
-            directory.rmdir()  # a refused analysis leaves no empty folder behind
-        raise
-    shutil.rmtree(staging, ignore_errors=True)
-    skipped = [name for name in families if not reports[name]["stems"]]
-    return paths, skipped
+                    os.replace(self.staging / f"{stem}.{ext}", self.directory / f"{stem}.{ext}")
+                    paths.append(self.directory / f"{stem}.{ext}")
+        return paths
+
+    def __exit__(self, *exc: object) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+        if self.made and not any(self.directory.iterdir()):
+            self.directory.rmdir()  # a refused analysis leaves no empty folder behind
+
+
+def draw_and_save(families: dict[str, Draw], directory: Path) -> tuple[list[Path], list[str]]:
+    """Draw every family and move its files into `directory` (Staged, committed at once):
+    (paths, families with nothing to draw)."""
+    with Staged(directory) as figures:
+        skipped = figures.draw(families)
+        return figures.commit(), skipped
 
 
 def _run(families: dict[str, Draw], staging: Path) -> dict[str, dict]:
