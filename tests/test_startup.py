@@ -182,6 +182,13 @@ def test_figures_written_in_parallel_are_the_files_one_process_writes(tmp_path, 
     with pytest.raises(saving.Refused):
         saving.draw_and_save({"d": family(4, 1), "bad": refused}, tmp_path / "new")
     assert not (tmp_path / "new").exists()
+    # the staging folder of an analysis killed half-way goes; a running one's stays
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    (tmp_path / "many" / f".new-{dead}-x1").mkdir()
+    (tmp_path / "many" / f".new-{os.getpid()}-x2").mkdir()
+    saving.draw_and_save({"d": family(4, 1)}, tmp_path / "many")
+    assert sorted(p.name for p in (tmp_path / "many").glob(".new-*")) == [f".new-{os.getpid()}-x2"]
 
 
 @pytest.mark.unit
