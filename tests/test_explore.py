@@ -357,3 +357,31 @@ def test_browser_served_app_and_static_export(store, browser, tmp_path):
     assert not errors, errors
     assert all(u.startswith("file://") for u in requests), requests
     ctx.close()
+
+
+@pytest.mark.unit
+def test_closed_form_lines_land_on_the_map_whether_the_axes_are_log_or_slots():
+    """The explorer's closed-form boundaries, in the map's coordinates: on a log axis r and p
+    themselves; on an axis spanning less than 10× (one slot per value), the slot a value falls
+    in, linear between slot centres. Read back into (r, p), every point lies on the paper's
+    2→1 curves p = 4r/(2+5r) (r ≤ 1) and p = 4/(5+2r) (r ≥ 1), inside the map."""
+    from analysis.explore.view import Axis, boundary_lines
+
+    p = np.geomspace(0.01, 1.0, 7)
+    for r in (np.array([0.5, 0.75, 1.0, 1.25, 1.5]), np.geomspace(0.1, 10, 7)):
+        ax, ay = Axis.of("relative_importance", r), Axis.of("density", p)
+        assert ax.log == (r.max() / r.min() >= 10) and ay.log
+        lines = boundary_lines("2to1", ax, ay)
+        seen = 0
+        for k, (x, y) in enumerate(lines[:2]):
+            ok = np.isfinite(x) & np.isfinite(y)
+            assert ok.sum() > 50, k
+            assert (x[ok] >= ax.lo.min()).all() and (x[ok] <= ax.hi.max()).all()
+            rr = x[ok] if ax.log else np.interp(x[ok], np.arange(len(r)), r)  # slots -> r
+            want = 4 * rr / (2 + 5 * rr) if k == 0 else 4 / (5 + 2 * rr)
+            np.testing.assert_allclose(y[ok], want, rtol=1e-9)
+            seen += ok.sum()
+        x_edge, y_edge = lines[2]  # the r = 1 edge: at r = 1's place on the map
+        edge = np.isfinite(y_edge)
+        assert edge.any() and np.allclose(x_edge[edge], 1.0 if ax.log else 2.0)
+        assert seen > 200

@@ -205,18 +205,38 @@ def map_data(
 
 
 def boundary_lines(kind: str, ax: Axis, ay: Axis) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The closed-form phase boundaries over the map's (r, p) range, as (r, p) polylines."""
-    r_lo, r_hi = float(ax.lo.min()), float(ax.hi.max())
-    p_lo, p_hi = float(ay.lo.min()), float(ay.hi.max())
+    """The closed-form phase boundaries over the map's (r, p) range, as polylines in the map's
+    coordinates: r and p themselves on a log axis, slots on another (`on_map`)."""
+    r_lo, r_hi = span(ax)
+    p_lo, p_hi = span(ay)
     rf = np.geomspace(r_lo, r_hi, 300)
     bounds = theory.boundaries_2to1(rf) if kind == "2to1" else theory.boundaries_3to2(rf)
-    lines = [(rf, np.asarray(c, float)) for c in bounds]
+    lines = [(on_map(ax, rf), on_map(ay, np.asarray(c, float))) for c in bounds]
     if r_lo < 1 < r_hi:  # the r = 1 edge, where the closed-form phase jumps with no curve in p
         pf = np.geomspace(p_lo, p_hi, 300)
         below, above = (theory.analytic_phase(kind, r, pf) for r in (1 - 1e-6, 1 + 1e-6))
         jump = below != above
-        lines.append((np.ones_like(pf), np.where(jump, pf, np.nan)))
+        lines.append((on_map(ax, np.ones_like(pf)), on_map(ay, np.where(jump, pf, np.nan))))
     return lines
+
+
+def span(axis: Axis) -> tuple[float, float]:
+    """The values an axis covers: its cells' outer edges on a log axis, else its values (a
+    slot axis's edges are slot numbers, not values)."""
+    if axis.log:
+        return float(axis.lo.min()), float(axis.hi.max())
+    v = np.asarray(axis.values, dtype=float)
+    return float(v.min()), float(v.max())
+
+
+def on_map(axis: Axis, v: np.ndarray) -> np.ndarray:
+    """Values -> the map's coordinates: themselves on a log axis; on a slot axis (one slot per
+    value, axes spanning less than 10×), linear between the slots' centres, NaN outside."""
+    if not axis.log:
+        values = np.asarray(axis.values, dtype=float)
+        order = np.argsort(values)  # slot k holds values[k]
+        v = np.interp(v, values[order], order.astype(float), left=np.nan, right=np.nan)
+    return v
 
 
 # ---------------------------------------------------------------- the page
