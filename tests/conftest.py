@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -157,6 +158,14 @@ OUTSIDE_UNIT = ("slow", "slurm", "browser")
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # Ctrl-C as a terminal sends it. A non-interactive shell starts its background jobs with
+    # SIGINT ignored, and an ignored signal stays ignored in every child: pytest run that way
+    # (e.g. `nohup ... &`) gave the sweeps its tests interrupt an ignored SIGINT, so they
+    # trained on (one for 2,000,000 steps, the test waiting on it). Here (each xdist worker
+    # runs it too) SIGINT gets Python's own handler back, which a child's exec resets to the
+    # default, and Python there installs its handler again.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     # Registered here, beside the fixtures the hostile cases share: benchmarks/hostile_table.py
     # counts the tests carrying it, wherever they sit (each beside the module it attacks).
     config.addinivalue_line(
