@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sweep.cores import available_cores
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -40,13 +42,6 @@ AT_ONCE = 3
 class Refused(ValueError):
     """A family that cannot draw this store (its KeyError or ValueError); str(): `<family>:
     <Type>: <message>`, for the caller's one line."""
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def _alive(pid: str) -> bool:
@@ -172,24 +167,16 @@ class Staged:
             self.directory.rmdir()  # a refused analysis leaves no empty folder behind
 
 
-def draw_and_save(families: dict[str, Draw], directory: Path) -> tuple[list[Path], list[str]]:
-    """Draw every family and move its files into `directory` (Staged, committed at once):
-    (paths, families with nothing to draw)."""
-    with Staged(directory) as figures:
-        skipped = figures.draw(families)
-        return figures.commit(), skipped
-
-
 def _run(families: dict[str, Draw], staging: Path) -> dict[str, dict]:
     """Each family's report, drawn by at most one writer per core at once (here, one after
     another, where fork is unavailable or there is one core)."""
-    if _cores() < 2 or len(families) < 2 or not hasattr(os, "fork"):
+    if available_cores() < 2 or len(families) < 2 or not hasattr(os, "fork"):
         return {name: _family(name, draw, staging) for name, draw in families.items()}
     waiting = list(families.items())
     running: list[tuple[str, int, int]] = []
     reports: dict[str, dict] = {}
     while waiting or running:
-        while waiting and len(running) < AT_ONCE * _cores():
+        while waiting and len(running) < AT_ONCE * available_cores():
             name, draw = waiting.pop(0)
             running.append((name, *_fork(name, draw, staging)))
         ready, _, _ = select.select([read for _, _, read in running], [], [])

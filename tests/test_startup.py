@@ -127,7 +127,7 @@ def test_the_sweeps_analysis_check_imports_no_plotting_library():
 
 @pytest.mark.unit
 def test_figures_written_in_parallel_are_the_files_one_process_writes(tmp_path, monkeypatch):
-    """analysis.saving.draw_and_save (a forked writer per family) against the same families
+    """analysis.saving.Staged (a forked writer per family) against the same families
     drawn and written in this process: the same paths in the same order, the same PNG bytes,
     an SVG beside each, the skipped family named. A family that cannot draw leaves the folder
     as it was: nothing of the families that did draw is moved in."""
@@ -153,10 +153,15 @@ def test_figures_written_in_parallel_are_the_files_one_process_writes(tmp_path, 
 
         return draw
 
+    def draw_and_save(families: dict, directory):
+        with saving.Staged(directory) as figures:
+            skipped = figures.draw(families)
+            return figures.commit(), skipped
+
     families = {"a": family(0, 2), "none": family(1, 0), "b": family(2, 1), "c": family(3, 1)}
-    many, skipped = saving.draw_and_save(families, tmp_path / "many")
-    monkeypatch.setattr(saving, "_cores", lambda: 1)
-    one, skipped_one = saving.draw_and_save(families, tmp_path / "one")
+    many, skipped = draw_and_save(families, tmp_path / "many")
+    monkeypatch.setattr(saving, "available_cores", lambda: 1)
+    one, skipped_one = draw_and_save(families, tmp_path / "one")
     assert skipped == skipped_one == ["none"]
     assert [p.name for p in many] == [p.name for p in one] == [
         f"fig{s}.{e}" for s in ("00", "01", "20", "30") for e in ("png", "svg")
@@ -177,17 +182,17 @@ def test_figures_written_in_parallel_are_the_files_one_process_writes(tmp_path, 
     monkeypatch.undo()
     before = {p.name: p.read_bytes() for p in (tmp_path / "many").iterdir()}
     with pytest.raises(saving.Refused, match="^bad: ValueError: no density axis$"):
-        saving.draw_and_save({"d": family(4, 1), "bad": refused}, tmp_path / "many")
+        draw_and_save({"d": family(4, 1), "bad": refused}, tmp_path / "many")
     assert {p.name: p.read_bytes() for p in (tmp_path / "many").iterdir()} == before
     with pytest.raises(saving.Refused):
-        saving.draw_and_save({"d": family(4, 1), "bad": refused}, tmp_path / "new")
+        draw_and_save({"d": family(4, 1), "bad": refused}, tmp_path / "new")
     assert not (tmp_path / "new").exists()
     # the staging folder of an analysis killed half-way goes; a running one's stays
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
     (tmp_path / "many" / f".new-{dead}-x1").mkdir()
     (tmp_path / "many" / f".new-{os.getpid()}-x2").mkdir()
-    saving.draw_and_save({"d": family(4, 1)}, tmp_path / "many")
+    draw_and_save({"d": family(4, 1)}, tmp_path / "many")
     assert sorted(p.name for p in (tmp_path / "many").glob(".new-*")) == [f".new-{os.getpid()}-x2"]
 
 
