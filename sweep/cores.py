@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from sweep.validate import ConfigError
+from sweep.errors import ConfigError
 
 
 def available_cores() -> int:

@@ -267,6 +267,7 @@ def imports_of(path: Path) -> set[str]:
     return out
 
 
+@pytest.mark.unit
 def test_analysis_imports_no_cycle_and_only_store_and_quadrature_from_the_engine():
     root = CONF.parent
     files = {
@@ -285,7 +286,8 @@ def test_analysis_imports_no_cycle_and_only_store_and_quadrature_from_the_engine
                       "sweep.quadrature.MAX_FEATURES", "sweep.quadrature.ArrayLike",
                       "sweep.quadrature._loss_and_grad",
                       "sweep.quadrature.expected_loss", "sweep.cli",
-                      "sweep.timing"}, engine  # fmt: skip  (timing: the phase marks, stdlib)
+                      "sweep.timing", "sweep.cores", "sweep.cores.available_cores",
+                      }, engine  # fmt: skip  (timing: the phase marks; cores: CPU affinity; stdlib)
     assert not any("torch" in i.split(".") for p in files.values() for i in imports_of(p))
     # no module reaches itself through its imports
     for start in graph:
