@@ -282,9 +282,16 @@ def _repair(path: Path, plan: GridPlan, cfg: DictConfig) -> None:
     fixed = layout.verify_static(path, plan, cfg)
     if fixed:
         log.warning(f"store {path}: rewrote damaged {', '.join(fixed)}")
-    emptied = integrity.reset_damaged(path)
-    if emptied:
-        log.warning(f"store {path}: emptied {len(emptied)} damaged chunk(s), to be retrained")
+    repair = integrity.reset_damaged(path)
+    if repair.reflagged:
+        log.warning(
+            f"store {path}: rewrote the damaged flags of {len(repair.reflagged)} chunk(s) "
+            "from their records"
+        )
+    if repair.emptied:
+        log.warning(
+            f"store {path}: emptied {len(repair.emptied)} damaged chunk(s), to be retrained"
+        )
     if rebuilt:
         writes.update_attrs(path, {})
 

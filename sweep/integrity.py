@@ -2,15 +2,23 @@
 
 The flag array (`finished`) names the store's *cell dims*. Every other array whose dims begin
 with them is a *cell array*: W, b, loss, loss_curve, diverged, W_out, the snapshots, any
-future variable, found from the zarr metadata and never by name. After a writer has written a
-region's cell arrays and before it sets the region's flags, it records (`writing`) a hash of
-every chunk file of every cell array in each chunk the region touches:
-`<store>/.commits/<chunk index>.json`, written beside and renamed in. A cell is intact
-(`intact`) when its flag is set, its chunk's record names it as committed, the record covers
-exactly the store's cell arrays, and every chunk file hashes to the record (a missing file as
-"absent"). The remaining arrays (coordinates, importance, feature_density: fixed by the config)
-are recorded once, when the template is written (`record_template`, `.commits/template.json`),
-and checked on open (`damaged_static`).
+future variable, found from the zarr metadata and never by name. A writer writes a region's
+cell arrays, then calls `commit` (`writing`), which for each chunk the region touches writes
+the chunk's flags whole, from the cells it vouches for, and then records a hash of every chunk
+file of every cell array and of the flag chunk: `<store>/.commits/<chunk index>.json`, written
+beside and renamed in. A cell is intact (`intact`) when its chunk's record names it as
+committed, the record covers exactly the store's cell arrays, and every chunk file, the flags'
+included, hashes to the record (a missing file as "absent"). The remaining arrays
+(coordinates, importance, feature_density: fixed by the config) are recorded once, when the
+template is written (`record_template`, `.commits/template.json`), and checked on open
+(`damaged_static`).
+
+Why the flags are written whole from the record and hashed too: they are what every reader
+of the store sees. Set in place, a damaged flag chunk was read back to be rewritten; a
+truncated blosc chunk decodes without an error into whatever memory follows it, a different
+garbage each read, so cells never trained came back flagged finished over NaN weights. Written
+whole, no flag chunk is ever read to be written; hashed, a damaged one is found and rewritten
+from its record (`reset_damaged`), its cells' trained values kept.
 
 Records are kept per storage chunk, not per job: the chunk grid is the store's, while how chunks
 are grouped into jobs is a run's choice, so a store resumed with other workers finds the same
@@ -74,7 +82,6 @@ class Cover:
     flag: Array
     cells: dict[str, Array]
     static: dict[str, Array]
-    flags: Any  # the flag array, opened through the store's consolidated metadata
 
     @property
     def ndim(self) -> int:
@@ -118,7 +125,7 @@ def cover(path: Path, flag: str = FLAG) -> Cover:
             cells[name] = a
         else:
             static[name] = a
-    return Cover(f, cells, static, opened[flag])
+    return Cover(f, cells, static)
 
 
 def _hash(file: Path) -> str:
@@ -166,38 +173,57 @@ def _slices(c: Cover, region: Mapping[str, slice] | None) -> tuple[slice, ...]:
     if extra:
         raise IntegrityError(f"region dims {sorted(extra)} are not the cell dims {c.flag.dims}")
     out = []
-    for d, n, size in zip(c.flag.dims, c.flag.grid, c.flag.chunks, strict=True):
+    for d, n, size, s in zip(c.flag.dims, c.flag.grid, c.flag.chunks, c.flag.shape, strict=True):
         sl = region.get(d, slice(None))
-        out.append(slice(sl.start or 0, n * size if sl.stop is None else sl.stop))
+        stop = n * size if sl.stop is None else sl.stop
+        out.append(slice(sl.start or 0, min(stop, s)))
     return tuple(out)
 
 
-def _leads(
-    c: Cover, idx: tuple[slice, ...], shape: tuple[int, ...]
-) -> Iterator[tuple[tuple[int, ...], tuple[slice, ...], tuple[slice, ...]]]:
-    """Each chunk a region touches: (chunk index, its cells in the store, the region's part of
-    them in chunk coordinates)."""
+# (chunk index, its size, the region's part of it in chunk coordinates, that part in region
+# coordinates)
+Touched = tuple[tuple[int, ...], tuple[int, ...], tuple[slice, ...], tuple[slice, ...]]
+
+
+def _leads(c: Cover, idx: tuple[slice, ...]) -> Iterator[Touched]:
+    """Each chunk a region (idx: within the store's shape) touches."""
     ranges = [
-        range(sl.start // n, (min(sl.stop, s) - 1) // n + 1)
-        for sl, n, s in zip(idx, c.flag.chunks, shape, strict=True)
+        range(sl.start // n, (sl.stop - 1) // n + 1)
+        for sl, n in zip(idx, c.flag.chunks, strict=True)
     ]
     for lead in itertools.product(*ranges):
-        cell = tuple(
-            slice(i * n, min((i + 1) * n, s))
-            for i, n, s in zip(lead, c.flag.chunks, shape, strict=True)
-        )
+        cell = _chunk_cells(c, lead)
         part = tuple(
             slice(max(sl.start, a.start) - a.start, min(sl.stop, a.stop) - a.start)
             for sl, a in zip(idx, cell, strict=True)
         )
-        yield lead, cell, part
+        at = tuple(
+            slice(a.start + p.start - r.start, a.start + p.stop - r.start)
+            for a, p, r in zip(cell, part, idx, strict=True)
+        )
+        yield lead, tuple(sl.stop - sl.start for sl in cell), part, at
 
 
-def _committed(c: Cover, path: Path, lead: tuple[int, ...], size: tuple[int, ...]) -> np.ndarray:
-    """(chunk cells) bool: the cells the chunk's record vouches for, all False when the record
-    is missing, covers other arrays or files, or any file no longer hashes to it."""
+def _chunk_cells(c: Cover, lead: tuple[int, ...]) -> tuple[slice, ...]:
+    """The store cells of one chunk (the last along a dim may be short)."""
+    return tuple(
+        slice(i * n, min((i + 1) * n, s))
+        for i, n, s in zip(lead, c.flag.chunks, c.flag.shape, strict=True)
+    )
+
+
+def _flag_file(c: Cover, lead: tuple[int, ...]) -> Path:
+    return c.flag.folder / c.flag.key(lead)
+
+
+def _committed(
+    c: Cover, path: Path, lead: tuple[int, ...], size: tuple[int, ...], rec: dict | None = None
+) -> np.ndarray:
+    """(chunk cells) bool: the cells whose trained values the chunk's record vouches for; all
+    False when the record is missing, covers other arrays, or any cell array's file no longer
+    hashes to it. The flag file is not looked at (see `_flags_hold`)."""
     none = np.zeros(size, bool)
-    rec = _load(path, lead)
+    rec = _load(path, lead) if rec is None else rec
     if rec is None or rec.get("cells_shape") != list(size):
         return none
     if rec.get("arrays") != _hashes(c.cells, lead):
@@ -209,48 +235,47 @@ def _committed(c: Cover, path: Path, lead: tuple[int, ...], size: tuple[int, ...
         return none
 
 
+def _flags_hold(c: Cover, lead: tuple[int, ...], rec: dict | None) -> bool:
+    """Whether the chunk's flag file is the one its record was written with."""
+    return rec is not None and rec.get("flag") == _hash(_flag_file(c, lead))
+
+
+def _verified(c: Cover, path: Path, lead: tuple[int, ...], size: tuple[int, ...]) -> np.ndarray:
+    """(chunk cells) bool: committed, with the flag file as recorded (so the flags read are
+    exactly these cells, without decoding them)."""
+    rec = _load(path, lead)
+    if not _flags_hold(c, lead, rec):
+        return np.zeros(size, bool)
+    return _committed(c, path, lead, size, rec)
+
+
 def intact(path: Path, region: Mapping[str, slice] | None = None, flag: str = FLAG) -> np.ndarray:
-    """(region's cells) bool: flagged finished, committed, and every chunk file as recorded.
+    """(region's cells) bool: committed, and every chunk file, the flags' too, as recorded.
 
     region: cell dim -> slice (a missing dim: all of it); None: the whole store.
     """
+    return _per_chunk(path, region, flag, _verified)
+
+
+def committed(path: Path, flag: str = FLAG) -> np.ndarray:
+    """(cells) bool: the cells whose values their chunk's record vouches for, whatever the flag
+    files hold (`python -m sweep.migrate`: a format-2 record has no flag hash)."""
+    return _per_chunk(path, None, flag, lambda c, p, lead, size: _committed(c, p, lead, size))
+
+
+def _per_chunk(
+    path: Path,
+    region: Mapping[str, slice] | None,
+    flag: str,
+    judge: Callable[[Cover, Path, tuple[int, ...], tuple[int, ...]], np.ndarray],
+) -> np.ndarray:
+    """(region's cells) bool, each touched chunk's cells as judge(cover, path, lead, size)."""
     c = cover(path, flag)
-    shape = c.flag.shape
     idx = _slices(c, region)
-    idx = tuple(slice(sl.start, min(sl.stop, s)) for sl, s in zip(idx, shape, strict=True))
     out = np.zeros(tuple(sl.stop - sl.start for sl in idx), bool)
-    touched = list(_leads(c, idx, shape))
-    if not touched:
-        return out
-    # the flags of every touched chunk in one read (one per chunk costs ~3 ms each); chunk by
-    # chunk only when a damaged one fails it
-    hull = tuple(
-        slice(min(t[1][k].start for t in touched), max(t[1][k].stop for t in touched))
-        for k in range(len(shape))
-    )
-    flags = _read(c.flags, hull)
-    for lead, cell, part in touched:
-        size = tuple(sl.stop - sl.start for sl in cell)
-        within = tuple(
-            slice(a.start - h.start, a.stop - h.start) for a, h in zip(cell, hull, strict=True)
-        )
-        set_ = flags[within] if flags is not None else _read(c.flags, cell)  # (chunk cells)
-        if set_ is None:
-            continue
-        ok = set_.astype(bool) & _committed(c, path, lead, size)
-        at = tuple(
-            slice(a.start + p.start - r.start, a.start + p.stop - r.start)
-            for a, p, r in zip(cell, part, idx, strict=True)
-        )
-        out[at] = ok[part]
+    for lead, size, part, at in _leads(c, idx):
+        out[at] = judge(c, path, lead, size)[part]
     return out
-
-
-def _read(arr: Any, idx: tuple[slice, ...]) -> np.ndarray | None:
-    try:
-        return np.asarray(arr[idx])
-    except Exception:  # noqa: BLE001 - numcodecs/zarr raise many kinds for a damaged chunk
-        return None
 
 
 def complete(path: Path, region: Mapping[str, slice], flag: str = FLAG) -> bool:
@@ -258,40 +283,54 @@ def complete(path: Path, region: Mapping[str, slice], flag: str = FLAG) -> bool:
     return bool(intact(path, region, flag).all())
 
 
+def _write_flags(c: Cover, path: Path, lead: tuple[int, ...], cells: np.ndarray) -> None:
+    """The chunk's flags written whole (zarr reads nothing back for a whole chunk), then its
+    record: the cell arrays' files and the flag file as they are now."""
+    import zarr
+
+    flags: Any = zarr.open_array(str(c.flag.folder), mode="r+", zarr_format=2)
+    flags[_chunk_cells(c, lead)] = cells
+    rec = {
+        "cells_shape": list(cells.shape),
+        "cells": np.packbits(cells.ravel()).tobytes().hex(),
+        "arrays": _hashes(c.cells, lead),
+        "flag": _hash(_flag_file(c, lead)),
+    }
+    _save(path, lead, rec)
+
+
 @contextlib.contextmanager
 def writing(
     path: Path, region: Mapping[str, slice], flag: str = FLAG
-) -> Iterator[Callable[[], None]]:
-    """Around the writes of a region: yields `commit`, to call once the cell arrays are written
-    and before the flags are set, which records each touched chunk's files. Nothing is
-    recorded without it (a failed or refused write).
+) -> Iterator[Callable[..., None]]:
+    """Around the writes of a region: yields `commit(flags=None)`, to call once the cell arrays
+    are written. It sets the region's cells to `flags` (region-shaped bool; default all True),
+    writes each touched chunk's flags whole and records the chunk's files (`_write_flags`).
+    Nothing is flagged or recorded without it (a failed or refused write).
 
-    Holds an exclusive lock per touched chunk throughout, flags included: writers of
-    different cells of one chunk (refinement points) would otherwise each rewrite the chunk's
-    files from what they read before the other wrote, losing a cell, or a flag, that the
-    record then vouched for.
+    Holds an exclusive lock per touched chunk throughout: writers of different cells of one
+    chunk (refinement points) would otherwise each rewrite the chunk's files from what they
+    read before the other wrote, losing a cell that the record then vouched for.
     """
     c = cover(path, flag)
     idx = _slices(c, region)
+    region_shape = tuple(sl.stop - sl.start for sl in idx)
     with contextlib.ExitStack() as held:
         kept = {}
-        for lead, cell, part in _leads(c, idx, c.flag.shape):  # index order: no deadlock
+        for lead, size, part, at in _leads(c, idx):  # index order: no deadlock
             held.enter_context(_chunk_lock(path, lead))
-            size = tuple(sl.stop - sl.start for sl in cell)
             whole = all(p.stop - p.start == n for p, n in zip(part, size, strict=True))
             # a chunk written in part keeps the cells its record vouched for before the write
-            before = np.ones(size, bool) if whole else _committed(c, path, lead, size)
-            kept[lead] = (size, part, before)
+            before = np.zeros(size, bool) if whole else _committed(c, path, lead, size)
+            kept[lead] = (part, before, at)
 
-        def commit() -> None:
-            for lead, (size, part, cells) in kept.items():
-                cells[part] = True
-                rec = {
-                    "cells_shape": list(size),
-                    "cells": np.packbits(cells.ravel()).tobytes().hex(),
-                    "arrays": _hashes(c.cells, lead),
-                }
-                _save(path, lead, rec)
+        def commit(flags: np.ndarray | None = None) -> None:
+            done = np.ones(region_shape, bool) if flags is None else np.asarray(flags, bool)
+            if done.shape != region_shape:
+                raise IntegrityError(f"flags of shape {done.shape} for a region {region_shape}")
+            for lead, (part, cells, at) in kept.items():
+                cells[part] = done[at]
+                _write_flags(c, path, lead, cells)
 
         yield commit
 
@@ -326,45 +365,51 @@ def _chunk_lock(path: Path, lead: tuple[int, ...]) -> Iterator[None]:
         handle.close()
 
 
-def reset_damaged(path: Path, flag: str = FLAG) -> list[str]:
-    """Empty the chunks whose record does not hold (or that have none yet hold files), or whose
-    flags cannot be read: their files, the flags' and every cell array's, are deleted and read
-    back as the fill value until retrained.
-    Why: zarr rewrites a chunk written in part from what it reads there, and a damaged chunk
-    cannot be read. Returns the chunks emptied, by index (e.g. "0.1.0")."""
+@dataclass(frozen=True)
+class Repair:
+    """What `reset_damaged` did, by chunk index (e.g. "0.1.0")."""
+
+    emptied: list[str]  # files deleted: their cells train again
+    reflagged: list[str]  # only the flag file was damaged: rewritten from the record
+
+
+def reset_damaged(path: Path, flag: str = FLAG) -> Repair:
+    """Repair every chunk whose files are not as its record says. A chunk whose cell arrays
+    still hash to its record but whose flag file does not gets its flags rewritten from the
+    record (its trained values kept); any other has its files, the flags' and every cell
+    array's, deleted, read back as the fill value until retrained. Why delete: zarr rewrites a
+    chunk written in part from what it reads there, and a damaged chunk cannot be read."""
     c = cover(path, flag)
-    emptied = []
+    emptied, reflagged = [], []
     for lead in np.ndindex(*c.flag.grid):
         if _sound(c, path, lead):  # the common case, without taking (making) a lock file
             continue
         with _chunk_lock(path, lead):  # not between a live writer's writes and its record
             if _sound(c, path, lead):
                 continue
+            name = ".".join(map(str, lead))
+            size = tuple(sl.stop - sl.start for sl in _chunk_cells(c, lead))
+            vouched = _committed(c, path, lead, size)
+            if vouched.any():
+                _write_flags(c, path, lead, vouched)
+                reflagged.append(name)
+                continue
             for a in (c.flag, *c.cells.values()):
                 for k in a.files(lead):
                     (a.folder / k).unlink(missing_ok=True)
             _record_path(path, lead).unlink(missing_ok=True)
-        emptied.append(".".join(map(str, lead)))
-    return emptied
+            emptied.append(name)
+    return Repair(emptied, reflagged)
 
 
 def _sound(c: Cover, path: Path, lead: tuple[int, ...]) -> bool:
-    """A chunk with no files, or one whose record holds, whose flags can be read, and with no
-    flag set on a cell its record does not vouch for. Why the last: a writer sets flags only
-    after its record, so a flag beyond the record was set by hand or by damage; left there, it
-    would outlive the repair on a cell that no run trains again (a refinement point not
-    chosen this time) and claim NaN weights finished."""
+    """A chunk with no files, or one whose record vouches for cells and holds for every file,
+    the flags' included."""
     files = [a.folder / k for a in (c.flag, *c.cells.values()) for k in a.files(lead)]
     if not any(f.exists() for f in files):
         return True
-    cell = tuple(
-        slice(i * n, min((i + 1) * n, s))
-        for i, n, s in zip(lead, c.flag.chunks, c.flag.shape, strict=True)
-    )
-    size = tuple(sl.stop - sl.start for sl in cell)
-    vouched = _committed(c, path, lead, size)
-    flags = _read(c.flags, cell)
-    return bool(vouched.any()) and flags is not None and not (flags.astype(bool) & ~vouched).any()
+    size = tuple(sl.stop - sl.start for sl in _chunk_cells(c, lead))
+    return bool(_verified(c, path, lead, size).any())
 
 
 def record_template(path: Path, flag: str = FLAG) -> None:

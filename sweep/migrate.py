@@ -1,12 +1,14 @@
-"""`python -m sweep.migrate <store>`: rewrite a version-1 store as format 2.
+"""`python -m sweep.migrate <store>`: rewrite a store of an older format as today's.
 
 Format 1 cut its storage chunks for a worker count (`chunk.feed`) and hashed its settings under
-rules since dropped. The migration plans the store under today's rules from its recorded
-config (chunk.feed dropped), builds a format-2 store beside it (where a new store's template is
-built), copies every value of the old store through the one write path (sweep.writes.
-write_chunk, so whatever a chunk's write records is recorded for these too), with each cell's
-`finished` flag as it was, swaps it in and keeps the old store as `<name>.v1-backup`. Cells that
-were not finished stay unfinished: the next run of the sweep trains them.
+rules since dropped. Format 2's commit records did not hash the flag files (a damaged flag
+chunk could be read back as garbage flags). The migration plans the store under today's rules
+from its recorded config (chunk.feed dropped), builds a store beside it (where a new store's
+template is built), copies every value of the old store through the one write path
+(sweep.writes.write_chunk, so whatever a chunk's write records is recorded for these too), with
+each cell's `finished` flag as it was (format 2: and vouched for by its chunk's record), swaps
+it in and keeps the old store as `<name>.v<version>-backup`. Cells that were not finished stay
+unfinished: the next run of the sweep trains them.
 """
 
 from __future__ import annotations
@@ -17,15 +19,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import xarray as xr
 import yaml
 from omegaconf import open_dict
 
-from sweep import cli, layout, writes
+from sweep import cli, integrity, layout, writes
 from sweep.blocks import TrainResult
 from sweep.grid import Block, GridPlan
 from sweep.identity import InUse, hold_store
-from sweep.reader import SCHEMA_VERSION, schema_version
+from sweep.reader import OLDER, SCHEMA_VERSION, schema_version
 from sweep.validate import ConfigError
 
 
@@ -51,30 +54,37 @@ def migrate(path: Path) -> str:
 
 
 def _check_version(path: Path) -> str | None:
-    """None for a version-1 store; the line to print if it is already format 2; else refused."""
+    """None for a store of an older format; the line to print if it is already today's; else
+    refused."""
     version = schema_version(path)
     if version == SCHEMA_VERSION:
         return f"{path} is already schema_version {SCHEMA_VERSION}; nothing to do"
-    if version != 1:
+    if version not in OLDER:
         what = "not a toysweep store" if version is None else f"schema_version={version!r}"
-        raise MigrateError(f"{path}: {what}; expected a toysweep store of schema_version 1")
+        raise MigrateError(
+            f"{path}: {what}; expected a toysweep store of schema_version "
+            + " or ".join(map(str, OLDER))
+        )
     return None
 
 
 def _migrate_held(path: Path) -> str:
-    backup = path.with_name(f"{path.name}.v1-backup")
+    version = schema_version(path)
+    backup = path.with_name(f"{path.name}.v{version}-backup")
     if backup.exists():
         raise MigrateError(f"{backup} exists; move it away first (it would be replaced)")
     old = xr.open_zarr(path, consolidated=True)
     cfg, plan = _plan(old, path)
+    # format 2: a flag counts where its chunk's record vouches for the cell's values
+    vouched = integrity.committed(path) if version == 2 else None
     side = layout.create(path, plan, cfg, beside=True)
     try:
-        done = sum(_copy(old, side, plan, b) for b in plan.blocks)
+        done = sum(_copy(old, side, plan, b, vouched) for b in plan.blocks)
         writes.update_attrs(
             side,
             {
                 "migrated_from": {
-                    "schema_version": 1,
+                    "schema_version": version,
                     **{k: old.attrs.get(k) for k in ("run_id", "git_commit", "toysweep_version")},
                 }
             },
@@ -86,7 +96,7 @@ def _migrate_held(path: Path) -> str:
     os.replace(side, path)
     return (
         f"migrated {path} to schema_version {SCHEMA_VERSION} ({done} of {plan.n_cells} cells "
-        f"finished, copied); the version-1 store is kept at {backup}"
+        f"finished, copied); the version-{version} store is kept at {backup}"
     )
 
 
@@ -113,11 +123,16 @@ def _plan(old: xr.Dataset, path: Path) -> tuple:
     return cfg, plan
 
 
-def _copy(old: xr.Dataset, side: Path, plan: GridPlan, block: Block) -> int:
+def _copy(
+    old: xr.Dataset, side: Path, plan: GridPlan, block: Block, vouched: np.ndarray | None
+) -> int:
     """Copy one chunk's region of the old store through the write path; returns the number
-    of finished cells in it."""
+    of finished cells in it. vouched: (cells) bool, the cells a flag may count for (None:
+    every cell)."""
     part = old.isel(block.slices)
     done = part["finished"].values.astype(bool)
+    if vouched is not None:
+        done &= vouched[tuple(writes.region(plan, block).values())]
     if not done.any():
         return 0
     n, m = block.shape.n_features, block.shape.n_hidden
@@ -157,7 +172,7 @@ def main(argv: list[str]) -> int:
     try:
         with cli.about(f"migrating {argv[0]}"):
             print(migrate(Path(argv[0])))
-    except MigrateError as e:  # not a version-1 store: refused as such
+    except MigrateError as e:  # not a store of an older format: refused as such
         return cli.refused(e)
     return 0
 

@@ -4,9 +4,11 @@ its recorded config, which cells are finished, one cell's values.
 The analysis and the explorer open stores only through here. It imports neither torch nor the
 grid planner (a test checks sys.modules), so reading a store stays cheap.
 
-Format 2 (this toysweep): the storage chunks are a function of the grid and the memory budget
-only (sweep.grid), and the fingerprint is the hash of the recorded config_yaml. Format 1 cut its
-chunks for a worker count; `python -m sweep.migrate <store>` rewrites such a store as format 2.
+Format 3 (this toysweep): the storage chunks are a function of the grid and the memory budget
+only (sweep.grid), the fingerprint is the hash of the recorded config_yaml, and each chunk's
+commit record hashes its flag file too (sweep.integrity). Format 1 cut its chunks for a worker
+count; format 2's records left the flags out. `python -m sweep.migrate <store>` rewrites either
+as format 3.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import yaml
 
 from sweep.identity import fingerprint_of_yaml
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: each chunk's record hashes its flag file too (sweep.integrity)
+OLDER = (1, 2)  # formats `python -m sweep.migrate` converts
 MIGRATE = "python -m sweep.migrate"
 
 
@@ -64,9 +67,9 @@ def open_store(path: Path) -> xr.Dataset:
             f"{path}: a zarr store but not a toysweep results store "
             "(no schema_version/fingerprint attrs)"
         )
-    if version == 1:
+    if version in OLDER:
         raise StoreError(
-            f"{path}: schema_version=1, an older format; convert it with `{MIGRATE} {path}`"
+            f"{path}: schema_version={version}, an older format; convert it with `{MIGRATE} {path}`"
         )
     if version != SCHEMA_VERSION:
         raise StoreError(

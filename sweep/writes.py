@@ -3,10 +3,10 @@ chunk is complete, and the attrs the driver records.
 
 The two seams every write and every resume goes through: `write_chunk` (the only writer of a
 chunk's trained values) and `sweep.integrity` (the only judge of whether a chunk may be
-skipped: its commit record, written here between the values and the flags, must still match
-every chunk file of every array). A region covers whole zarr chunks, so concurrent writers of
-other chunks never touch these chunk files (zarr has no locks); the flags go last, so a cell is
-finished exactly when its results are on disk.
+skipped: its commit record, written here after the values and the flags, must still match
+every chunk file of every array, the flags' included). A region covers whole zarr chunks, or
+part of one under the chunk's lock, so no two writers rewrite one chunk file at once (zarr has
+no locks); the flags go last, so a cell is finished exactly when its results are on disk.
 """
 
 from __future__ import annotations
@@ -104,14 +104,14 @@ def write_chunk(
 def _write_region(
     path: Path, ds: xr.Dataset, reg: dict[str, slice], flags: np.ndarray, expected: dict | None
 ) -> None:
-    """Write ds's variables into their region, record the chunks' files, then set the
-    `finished` flags there.
+    """Write ds's variables into their region, then set the `finished` flags there and record
+    the chunks' files (sweep.integrity.writing).
 
     Written straight to the zarr arrays (xarray's region writer lists the group, which warns
     about the job folders kept inside the store). A region covers whole chunks, or part of one
     (a refinement point) under the chunk's lock (sweep.integrity.writing), so no two writers
-    rewrite one chunk file at once. The flag goes last: a cell is marked done only after all
-    its data are on disk and recorded.
+    rewrite one chunk file at once. The flags go last: a cell is marked done only after all
+    its data are on disk.
     """
     import zarr
 
@@ -125,8 +125,7 @@ def _write_region(
             arr[idx] = var.values.astype(arr.dtype)
         if expected is not None:  # once more: an overwrite may have come between
             check_identity(path, expected)
-        commit()  # the chunks' records, before their flags
-        group["finished"][idx] = flags
+        commit(flags)  # each chunk's flags, written whole, then its record
 
 
 def update_attrs(path: Path, attrs: dict) -> None:

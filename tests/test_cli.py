@@ -19,7 +19,7 @@ import yaml
 
 from sweep import driver
 from sweep.__main__ import preflight
-from sweep.reader import open_store
+from sweep.reader import SCHEMA_VERSION, open_store
 from tests.conftest import BASE, ROOT, make_config, run_cli
 
 TINY = [
@@ -57,7 +57,7 @@ def test_phase_grid_end_to_end(tmp_path):
     attrs = ds.attrs
     cfg = yaml.safe_load(attrs["config_yaml"])
     assert cfg["train"]["steps"] == 20 and cfg["name"] == "phase"
-    assert attrs["schema_version"] == 2 and attrs["device"] == "cpu"
+    assert attrs["schema_version"] == SCHEMA_VERSION and attrs["device"] == "cpu"
     assert "torch" in json.loads(attrs["library_versions"])
     assert attrs["git_commit"] and attrs["toysweep_version"]
 

@@ -11,7 +11,7 @@ Tried on each kind:
   around it;
 - a resume killed by SIGINT and by SIGKILL half-way through a chunk's write, then resumed;
 - outputs of `python -m analysis` that cannot be written;
-- a store that says it is of format 1.
+- a store that says it is of an older format (1, 2).
 
 The truth each case is held to is independent of the code under test: a repaired store equals
 the undamaged one, every value bit for bit (for a refinement too: its levels are re-derived
@@ -39,6 +39,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sweep import driver, integrity, layout, refine
 from sweep.grid import GridPlan
+from sweep.reader import SCHEMA_VERSION
 from tests.conftest import make_config, tree_hash
 
 pytestmark = [
@@ -425,15 +426,17 @@ def test_unwritable_analysis_output_one_line_store_untouched(copy, kind, out, ca
     assert blocker.read_text() == "a file where a folder should be"
 
 
-# ------------------------------------------------------------------ a store claiming format 1
+# ------------------------------------------------------------------ a store claiming format 1 or 2
 
-V1_WHO = [(kind, who) for kind in KINDS for who in ("sweep", "analysis")]
+OLD_WHO = [(kind, v, who) for kind in KINDS for v in (1, 2) for who in ("sweep", "analysis")]
 
 
-@pytest.mark.parametrize(("kind", "who"), V1_WHO, ids=["-".join(c) for c in V1_WHO])
-def test_a_store_claiming_format_1_is_refused_untouched(copy, kind, who, capsys):
+@pytest.mark.parametrize(
+    ("kind", "version", "who"), OLD_WHO, ids=[f"{k}-v{v}-{w}" for k, v, w in OLD_WHO]
+)
+def test_a_store_claiming_an_older_format_is_refused_untouched(copy, kind, version, who, capsys):
     path = copy(kind)
-    _edit_attrs(path, lambda attrs: attrs.update(schema_version=1))
+    _edit_attrs(path, lambda attrs: attrs.update(schema_version=version))
     before = tree_hash(path.parent)
     capsys.readouterr()
     if who == "sweep":
@@ -495,4 +498,4 @@ def test_a_migration_refuses_a_store_in_use_and_is_refused_while_running(tmp_pat
         go.set()
     assert joined(child) == 0
     assert (tmp_path / "s.v1-backup").is_dir()
-    assert xr.open_zarr(path).attrs["schema_version"] == 2
+    assert xr.open_zarr(path).attrs["schema_version"] == SCHEMA_VERSION

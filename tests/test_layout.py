@@ -1,8 +1,9 @@
-"""Store format 2: the storage chunks are a function of the grid and the memory budget only, and
+"""The store format: the storage chunks are a function of the grid and the memory budget only, and
 how a run groups them into jobs is its own choice. So a store made with 2 workers resumes with
 1 or 8 (or on a machine with other cores) with no special code, to bit-identical numbers; the
 recorded config is authoritative (an edited one is refused); a store is never created inside
-or around another; a version-1 store is refused with the migration command, and migrated.
+or around another; a store of an older format (1, 2) is refused with the migration command,
+and migrated.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+import zarr
 
-from sweep import cores, driver, jobs, layout, writes
+from sweep import cores, driver, integrity, jobs, layout, writes
 from sweep.grid import GridPlan
 from sweep.identity import fingerprint
-from sweep.reader import StoreError, open_store
+from sweep.reader import SCHEMA_VERSION, StoreError, open_store
 from tests.conftest import ROOT, make_config, run_cli
 
 TINY = [
@@ -33,6 +35,8 @@ TINY = [
     "chunk.max_instances=4",  # 6 chunks of 4 models (3 rows × 2)
 ]
 V1 = ROOT / "tests" / "data" / "store_v1"
+# store_v1 migrated to format 2 by the code of da39448: records without the flag files' hashes
+V2 = ROOT / "tests" / "data" / "store_v2"
 V1_CONFIG = [  # the overrides tests/data/store_v1 was made with (by the code of 2dea7ab)
     "+grid=phase",
     "train.steps=50",
@@ -187,44 +191,64 @@ def test_no_store_inside_or_around_another(tmp_path, where):
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before  # nothing created
 
 
-def test_a_version_1_store_is_refused_with_the_migration_command(tmp_path):
+@pytest.mark.parametrize(("version", "old"), [(1, V1), (2, V2)])
+def test_an_older_store_is_refused_with_the_migration_command(tmp_path, version, old):
     path = tmp_path / "old"
-    shutil.copytree(V1, path)
-    with pytest.raises(StoreError, match=f"python -m sweep.migrate {path}"):
+    shutil.copytree(old, path)
+    with pytest.raises(StoreError, match=f"schema_version={version}, an older format"):
         open_store(path)
     out = run_cli(["-m", "sweep", *V1_CONFIG, f"store.path={path}"], cwd=tmp_path)
     assert out.returncode == 2
-    assert out.stderr.strip().count("\n") == 0 and "python -m sweep.migrate" in out.stderr
+    assert out.stderr.strip().count("\n") == 0 and f"python -m sweep.migrate {path}" in out.stderr
 
 
-def test_migrate_a_version_1_store(tmp_path):
+@pytest.mark.parametrize(("version", "old"), [(1, V1), (2, V2)])
+def test_migrate_an_older_store(tmp_path, version, old):
     """Every value copied, each cell's flag as it was; the result opens, resumes (training only
     the cells that were unfinished), and a second migration has nothing to do."""
     path = tmp_path / "old"
-    shutil.copytree(V1, path)
-    v1 = _arrays(path)
-    assert 0 < v1["finished"].sum() < v1["finished"].size  # partly finished: flags must follow
+    shutil.copytree(old, path)
+    before = _arrays(path)
+    assert 0 < before["finished"].sum() < before["finished"].size  # flags must follow
     out = run_cli(["-m", "sweep.migrate", str(path)], cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().count("\n") == 0 and "old.v1-backup" in out.stdout
-    assert (tmp_path / "old.v1-backup" / ".zattrs").exists()
-    v2 = _arrays(path)
-    _same(v2, v1)  # NaN where unfinished in both
-    assert open_store(path).attrs["schema_version"] == 2
+    assert out.stdout.strip().count("\n") == 0 and f"old.v{version}-backup" in out.stdout
+    assert (tmp_path / f"old.v{version}-backup" / ".zattrs").exists()
+    _same(_arrays(path), before)  # NaN where unfinished in both
+    ds = open_store(path)
+    assert ds.attrs["schema_version"] == SCHEMA_VERSION
+    assert ds.attrs["migrated_from"]["schema_version"] == version
+    np.testing.assert_array_equal(integrity.intact(path), before["finished"])
     assert driver.run(make_config([*V1_CONFIG, "workers=1"], store=path)) == 0
     after = _arrays(path)
-    done = v1["finished"]
+    done = before["finished"]
     for v in ("W", "b", "loss", "loss_curve"):  # the copied cells untouched by the resume
-        np.testing.assert_array_equal(after[v][done], v1[v][done], err_msg=v)
+        np.testing.assert_array_equal(after[v][done], before[v][done], err_msg=v)
     assert after["finished"].all()
     prepared = driver.prepare(make_config([*V1_CONFIG, "workers=1"], store=path))
     prepared.lock.close()
     assert prepared.todo == []  # a second resume trains nothing
     again = run_cli(["-m", "sweep.migrate", str(path)], cwd=tmp_path)
-    assert again.returncode == 0 and "already schema_version 2" in again.stdout
+    assert again.returncode == 0 and f"already schema_version {SCHEMA_VERSION}" in again.stdout
     bad = run_cli(["-m", "sweep.migrate", str(tmp_path)], cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0, bad.stderr
     assert "not a toysweep store" in bad.stderr
+
+
+@pytest.mark.unit
+def test_a_format_2_flag_its_record_does_not_vouch_for_is_not_migrated(tmp_path):
+    """A format-2 store's flags were not hashed: a flag set by damage over NaN values would be
+    copied as finished. The migration counts a flag only where the chunk's record vouches."""
+    from sweep import migrate
+
+    path = tmp_path / "old"
+    shutil.copytree(V2, path)
+    flags = zarr.open_group(str(path), mode="r+", use_consolidated=True)["finished"]
+    was = np.asarray(flags[...])
+    flags[...] = True  # every flag set, the unfinished cells' included
+    migrate.migrate(path)
+    np.testing.assert_array_equal(xr.open_zarr(path)["finished"].values, was)
+    np.testing.assert_array_equal(integrity.intact(path), was)
 
 
 @pytest.mark.unit

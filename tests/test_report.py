@@ -348,7 +348,7 @@ def _foreign_zarr(dst: Path) -> Path:
         ("file", "is a file, not a store"),
         ("empty", "an empty directory, not a store"),
         ("foreign", "not a toysweep results store"),
-        ("schema", "schema_version=99 but this toysweep reads schema_version=2"),
+        ("schema", "schema_version=99 but this toysweep reads schema_version=3"),
         ("not_a_mapping", "config_yaml attr cannot be read back"),
         (
             "bad_settings",
