@@ -13,6 +13,7 @@ unfinished: the next run of the sweep trains them.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -80,13 +81,17 @@ def _migrate_held(path: Path) -> str:
     side = layout.create(path, plan, cfg, beside=True)
     try:
         done = sum(_copy(old, side, plan, b, vouched) for b in plan.blocks)
+        # what runs recorded (a refinement's levels and refine_complete, cell counts, wall
+        # times): every attr of the old store that the new template does not set itself
+        fresh = json.loads((side / ".zattrs").read_text())
         writes.update_attrs(
             side,
             {
+                **{k: v for k, v in old.attrs.items() if k not in fresh},
                 "migrated_from": {
                     "schema_version": version,
                     **{k: old.attrs.get(k) for k in ("run_id", "git_commit", "toysweep_version")},
-                }
+                },
             },
         )
     except BaseException:

@@ -20,6 +20,7 @@ import numpy as np
 import xarray as xr
 import yaml
 
+from sweep import integrity
 from sweep.identity import fingerprint_of_yaml
 
 SCHEMA_VERSION = 3  # 3: each chunk's record hashes its flag file too (sweep.integrity)
@@ -47,8 +48,14 @@ def schema_version(path: Path) -> Any:
     return attrs.get("schema_version") if isinstance(attrs, dict) else None
 
 
-def open_store(path: Path) -> xr.Dataset:
-    """Open a store of this format whose recorded config hashes to its fingerprint."""
+def open_store(path: Path, verify: bool = True) -> xr.Dataset:
+    """Open a store of this format whose recorded config hashes to its fingerprint.
+
+    verify: `finished` is replaced by the cells sweep.integrity finds intact (committed, every
+    chunk file as its record says), so every reader (the analysis, the explorer, the export,
+    the API) counts only what a resume would keep; a damaged chunk reads as unfinished until a
+    resume repairs it. The engine passes False: it judges cells through sweep.integrity itself.
+    """
     path = Path(path)
     if not path.exists():
         raise StoreError(f"{path}: no such store")
@@ -86,6 +93,12 @@ def open_store(path: Path) -> xr.Dataset:
             f"{ds.attrs['fingerprint']}: the recorded config was edited, so it no longer says "
             "how the store was made"
         )
+    if verify:
+        try:
+            ok = integrity.intact(path)
+        except integrity.IntegrityError as e:
+            raise StoreError(str(e)) from None
+        ds["finished"] = ds["finished"].copy(data=ok)
     return ds
 
 
@@ -95,8 +108,9 @@ def config_of(ds: xr.Dataset) -> dict:
 
 
 def finished(ds: xr.Dataset) -> xr.DataArray:
-    """Which cells are finished (read before their values: a sweep may be writing the store,
-    and a flag read first covers values already on disk)."""
+    """Which cells are finished: of a store opened by `open_store`, those found intact when it
+    was opened (a sweep may be writing the store; a cell's record is written after its
+    values, so what was intact then is on disk)."""
     return ds["finished"].load().astype(bool)
 
 
