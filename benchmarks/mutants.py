@@ -360,6 +360,15 @@ FAULTS = [
         "a job with the store's run id but other settings may write",
         ["tests/test_identity.py"],
     ),
+    Fault(
+        "integrity-flag-unhashed",
+        "storage",
+        "sweep/integrity.py",
+        'return rec is not None and rec.get("flag") == _hash(_flag_file(c, lead))',
+        "return rec is not None",
+        "a chunk's flag file is trusted without its record's hash (garbage flags pass)",
+        ["tests/test_integrity.py"],
+    ),
     # ---- boundaries (issue 16; issue 22)
     Fault(
         "bootstrap-per-cell",

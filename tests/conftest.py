@@ -3,13 +3,16 @@ store the hostile cases (issue 10) try themselves against, and the checks they s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -219,3 +222,27 @@ def set_attr(store: Path, key: str, value) -> Path:
         warnings.simplefilter("ignore")
         zarr.consolidate_metadata(str(store))
     return store
+
+
+@contextlib.contextmanager
+def cells_written(store: Path, where: tuple, finished: bool = True) -> Iterator[Any]:
+    """Write cells of a store as a job does: yields the zarr group to write their values into,
+    then sets their flags (True, or False: the cells unfinished, as a sweep that has not
+    trained them yet leaves them) and records their chunks (sweep.integrity.writing). A flag
+    edited in place would fail its whole chunk's record instead.
+
+    where: one index per cell dim (an int or a slice)."""
+    import numpy as np
+    import zarr
+
+    from sweep import integrity
+
+    c = integrity.cover(store)
+    reg = {
+        d: slice(w, w + 1) if isinstance(w, int) else slice(*w.indices(n)[:2])
+        for d, w, n in zip(c.flag.dims, where, c.flag.shape, strict=True)
+    }
+    group = zarr.open_group(str(store), mode="r+", zarr_format=2, use_consolidated=True)
+    with integrity.writing(store, reg) as commit:
+        yield group
+        commit(np.full(tuple(s.stop - s.start for s in reg.values()), finished))

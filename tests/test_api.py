@@ -15,7 +15,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import xarray as xr
-import zarr
 from matplotlib.collections import QuadMesh
 from matplotlib.figure import Figure
 
@@ -25,7 +24,7 @@ from analysis.report import analyse
 from sweep import driver
 from sweep.quadrature import expected_loss
 from sweep.reader import open_store
-from tests.conftest import make_config, run_cli
+from tests.conftest import cells_written, make_config, run_cli
 
 R, P = "relative_importance", "density"
 TINY = ["train.steps=300", "grid.seeds=2", "train.compile=false", "train.curve_points=5"]
@@ -77,11 +76,10 @@ def test_open_is_lazy_and_refuses_what_is_not_a_store(store, tmp_path):
 def test_finished_only_masks_unfinished_models_and_drops_empty_labels(store, tmp_path):
     part = tmp_path / "part"
     shutil.copytree(store, part)
-    group = zarr.open_group(str(part), mode="r+", zarr_format=2, use_consolidated=False)
-    fin = group["finished"][...]  # (r, p, seed)
-    fin[:, 2, :] = False  # the densest column: nothing finished
-    fin[0, 0, 1] = False  # one model
-    group["finished"][...] = fin
+    with cells_written(part, (slice(None), 2, slice(None)), finished=False):
+        pass  # the densest column (r, p, seed): nothing finished
+    with cells_written(part, (0, 0, 1), finished=False):
+        pass  # one model
     ds = toysweep.open(part, finished_only=True)
     full = toysweep.open(part)
     assert list(ds[P].values) == list(full[P].values[:2])  # the empty column is dropped

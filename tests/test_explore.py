@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
-import zarr
 
 from analysis import aggregate
 from analysis.explore import data as explore_data
@@ -23,7 +22,7 @@ from analysis.explore.__main__ import main
 from analysis.explore.data import Explorer
 from analysis.explore.payload import payload
 from analysis.explore.view import build, choose_axes
-from tests.conftest import ROOT, make_config, run_cli
+from tests.conftest import ROOT, cells_written, make_config, run_cli
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -124,9 +123,10 @@ def test_cell_detail_reads_the_cell_and_names_the_dropped_seed(store):
 
 def test_unfinished_and_diverged_cells_say_so_and_refresh_sees_new_cells(store, tmp_path):
     path = _copy(store, tmp_path)
-    group = zarr.open_group(str(path), mode="r+", zarr_format=2, use_consolidated=False)
-    group["finished"][0, 0, :] = False  # a cell not trained yet
-    group["diverged"][2, 2, :] = True  # a cell whose every seed blew up
+    with cells_written(path, (0, 0, slice(None)), finished=False):
+        pass  # a cell not trained yet
+    with cells_written(path, (2, 2, slice(None))) as group:
+        group["diverged"][2, 2, :] = True  # a cell whose every seed blew up
     ex = Explorer(path)
     t = ex.summary().set_index(["i_relative_importance", "i_density"])
     assert t.loc[(0, 0), "status"] == "unfinished" and t.loc[(0, 0), "phase"] == -1
@@ -139,7 +139,8 @@ def test_unfinished_and_diverged_cells_say_so_and_refresh_sees_new_cells(store, 
     assert page.src.data["status"][0] == "unfinished"
     assert page.src.data["fill"][0] == "#CCCCCC"  # missing: grey
     # a sweep finishes the cell: refresh recomputes only the slab that changed
-    group["finished"][0, 0, :] = True
+    with cells_written(path, (0, 0, slice(None))):
+        pass  # its values were kept on disk
     assert ex.refresh() == 1
     assert ex.summary().loc[0, "status"] == "finished"
     page.redraw(ex.summary())  # the served page's refresh button
@@ -171,10 +172,9 @@ def test_every_grid_store_maps_and_shows_a_cell(grid, tmp_path):
     m, n = det.m, det.n
     rng = np.random.default_rng(0)
     W = rng.normal(size=(len(ex.seeds), m, n)).astype(np.float32)
-    group = zarr.open_group(str(path), mode="r+", zarr_format=2, use_consolidated=False)
-    group["W"][(*last, slice(None), slice(0, m), slice(0, n))] = W
-    group["loss"][last] = np.arange(1, len(ex.seeds) + 1, dtype=np.float32)
-    group["finished"][last] = True
+    with cells_written(path, (*last, slice(None))) as group:
+        group["W"][(*last, slice(None), slice(0, m), slice(0, n))] = W
+        group["loss"][last] = np.arange(1, len(ex.seeds) + 1, dtype=np.float32)
     assert ex.refresh() == 1
     p = payload(ex.cell_detail(last), len(ex.seeds))
     if m <= 2:

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import xarray as xr
 import yaml
-import zarr
 from omegaconf import open_dict
 
 from analysis import aggregate, registry
@@ -22,7 +21,7 @@ from analysis.metrics import IGNORED
 from analysis.report import analyse
 from sweep import driver
 from sweep.reader import config_of
-from tests.conftest import CONF, make_config, run_cli, set_attr
+from tests.conftest import CONF, cells_written, make_config, run_cli, set_attr
 
 GRIDS = sorted(p.stem for p in (CONF / "grid").glob("*.yaml"))
 TINY = ["train.steps=40", "grid.seeds=2", "train.compile=false", "train.curve_points=5"]
@@ -229,8 +228,8 @@ def test_callback_analyses_a_finished_store_with_the_runs_settings(phase_store, 
     assert xr.open_zarr(aggregate.analysis_path(store)).attrs["aggregate"] == "lowest_loss"
     # an unfinished store is left to the rerun that trains it
     unfinished = copy(phase_store, tmp_path / "u")
-    group = zarr.open_group(str(unfinished), mode="r+", zarr_format=2)
-    group["finished"][0, 0, 0] = False
+    with cells_written(unfinished, (0, 0, 0), finished=False):
+        pass
     with open_dict(cfg):
         cfg.store.path = str(unfinished)
     callback.on_multirun_end(cfg)

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import xarray as xr
 import yaml
-import zarr
 
 from analysis import aggregate, theory
 from analysis.__main__ import main as analysis_main
@@ -21,7 +20,7 @@ from analysis.report import AnalysisError, analyse, phase_kind
 from analysis.settings import SettingsError
 from sweep import driver
 from sweep.reader import StoreError, config_of
-from tests.conftest import make_config, run_cli, set_attr
+from tests.conftest import cells_written, make_config, run_cli, set_attr
 
 # W (hidden=1, feature=2) of each phase of feature 2 in the 2->1 model
 W_OF = {IGNORED: [1.0, 0.0], DEDICATED: [0.0, 1.0], SUPERPOSED: [1.0, -1.0]}
@@ -318,10 +317,8 @@ def test_generic_store_gets_panels(tmp_path):
 
 def test_unfinished_cells_warn_and_show_missing(phase_store, tmp_path, capsys):
     store = copy_store(phase_store, tmp_path / "phase")
-    group = zarr.open_group(str(store), mode="r+", zarr_format=2)
-    fin = group["finished"][...]
-    fin[0] = False  # the first relative importance: 3 cells x 2 seeds
-    group["finished"][...] = fin
+    with cells_written(store, (0, slice(None), slice(None)), finished=False):
+        pass  # the first relative importance: 3 cells x 2 seeds
     assert analysis_main([str(store)]) == 0
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()

@@ -150,7 +150,12 @@ class Explorer:
         return sub.isel({self.cell_dims[0]: sl}) if self.cell_dims else sub
 
     def refresh(self) -> int:
-        """Re-read the finished flags; recompute slabs that changed. Returns slabs recomputed."""
+        """Re-read the finished flags; recompute slabs that changed. Returns slabs recomputed.
+
+        The store is opened again once anything was summarised: its `finished` flags are the
+        cells found intact when it was opened (sweep.reader.open_store)."""
+        if any(d is not None for d in self._done):
+            self.ds = open_lazy(self.path)
         fin = self.ds["finished"].values  # (cells..., seed) bools: small even for 1e5 models
         redone = 0
         for k, sl in enumerate(self._slabs):
