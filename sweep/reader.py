@@ -94,6 +94,12 @@ def open_store(path: Path, verify: bool = True) -> xr.Dataset:
             "how the store was made"
         )
     if verify:
+        if not (path / integrity.RECORDS).is_dir():  # every store has one from its template on
+            raise StoreError(
+                f"{path}: its commit records ({integrity.RECORDS}/) are missing, so none of its "
+                "cells can be trusted: was it copied without its hidden folders? Copy the "
+                "store's folder itself (cp -r, rsync -a)"
+            )
         try:
             ok = integrity.intact(path)
         except integrity.IntegrityError as e:

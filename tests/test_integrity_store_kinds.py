@@ -244,6 +244,18 @@ def test_readers_count_only_intact_cells_of_a_damaged_store(stores, copy, kind):
             shutil.rmtree(path.parent)
 
 
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_a_store_copied_without_its_hidden_folders_is_named_by_the_analysis(copy, kind, capsys):
+    """`cp -r store/* elsewhere` leaves `.commits/` behind: the analysis says so in one line
+    (instead of drawing every cell as missing) and writes nothing."""
+    path = copy(kind)
+    shutil.rmtree(path / integrity.RECORDS)
+    before = tree_hash(path.parent)
+    capsys.readouterr()
+    one_line(capsys, analysis_cli([str(path)]), "copied without its hidden folders")
+    assert tree_hash(path.parent) == before
+
+
 # ------------------------------------------------------------------ flags flipped
 
 
