@@ -192,6 +192,16 @@ def chunk_files(path: Path, name: str) -> list[Path]:
     return sorted(p for p in (path / name).rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
+def damage(target: Path, how: str) -> None:
+    """One file deleted, cut to half its length, or overwritten with garbage."""
+    if how == "delete":
+        target.unlink()
+    elif how == "truncate":
+        target.write_bytes(target.read_bytes()[: max(1, target.stat().st_size // 2)])
+    else:
+        target.write_bytes(b"\x00garbage\xff" * 7)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("kind", "name", "how"), DAMAGE, ids=["-".join(c) for c in DAMAGE])
 def test_damaged_array_is_repaired_to_the_same_numbers(stores, copy, kind, name, how):
@@ -206,12 +216,7 @@ def test_damaged_array_is_repaired_to_the_same_numbers(stores, copy, kind, name,
         target = path / name / ".".join(["0"] * len(xr.open_zarr(path)[name].dims))
     else:
         target = path / name / ".zarray"
-    if how == "delete":
-        target.unlink()
-    elif how == "truncate":
-        target.write_bytes(target.read_bytes()[: max(1, target.stat().st_size // 2)])
-    else:
-        target.write_bytes(b"\x00garbage\xff" * 7)
+    damage(target, how)
     assert run(kind, path) == 0
     same_store(path, stores[kind])
 
@@ -231,13 +236,7 @@ def test_readers_count_only_intact_cells_of_a_damaged_store(stores, copy, kind):
             continue  # static arrays are rewritten from the plan; fill-only arrays: no file
         for how in HOW:
             path = copy(kind)
-            target = path / files[-1].relative_to(stores[kind])
-            if how == "delete":
-                target.unlink()
-            elif how == "truncate":
-                target.write_bytes(target.read_bytes()[: max(1, target.stat().st_size // 2)])
-            else:
-                target.write_bytes(b"\x00garbage\xff" * 7)
+            damage(path / files[-1].relative_to(stores[kind]), how)
             got = open_store(path)["finished"].values
             np.testing.assert_array_equal(got, integrity.intact(path), err_msg=f"{name} {how}")
             assert got.sum() < ref.sum() and not (got & ~ref).any(), (name, how)
