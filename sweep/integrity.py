@@ -201,7 +201,7 @@ def _leads(c: Cover, idx: tuple[slice, ...]) -> Iterator[Touched]:
             slice(a.start + p.start - r.start, a.start + p.stop - r.start)
             for a, p, r in zip(cell, part, idx, strict=True)
         )
-        yield lead, tuple(sl.stop - sl.start for sl in cell), part, at
+        yield lead, _chunk_size(c, lead), part, at
 
 
 def _chunk_cells(c: Cover, lead: tuple[int, ...]) -> tuple[slice, ...]:
@@ -210,6 +210,10 @@ def _chunk_cells(c: Cover, lead: tuple[int, ...]) -> tuple[slice, ...]:
         slice(i * n, min((i + 1) * n, s))
         for i, n, s in zip(lead, c.flag.chunks, c.flag.shape, strict=True)
     )
+
+
+def _chunk_size(c: Cover, lead: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(sl.stop - sl.start for sl in _chunk_cells(c, lead))
 
 
 def _flag_file(c: Cover, lead: tuple[int, ...]) -> Path:
@@ -283,12 +287,18 @@ def complete(path: Path, region: Mapping[str, slice], flag: str = FLAG) -> bool:
     return bool(intact(path, region, flag).all())
 
 
-def _write_flags(c: Cover, path: Path, lead: tuple[int, ...], cells: np.ndarray) -> None:
-    """The chunk's flags written whole (zarr reads nothing back for a whole chunk), then its
-    record: the cell arrays' files and the flag file as they are now."""
+def _open_flags(c: Cover) -> Any:
+    """The flag array, for writing (opened once per commit or repair, not per chunk)."""
     import zarr
 
-    flags: Any = zarr.open_array(str(c.flag.folder), mode="r+", zarr_format=2)
+    return zarr.open_array(str(c.flag.folder), mode="r+", zarr_format=2)
+
+
+def _write_flags(
+    c: Cover, path: Path, lead: tuple[int, ...], cells: np.ndarray, flags: Any
+) -> None:
+    """The chunk's flags written whole into `flags` (_open_flags; zarr reads nothing back for a
+    whole chunk), then its record: the cell arrays' files and the flag file as they are now."""
     flags[_chunk_cells(c, lead)] = cells
     rec = {
         "cells_shape": list(cells.shape),
@@ -328,9 +338,10 @@ def writing(
             done = np.ones(region_shape, bool) if flags is None else np.asarray(flags, bool)
             if done.shape != region_shape:
                 raise IntegrityError(f"flags of shape {done.shape} for a region {region_shape}")
+            flags_array = _open_flags(c)
             for lead, (part, cells, at) in kept.items():
                 cells[part] = done[at]
-                _write_flags(c, path, lead, cells)
+                _write_flags(c, path, lead, cells, flags_array)
 
         yield commit
 
@@ -381,6 +392,7 @@ def reset_damaged(path: Path, flag: str = FLAG) -> Repair:
     chunk written in part from what it reads there, and a damaged chunk cannot be read."""
     c = cover(path, flag)
     emptied, reflagged = [], []
+    flags = None  # opened for the first chunk that needs it
     for lead in np.ndindex(*c.flag.grid):
         if _sound(c, path, lead):  # the common case, without taking (making) a lock file
             continue
@@ -388,10 +400,10 @@ def reset_damaged(path: Path, flag: str = FLAG) -> Repair:
             if _sound(c, path, lead):
                 continue
             name = ".".join(map(str, lead))
-            size = tuple(sl.stop - sl.start for sl in _chunk_cells(c, lead))
-            vouched = _committed(c, path, lead, size)
+            vouched = _committed(c, path, lead, _chunk_size(c, lead))
             if vouched.any():
-                _write_flags(c, path, lead, vouched)
+                flags = _open_flags(c) if flags is None else flags
+                _write_flags(c, path, lead, vouched, flags)
                 reflagged.append(name)
                 continue
             for a in (c.flag, *c.cells.values()):
@@ -408,8 +420,7 @@ def _sound(c: Cover, path: Path, lead: tuple[int, ...]) -> bool:
     files = [a.folder / k for a in (c.flag, *c.cells.values()) for k in a.files(lead)]
     if not any(f.exists() for f in files):
         return True
-    size = tuple(sl.stop - sl.start for sl in _chunk_cells(c, lead))
-    return bool(_verified(c, path, lead, size).any())
+    return bool(_verified(c, path, lead, _chunk_size(c, lead)).any())
 
 
 def record_template(path: Path, flag: str = FLAG) -> None:
