@@ -23,7 +23,7 @@ from sweep import cores, driver, integrity, jobs, layout, writes
 from sweep.grid import GridPlan
 from sweep.identity import fingerprint
 from sweep.reader import SCHEMA_VERSION, StoreError, open_store
-from tests.conftest import ROOT, make_config, run_cli
+from tests.conftest import ROOT, make_config, run_cli, set_attr, tree_hash
 
 TINY = [
     "+grid=phase",
@@ -267,8 +267,6 @@ def test_axes_in_another_order_are_refused(tmp_path, capsys):
     the wrong cells). A job of such a config is stale too: it checks the fingerprint."""
     from omegaconf import OmegaConf, open_dict
 
-    from tests.conftest import tree_hash
-
     path = tmp_path / "s"
     axes = ["grid.axes.density=[0.1,0.3,1.0]", "grid.axes.relative_importance=[0.5,2.0]"]
     assert driver.run(make_config([*TINY, "workers=1", *axes], store=path)) == 0
@@ -353,11 +351,48 @@ def test_every_grouping_of_a_shape_decides_compilation_alike():
     for blocks in (plan.blocks, plan.blocks[:3], plan.blocks[10:11]):
         job = plan.job(blocks)
         assert job.shape_instances == 1125
-        t = make_trainer(job.kind, job.seeds, job.density, job.importance, job.n_hidden,
-                         job.train, job.correlation, job.set_size, job.shape_instances)
+        t = make_trainer(
+            job.kind,
+            job.seeds,
+            job.density,
+            job.importance,
+            job.n_hidden,
+            job.train,
+            job.correlation,
+            job.set_size,
+            job.shape_instances,
+        )
         decided.add((t.compiled, t.eval_compiled, t.gram))
     assert decided == {(True, False, True)}
     alone = plan.job(plan.blocks[10:11])
-    t = make_trainer(alone.kind, alone.seeds, alone.density, alone.importance, alone.n_hidden,
-                     alone.train)  # the job's own work: what a grouping used to decide by
+    t = make_trainer(
+        alone.kind, alone.seeds, alone.density, alone.importance, alone.n_hidden, alone.train
+    )  # the job's own work: what a grouping used to decide by
     assert not t.compiled
+
+
+@pytest.mark.unit
+def test_a_migration_refused_names_why_and_changes_nothing(tmp_path, capsys):
+    """A backup already where the migration would keep the old store, or a format it does not
+    convert: one line naming it, exit 2, every file as it was."""
+    from sweep import migrate
+
+    path = tmp_path / "old"
+    shutil.copytree(V2, path)
+    (tmp_path / "old.v2-backup").mkdir()
+    (tmp_path / "old.v2-backup" / "mine.txt").write_text("a user's file")
+    before = tree_hash(tmp_path)
+    assert migrate.main([str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "old.v2-backup exists; move it away first" in err[0], err
+    assert tree_hash(tmp_path) == before
+    shutil.rmtree(tmp_path / "old.v2-backup")
+    set_attr(path, "schema_version", 99)
+    before = tree_hash(tmp_path)
+    assert migrate.main([str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        len(err) == 1
+        and "schema_version=99; expected a toysweep store of schema_version 1 or 2" in err[0]
+    ), err
+    assert tree_hash(tmp_path) == before
