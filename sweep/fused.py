@@ -8,9 +8,9 @@ comes from the kind's `Fused` record (`sweep.kinds.base`); nothing here names a 
   residual and gradient factor, the hidden activation and its backward) and the two forms
   below write the matrix products around them. With g = dL/dz (batch, feat), z the output's
   pre-activation: dL/db = Σ_batch g and, without a hidden activation, dL/dW = W (M + Mᵀ),
-  M = xᵀg (feat, feat). For few features ("gram" form, n < 2.5 m) this is cheaper than going
-  through h = Wx and is written elementwise in a feature-major layout (inst, feat, batch), so
-  the long batch axis is the vectorised one.
+  M = xᵀg (feat, feat). For few features ("gram" form, n < 2.5 m and n ≤ 8) this is cheaper
+  than going through h = Wx and is written per feature on (inst, batch) rows, so the long batch
+  axis is the vectorised one and every batch reduction shares one loop.
   Otherwise ("bmm" form, and always with a hidden activation): h = Wx, z = Wᵀh' + b; the
   backward is three bmms: dh' = W g (mapped back through the hidden activation to dh),
   dL/dW = h' gᵀ + dh xᵀ.
@@ -47,13 +47,17 @@ EPS = 1e-8
 CHUNK_ELEMENTS = 2**19  # (inst, batch, feat) elements per chunk: ~2 MiB per float32 buffer
 
 
-def use_gram(fused: Fused, n: int, m: int, compiled: bool = True) -> bool:
-    """Gram form (z from WᵀW) when it needs fewer flops: 2n² < 5nm per batch row.
+# The gram form is written out per feature (grads_gram), and Inductor's compile time grows with
+# the n² products it unrolls: cold, 20 s at 8→4, 31 s at 10→5, 106 s at 20→10, where it is no
+# faster than bmm (2-core build machine, 1 thread). Up to 8 features it is 1.6-3× faster.
+GRAM_MAX_FEATURES = 8
 
-    Uncompiled, the gram form materialises (inst, n, n, batch) broadcasts, about 10× slower
-    than bmm beyond a few features (measured at 60→30), so it is kept for n ≤ 4 there.
+
+def use_gram(fused: Fused, n: int, m: int, compiled: bool = True) -> bool:
+    """Gram form (z from WᵀW) when it needs fewer flops, 2n² < 5nm per batch row, and has at
+    most GRAM_MAX_FEATURES features (4 uncompiled: eager, each feature pair is a kernel call).
     """
-    return fused.gram and 2 * n < 5 * m and (compiled or n <= 4)
+    return fused.gram and 2 * n < 5 * m and n <= (GRAM_MAX_FEATURES if compiled else 4)
 
 
 # How a chunk's inputs are made from uniforms: (correlation, signed, set size), e.g.
@@ -105,16 +109,29 @@ def grads_gram(
     output: Output, x: torch.Tensor, imp: torch.Tensor, W: torch.Tensor, b: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Loss (inst,), dL/dW (inst, m, n), dL/db (inst, n) of a tied kind without hidden
-    activation, through WᵀW; x: (inst, n, batch), imp: (inst, n, 1)."""
-    batch = x.shape[-1]
+    activation, through WᵀW; x: (inst, n, batch), imp: (inst, n, 1).
+
+    Written per feature, on (inst, batch) rows: every reduction over the batch (the loss,
+    dL/db, M = xᵀg) then has the same loop, and Inductor computes them all in one pass that
+    makes each input once. Written over a feature axis instead, each reduction had a loop of
+    its own and made x again in each: 16 divisions per batch row at 2→1 instead of 2, and a
+    step 2.1× slower (3× at 4→2; eager, 1.5× slower too).
+    """
+    n, batch = x.shape[1], x.shape[-1]
     A = (W.unsqueeze(-1) * W.unsqueeze(-2)).sum(1)  # WᵀW: (inst, n, n)
-    z = (A.unsqueeze(-1) * x.unsqueeze(1)).sum(2) + b.unsqueeze(-1)  # (inst, n, batch)
-    r, g = output(z, x)  # act(z) − x, and dL/dz up to 2·imp/batch: (inst, n, batch)
-    loss = (imp * r.square()).sum(1).mean(-1)  # (inst,)
-    g = g * (imp * (2.0 / batch))  # dL/dz: (inst, n, batch)
-    M = (x.unsqueeze(2) * g.unsqueeze(1)).sum(-1)  # xᵀg: (inst, n, n)
-    gW = torch.bmm(W, M + M.transpose(1, 2))  # (inst, m, n)
-    return loss, gW, g.sum(-1)
+    xs = x.unbind(1)  # n × (inst, batch)
+    gs = []  # dL/dz per feature: n × (inst, batch)
+    loss = torch.zeros_like(xs[0])  # (inst, batch)
+    for i in range(n):
+        z = b[:, i, None] + A[:, i, 0, None] * xs[0]  # (inst, batch)
+        for j in range(1, n):
+            z = z + A[:, i, j, None] * xs[j]
+        r, g = output(z, xs[i])  # act(z) − x, and dL/dz up to 2·imp/batch
+        loss = loss + imp[:, i] * r.square()
+        gs.append(g * (imp[:, i] * (2.0 / batch)))
+    M = torch.stack([torch.stack([(xi * g).sum(-1) for g in gs], -1) for xi in xs], -2)
+    gW = torch.bmm(W, M + M.transpose(1, 2))  # M = xᵀg: (inst, n, n); dL/dW: (inst, m, n)
+    return loss.mean(-1), gW, torch.stack([g.sum(-1) for g in gs], -1)
 
 
 def grads_bmm(
@@ -220,7 +237,8 @@ def compiler_available(device: torch.device) -> bool:
 # thread, load 2-6 (other jobs running), float32, batch 1024, per element-step (one instance ×
 # batch row × feature, one training step):
 # - fused eager: 2.2e7/s (2→1), 1.4e7/s (20→5);
-# - fused compiled: 4.5e8/s (2→1), 1.2e8/s (20→5): 4-20× faster;
+# - fused compiled: 4.5e8/s (2→1; 1.5-2e9/s since the gram form's one-loop rewrite, idle),
+#   1.2e8/s (20→5): 4-20× faster;
 # - compiling one block's step: 30-48 s with an empty cache, 3.6-5.1 s with the kernels already
 #   in train.compile_cache (Dynamo tracing; Inductor's FX graph and AOTAutograd caches hit).
 # Compiling pays when the eager run would take longer than compiling plus the compiled run.
