@@ -23,7 +23,10 @@ log = logging.getLogger(__name__)
 # A shape is spread over several jobs only when the grid holds at least this much training
 # (instances × batch × features × steps). Each extra worker process costs ~3-5 s (importing
 # torch, then loading or compiling its kernels: measured on the 2-core build machine); 4e9
-# element-steps is ~9 s of compiled 2→1 training at 1 thread (4.5e8 per s).
+# element-steps was ~9 s of compiled 2→1 training at 1 thread (4.5e8 per s). Since the gram
+# form's one-loop rewrite it is ~2.5 s (1.6e9 per s), yet the 245-model grid (5e9) still took
+# as long in one process as in two (14.8 s against 14.6 s wall, warm, figures included): the
+# one process then imports torch itself and trains at 1 thread. Left as it was.
 SPLIT_WORK = 4e9
 
 _SPEC = re.compile(r"(?P<shape>.+)-c(?P<a>\d+)(?:\.\.c(?P<b>\d+))?")
