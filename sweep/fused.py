@@ -368,11 +368,8 @@ class FusedTrainer:
         dynamo.recompile_limit = max(dynamo.recompile_limit, dynamo.accumulated_recompile_limit)
         self._train = torch.compile(train_chunk, dynamic=False) if self.compiled else train_chunk
         # Evaluation: 8 forward passes (~1/3 of a step each), compiled only when that pays.
-        self.eval_compiled = self._decide(compile, evals)
+        self.eval_compiled = should_compile(compile, W0.device, evals)
         self._eval = torch.compile(eval_chunk, dynamic=False) if self.eval_compiled else eval_chunk
-
-    def _decide(self, setting: bool | str, work: float) -> bool:
-        return should_compile(setting, self.W.device, work)
 
     def _index(self, a: int, z: int) -> torch.Tensor | None:
         return None if self.index is None else self.index[a:z]
