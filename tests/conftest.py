@@ -176,6 +176,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups (its own hook)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The unit tier (`-m unit`) is the fast one: a test marked unit and also slow, slurm or
     browser (e.g. a module marked unit holding one slow test) is an error, not a quiet slow
