@@ -30,14 +30,13 @@ gradients at once (instances never interact, so chunk order does not matter).
 from __future__ import annotations
 
 import math
-import os
-import shutil
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from sweep.compiling import should_compile, use_compile_cache
 from sweep.data import FeatureSampler
 from sweep.groups import GroupedSampler
 from sweep.kinds.base import Fused, KindSpec
@@ -228,72 +227,6 @@ def eval_chunk(
     return chunk_grads(fused, gram, x, imp, params)[0]
 
 
-def compiler_available(device: torch.device) -> bool:
-    """Whether torch.compile can build kernels here (C++ on the CPU, Triton on a GPU)."""
-    if device.type == "cuda":
-        import importlib.util
-
-        return importlib.util.find_spec("triton") is not None
-    return any(shutil.which(c) for c in ("g++", "c++", "clang++"))
-
-
-# Costs behind train.compile=auto, measured on the 2-core build machine (AMD EPYC, AVX2), one
-# thread, load 2-6 (other jobs running), float32, batch 1024, per element-step (one instance ×
-# batch row × feature, one training step):
-# - fused eager: 2.2e7/s (2→1), 1.4e7/s (20→5);
-# - fused compiled: 4.5e8/s (2→1; 1.5-2e9/s since the gram form's one-loop rewrite, idle),
-#   1.2e8/s (20→5): 4-20× faster;
-# - compiling one block's step: 30-48 s with an empty cache, 3.6-5.1 s with the kernels already
-#   in train.compile_cache (Dynamo tracing; Inductor's FX graph and AOTAutograd caches hit).
-# Compiling pays when the eager run would take longer than compiling plus the compiled run.
-EAGER_RATE = 1.4e7
-COMPILED_RATE = 1.2e8
-COMPILE_COLD_S = 50.0
-
-
-def should_compile(setting: Any, device: torch.device, work: float) -> bool:
-    """train.compile: true / false, or auto = when a compiler exists and compiling saves time.
-
-    work: the element-steps (inst × batch × feat × steps) of the job's shape over the whole
-    grid, never of the job alone, nor the cache's state: compiled and eager kernels round
-    differently (~1e-7), so every job of a shape, however the chunks are grouped and whatever
-    the cache holds, must decide alike for a retrained chunk to equal its first training bit
-    for bit. (A warm cache only makes the compile itself shorter.)
-    """
-    if isinstance(setting, bool):
-        return setting
-    if device.type == "cuda":  # no measurements on a GPU here: compile large work only
-        return compiler_available(device) and work >= 1e10
-    saved = work / EAGER_RATE - work / COMPILED_RATE
-    return saved > COMPILE_COLD_S and compiler_available(device)
-
-
-def use_compile_cache(path: str | None) -> None:
-    """Keep compiled kernels in `path` (train.compile_cache), across processes and runs.
-
-    Inductor's FX graph cache and AOTAutograd's cache (on by default in torch 2.13) live under
-    TORCHINDUCTOR_CACHE_DIR; a job that finds its kernels there skips code generation and the
-    C++ compiler, so only Dynamo's tracing (a few seconds) remains.
-    """
-    if not path:
-        return
-    import torch._functorch.config as aot
-    import torch._inductor.config as inductor
-
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.expanduser(path)
-    inductor.fx_graph_cache = True
-    aot.enable_autograd_cache = True
-    # Inductor checks in every process that the CPU's vector ISA builds and loads by compiling
-    # and dlopen-ing probes in child interpreters: 1.5-10 s per process on the 2-core machine
-    # (load 2-10), warm cache or not. The ISA it picks is the one CPUID reports (torch.cpu), so
-    # trusting that picks the same kernels; a compiler that cannot build them still fails the
-    # compile, which FusedTrainer meets by training eager.
-    inductor.cpp.vec_isa_ok = True
-    # One process compiles its own kernels: a pool of compile subprocesses (one per core by
-    # default) only adds start-up on a machine whose cores already run one job each.
-    inductor.compile_threads = 1
-
-
 def chunk_layout(
     inst: int, per_inst: int, unit: int, elements: int = CHUNK_ELEMENTS
 ) -> tuple[int, int]:
@@ -328,6 +261,7 @@ class FusedTrainer:
         W_out0: torch.Tensor | None = None,
         work: float = 0.0,
         evals: float = 0.0,
+        compile_cache: str | None = None,
     ):
         inst, m, n = W0.shape
         assert spec.fused is not None, f"{spec.name} has no fused form"
@@ -340,7 +274,7 @@ class FusedTrainer:
         else:
             self.data, p, width = ("none", sampler.signed, 1), sampler.p, n  # p: (inst, 1, feat)
         unit = len(sampler.unique) if sampler.tiled else 1
-        self.compiled = should_compile(compile, W0.device, work)
+        self.compiled = should_compile(compile, W0.device.type, work)
         self.gram = use_gram(spec.fused, n, m, self.compiled)
         elements = CHUNK_ELEMENTS_GRAM if self.gram and self.compiled else CHUNK_ELEMENTS
         k, size = chunk_layout(inst, sampler.batch * width, unit, elements)
@@ -361,14 +295,18 @@ class FusedTrainer:
         self.p = padded(p.transpose(1, 2), 1.0)  # (inst', P, 1)
         self.index = None if sampler.tiled else padded(sampler.seed_index)  # (inst',)
         self.steps_done = 0
-        # One specialisation per tensor shape is what a grid over shapes needs (capacity: 20
-        # in one store); past Dynamo's default of 8 per function a worker would silently train
-        # the remaining shapes eager, 10-20x slower. 256 is Dynamo's own cap over all frames.
-        dynamo = torch._dynamo.config
-        dynamo.recompile_limit = max(dynamo.recompile_limit, dynamo.accumulated_recompile_limit)
-        self._train = torch.compile(train_chunk, dynamic=False) if self.compiled else train_chunk
         # Evaluation: 8 forward passes (~1/3 of a step each), compiled only when that pays.
-        self.eval_compiled = should_compile(compile, W0.device, evals)
+        self.eval_compiled = should_compile(compile, W0.device.type, evals)
+        if self.compiled or self.eval_compiled:
+            # Only a job that compiles imports Dynamo and Inductor (1.1 s of a small sweep's 4 s
+            # on the 2-core machine).
+            use_compile_cache(compile_cache)
+            # One specialisation per tensor shape is what a grid over shapes needs (capacity:
+            # 20 in one store); past Dynamo's default of 8 per function a worker would silently
+            # train the remaining shapes eager, 10-20x slower. 256: Dynamo's cap over all frames.
+            dynamo = torch._dynamo.config
+            dynamo.recompile_limit = max(dynamo.recompile_limit, dynamo.accumulated_recompile_limit)
+        self._train = torch.compile(train_chunk, dynamic=False) if self.compiled else train_chunk
         self._eval = torch.compile(eval_chunk, dynamic=False) if self.eval_compiled else eval_chunk
 
     def _index(self, a: int, z: int) -> torch.Tensor | None:

@@ -18,9 +18,10 @@ from tqdm.auto import tqdm
 
 from sweep import kinds, timing
 from sweep.blocks import BlockJob, TrainResult
+from sweep.compiling import shape_work
 from sweep.cores import threads_per_job
 from sweep.data import FeatureSampler
-from sweep.fused import FusedTrainer, use_compile_cache
+from sweep.fused import FusedTrainer
 from sweep.groups import make_sampler
 from sweep.models import ToyModels, init_weights, instance_losses
 
@@ -148,14 +149,11 @@ def make_trainer(
         W_out0 = init_weights(seeds, n_hidden, n, "init-out").to(device=device, dtype=dtype)
     if str(getattr(tcfg, "backend", "fused")) == "autograd" or spec.fused is None:
         return AutogradTrainer(kind, W0, b0, imp, sampler, tcfg, W_out0)  # W_out: (inst, n, m)
-    cache = getattr(tcfg, "compile_cache", None)
     setting = getattr(tcfg, "compile", "auto")
-    if setting is not False:
-        use_compile_cache(cache)
-    # compile or not by the shape's work over the whole grid (sweep.fused.should_compile): the
-    # same for every grouping of its chunks into jobs, so a retrained chunk equals its first run
-    rows = float(shape_instances or inst) * n * int(tcfg.batch_size)  # one step's elements
-    work, evals = rows * int(tcfg.steps), rows * 8 / 3
+    # compile or not by the shape's work over the whole grid (sweep.compiling.should_compile):
+    # the same for every grouping of its chunks into jobs, so a retrained chunk equals its first
+    # run
+    work, evals = shape_work(shape_instances or inst, n, int(tcfg.batch_size), int(tcfg.steps))
     return FusedTrainer(
         spec,
         W0,
@@ -169,6 +167,7 @@ def make_trainer(
         W_out0,
         work,
         evals,
+        getattr(tcfg, "compile_cache", None),
     )
 
 

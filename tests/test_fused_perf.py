@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 import xarray as xr
 
 from sweep import fused, jobs
@@ -143,21 +142,6 @@ def test_stores_identical_whatever_workers_and_blocks(tmp_path):
     assert many.W.encoding["chunks"][0] < one.W.encoding["chunks"][0]  # really other blocks
     for var in ("W", "b", "loss", "loss_curve", "diverged", "finished"):
         np.testing.assert_array_equal(one[var].values, many[var].values, err_msg=var)
-
-
-def test_compile_rule_follows_measured_costs():
-    cpu = torch.device("cpu")
-    per_model = 2 * 1024 * 10_000  # one 2→1 model, 10,000 steps
-    assert fused.should_compile(True, cpu, 0) and not fused.should_compile(False, cpu, 1e15)
-    if not fused.compiler_available(cpu):
-        pytest.skip("no C++ compiler")
-    # Cold: the 845-model grid that used to train eager (the cliff) now compiles.
-    assert fused.should_compile("auto", cpu, 845 * per_model)
-    assert not fused.should_compile("auto", cpu, 10 * per_model)  # ~15 s eager < 50 s compile
-    # The threshold is where the saved time equals the compile cost.
-    edge = fused.COMPILE_COLD_S / (1 / fused.EAGER_RATE - 1 / fused.COMPILED_RATE)
-    assert fused.should_compile("auto", cpu, edge * 1.01)
-    assert not fused.should_compile("auto", cpu, edge * 0.99)
 
 
 @pytest.mark.slow

@@ -341,10 +341,10 @@ def test_every_grouping_of_a_shape_decides_compilation_alike():
     chunk retrained alone (a damaged one) must take the kernels of its first, larger job, since
     compiled and eager steps round differently. 2→1 at 2,000 steps: 225 of the grid's 1,125
     models alone would train eager (~29 s < the 50 s a compile costs)."""
-    from sweep import fused
+    from sweep import compiling
     from sweep.train import make_trainer
 
-    if not fused.compiler_available(__import__("torch").device("cpu")):
+    if not compiling.compiler_available("cpu"):
         pytest.skip("no C++ compiler")
     plan = GridPlan(make_config(["+grid=phase", "train.steps=2000", "grid.seeds=5"]))
     decided = set()

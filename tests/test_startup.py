@@ -2,8 +2,8 @@
 
 - A sweep's numbers do not depend on whether its jobs ran in worker processes (warmed up while
   the driver writes the template) or in the driver's own process: bit for bit.
-- No process of a sweep imports matplotlib unless it draws (the figure registry is lazy), so
-  workers and the driver's checks skip seconds of imports.
+- No process of a sweep imports matplotlib unless it draws (the figure registry is lazy), nor
+  Dynamo unless it compiles, so workers and the driver's checks skip seconds of imports.
 - The figures written by parallel processes are the files one process writes.
 - The timing record (sweep/timing.py) writes one JSON line per phase, from every process.
 """
@@ -38,13 +38,13 @@ TWO_JOBS = [
 ]
 
 # Records, in every process of a sweep (sitecustomize runs in the driver and in each worker,
-# which inherit PYTHONPATH), which process imported torch and which matplotlib.
+# which inherit PYTHONPATH), which process imported torch, Dynamo and matplotlib.
 SPY = """
 import os, sys
 
 class Spy:
     def find_spec(self, name, path=None, target=None):
-        if name in ("torch", "matplotlib"):
+        if name in ("torch", "torch._dynamo", "matplotlib"):
             with open(os.environ["SPY_FILE"], "a") as f:
                 f.write(f"{os.getpid()} {name}\\n")
         return None
@@ -69,7 +69,9 @@ def _sweep(tmp_path: Path, store: str, *extra: str) -> tuple[subprocess.Complete
     )
     out, err = proc.communicate(timeout=600)
     done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-    imports: dict[str, set[int]] = {"torch": set(), "matplotlib": set(), "driver": {proc.pid}}
+    imports: dict[str, set[int]] = {
+        "torch": set(), "torch._dynamo": set(), "matplotlib": set(), "driver": {proc.pid}
+    }
     for line in log.read_text().splitlines() if log.exists() else []:
         pid, name = line.split()
         imports[name].add(int(pid))
@@ -81,16 +83,19 @@ def test_worker_and_in_process_runs_store_the_same_bits_and_import_no_matplotlib
     """The same two-job grid through the CLI: in 2 worker processes (started ahead, while the
     driver writes the template; stopped at the end without a warning), then in the driver's
     process alone (workers=1): every array equal bit for bit. With analysis.run=false no
-    process imports matplotlib; torch is imported by the workers (so they ran the jobs)."""
+    process imports matplotlib, and with train.compile=false none imports Dynamo (1 s each);
+    torch is imported by the workers (so they ran the jobs)."""
     workers, seen = _sweep(tmp_path, "workers", "workers=2")
     assert workers.returncode == 0, workers.stderr[-2000:]
     # the workers stopped at the end left nothing behind (e.g. tqdm's semaphores, once)
     assert "leaked" not in workers.stderr and "Traceback" not in workers.stderr, workers.stderr
     assert seen["torch"] - seen["driver"], "no worker process trained"
     assert not seen["matplotlib"], f"processes that imported matplotlib: {seen}"
+    assert not seen["torch._dynamo"], f"processes that imported Dynamo: {seen}"
     alone, seen1 = _sweep(tmp_path, "alone", "workers=1")
     assert alone.returncode == 0, alone.stderr[-2000:]
     assert seen1["torch"] == seen1["driver"]  # in-process: no other process imported torch
+    assert not seen1["torch._dynamo"], f"processes that imported Dynamo: {seen1}"
     a, b = xr.open_zarr(tmp_path / "workers"), xr.open_zarr(tmp_path / "alone")
     assert bool(a["finished"].all()) and bool(b["finished"].all())
     for name in ("W", "b", "loss", "loss_curve", "diverged"):

@@ -172,6 +172,6 @@ def test_compiled_path_really_compiles():
 
 
 def _compiler() -> bool:
-    from sweep.fused import compiler_available
+    from sweep.compiling import compiler_available
 
-    return compiler_available(torch.device("cpu"))
+    return compiler_available("cpu")
