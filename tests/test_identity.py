@@ -27,6 +27,26 @@ def _store(path: Path, run_id: str, fp: str) -> Path:
 
 @pytest.mark.unit
 @pytest.mark.parametrize(
+    "run_id", ["8e68538008424411", "1234567890123456", "0000000000000000", "abcdef0123456789"]
+)
+def test_a_run_id_reaches_its_jobs_as_the_same_text(tmp_path, run_id):
+    """The driver hands each job its store's path and run id as Hydra overrides, and the job
+    composes its config from them. A run id is 16 hex digits; unquoted, about one in 1,300 (digits
+    around one `e`) read as a float (8e68538008424411: 8·10^68538008424411, inf), and every job
+    of that run refused its own store as stale (seen once in a whole-suite run). All digits read
+    as an int, which the schema's str turns back into the same text."""
+    from types import SimpleNamespace
+
+    from hydra_plugins.toysweep.toysweep_sweeper import ToySweeper
+
+    path = _store(tmp_path / "s", run_id, "f1")
+    cfg = make_config([*BASE, *ToySweeper._ident(SimpleNamespace(path=path))])
+    assert cfg.store.run_id == run_id
+    assert Path(cfg.store.path) == path
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
     ("run_id", "fp", "refused"),
     [
         ("r1", "f1", False),  # the store the job was launched for

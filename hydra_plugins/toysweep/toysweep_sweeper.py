@@ -159,12 +159,15 @@ class ToySweeper(Sweeper):
 
     @staticmethod
     def _ident(sweep: Any) -> list[str]:
-        """The store's real path (quoted for Hydra's grammar: any spelling) and its run id."""
+        """The store's real path and its run id, each quoted for Hydra's grammar: a path may be
+        spelt any way, and a run id (16 hex digits) unquoted reads as a float when it is digits
+        around one `e`: about one in 1,300, e.g. 8e68538008424411 (inf), whose jobs then all
+        refused their own store as stale."""
         from sweep import driver
 
         return [
             f"store.path={driver.hydra_quote(str(sweep.path))}",
-            f"store.run_id={driver.identity(sweep.path)['run_id']}",
+            f"store.run_id={driver.hydra_quote(str(driver.identity(sweep.path)['run_id']))}",
         ]
 
     def _starting(self, plan: Any) -> None:
