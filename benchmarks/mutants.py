@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -433,7 +434,8 @@ def run_tests(
 def first_failure(tail: str) -> str:
     for line in tail.splitlines():
         if line.startswith(("FAILED", "ERROR")):
-            return line.split(" - ")[0].replace("FAILED ", "").replace("ERROR ", "")
+            nodeid = line.split(" - ")[0].replace("FAILED ", "").replace("ERROR ", "")
+            return re.sub(r"@[^@\]]*$", "", nodeid)  # xdist's group suffix (`@<module>`)
     return tail.splitlines()[-1] if tail else ""
 
 
