@@ -1,9 +1,6 @@
-"""Whether a shape's training step is compiled (train.compile), decided without importing torch.
-
-The training job decides it (`sweep.fused.FusedTrainer`), and so does the driver before any
-job starts, to know whether its worker processes should import Dynamo and Inductor ahead
-(1-2 s each on the 2-core machine, wasted on a sweep that trains eager): the same function on
-the same numbers, so the two cannot disagree.
+"""Whether a shape's training step is compiled (train.compile), and Inductor's settings for
+compiling it (`sweep.packages` builds the compiled step). Imports no torch: the rule is cheap
+to ask anywhere.
 """
 
 from __future__ import annotations
@@ -19,8 +16,8 @@ from typing import Any
 # - fused eager: 2.2e7/s (2→1), 1.4e7/s (20→5);
 # - fused compiled: 4.5e8/s (2→1; 1.5-2e9/s since the gram form's one-loop rewrite, idle),
 #   1.2e8/s (20→5): 4-20× faster;
-# - compiling one block's step: 30-48 s with an empty cache, 3.6-5.1 s with the kernels already
-#   in train.compile_cache (Dynamo tracing; Inductor's FX graph and AOTAutograd caches hit).
+# - compiling one block's step: 30-48 s with an empty cache (torch.compile then; an AOTInductor
+#   package now, sweep.packages: 8-10 s for a 2→1 step); loading it later: milliseconds.
 # Compiling pays when the eager run would take longer than compiling plus the compiled run.
 EAGER_RATE = 1.4e7
 COMPILED_RATE = 1.2e8
@@ -58,29 +55,12 @@ def shape_work(instances: int, features: int, batch: int, steps: int) -> tuple[f
     return rows * steps, rows * EVALS_PER_STEP
 
 
-def plan_compiles(plan: Any) -> bool:
-    """Whether any job of a grid plan (`sweep.grid.GridPlan`) may compile its training or
-    evaluation. train.device=auto counts as either device: the driver does not import torch
-    to find out (a GPU's threshold is the higher one, so this mostly asks the CPU's)."""
-    train = plan.cfg.train
-    device = str(train.device).split(":")[0]
-    devices = ["cpu", "cuda"] if device == "auto" else [device]
-    for shape in plan.shapes:
-        instances = sum(b.size for b in plan.blocks if b.shape == shape)
-        for work in shape_work(
-            instances, shape.n_features, int(train.batch_size), int(train.steps)
-        ):
-            if any(should_compile(train.compile, d, work) for d in devices):
-                return True
-    return False
-
-
 def use_compile_cache(path: str | None) -> None:
-    """Keep compiled kernels in `path` (train.compile_cache), across processes and runs.
+    """Inductor's settings for compiling a step, its caches in `path` (train.compile_cache).
 
     Inductor's FX graph cache and AOTAutograd's cache (on by default in torch 2.13) live under
-    TORCHINDUCTOR_CACHE_DIR; a job that finds its kernels there skips code generation and the
-    C++ compiler, so only Dynamo's tracing (a few seconds) remains.
+    TORCHINDUCTOR_CACHE_DIR: a package of a step whose graph was compiled before (other code
+    around it changed) skips code generation.
     """
     if not path:
         return

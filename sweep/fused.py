@@ -36,10 +36,11 @@ from typing import Any
 
 import torch
 
-from sweep.compiling import should_compile, use_compile_cache
+from sweep.compiling import should_compile
 from sweep.data import FeatureSampler
 from sweep.groups import GroupedSampler
 from sweep.kinds.base import Fused, KindSpec
+from sweep.packages import Packaged
 
 BETAS = (0.9, 0.999)  # torch.optim.AdamW defaults, as in the autograd path
 EPS = 1e-8
@@ -297,17 +298,14 @@ class FusedTrainer:
         self.steps_done = 0
         # Evaluation: 8 forward passes (~1/3 of a step each), compiled only when that pays.
         self.eval_compiled = should_compile(compile, W0.device.type, evals)
-        if self.compiled or self.eval_compiled:
-            # Only a job that compiles imports Dynamo and Inductor (1.1 s of a small sweep's 4 s
-            # on the 2-core machine).
-            use_compile_cache(compile_cache)
-            # One specialisation per tensor shape is what a grid over shapes needs (capacity:
-            # 20 in one store); past Dynamo's default of 8 per function a worker would silently
-            # train the remaining shapes eager, 10-20x slower. 256: Dynamo's cap over all frames.
-            dynamo = torch._dynamo.config
-            dynamo.recompile_limit = max(dynamo.recompile_limit, dynamo.accumulated_recompile_limit)
-        self._train = torch.compile(train_chunk, dynamic=False) if self.compiled else train_chunk
-        self._eval = torch.compile(eval_chunk, dynamic=False) if self.eval_compiled else eval_chunk
+        # Compiled: an AOTInductor package per chunk shape, built once into train.compile_cache
+        # and loaded without Dynamo afterwards (sweep.packages).
+        self._train: Callable[..., torch.Tensor] = train_chunk
+        self._eval: Callable[..., torch.Tensor] = eval_chunk
+        if self.compiled:
+            self._train = Packaged(train_chunk, spec.name, spec.fused, compile_cache)
+        if self.eval_compiled:
+            self._eval = Packaged(eval_chunk, spec.name, spec.fused, compile_cache)
 
     def _index(self, a: int, z: int) -> torch.Tensor | None:
         return None if self.index is None else self.index[a:z]
@@ -389,5 +387,5 @@ class FusedTrainer:
 
 def warn_compile_failed(e: Exception) -> None:
     warnings.warn(
-        f"torch.compile failed ({type(e).__name__}: {e}); training uncompiled", stacklevel=2
+        f"compiling the step failed ({type(e).__name__}: {e}); training uncompiled", stacklevel=2
     )

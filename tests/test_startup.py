@@ -3,7 +3,8 @@
 - A sweep's numbers do not depend on whether its jobs ran in worker processes (warmed up while
   the driver writes the template) or in the driver's own process: bit for bit.
 - No process of a sweep imports matplotlib unless it draws (the figure registry is lazy), nor
-  Dynamo unless it compiles, so workers and the driver's checks skip seconds of imports.
+  Dynamo unless it builds a compiled step (a warm one loads from its package), so workers and
+  the driver's checks skip seconds of imports.
 - The figures written by parallel processes are the files one process writes.
 - The timing record (sweep/timing.py) writes one JSON line per phase, from every process.
 """
@@ -101,6 +102,26 @@ def test_worker_and_in_process_runs_store_the_same_bits_and_import_no_matplotlib
     for name in ("W", "b", "loss", "loss_curve", "diverged"):
         np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
     assert a.attrs["fingerprint"] == b.attrs["fingerprint"]
+
+
+@pytest.mark.slow
+def test_a_warm_compiled_sweep_imports_no_dynamo_and_stores_its_cold_bits(tmp_path):
+    """The two-job grid compiled: the first run builds each shape's package (sweep/packages.py)
+    in its workers; a second run with that cache loads them without importing Dynamo, in
+    worker processes or in the driver's, and stores the first run's numbers bit for bit."""
+    compiled = ["train.compile=true", f"train.compile_cache={tmp_path / 'cache'}"]
+    cold, _ = _sweep(tmp_path, "cold", "workers=2", *compiled)
+    assert cold.returncode == 0, cold.stderr[-2000:]
+    assert len(list((tmp_path / "cache" / "aoti").glob("train_chunk-*.pt2"))) == 2  # 2 shapes
+    first = xr.open_zarr(tmp_path / "cold")
+    for store, workers in (("warm", "workers=2"), ("alone", "workers=1")):
+        warm, seen = _sweep(tmp_path, store, workers, *compiled)
+        assert warm.returncode == 0, warm.stderr[-2000:]
+        assert seen["torch"], "nothing trained"
+        assert not seen["torch._dynamo"], f"{store}: processes that imported Dynamo: {seen}"
+        again = xr.open_zarr(tmp_path / store)
+        for name in ("W", "b", "loss", "loss_curve", "diverged", "finished"):
+            np.testing.assert_array_equal(first[name].values, again[name].values, err_msg=name)
 
 
 @pytest.mark.unit

@@ -12,8 +12,8 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 
+from sweep import fused
 from sweep.train import lr_lambda, make_trainer
 from tests.conftest import make_config
 
@@ -103,20 +103,23 @@ def test_adamw_first_steps_match_torch_with_gradients():
 
 @pytest.mark.unit
 def test_compiled_path_compiles_its_step(monkeypatch):
-    """train.compile=true hands the training step to torch.compile and runs what it returns.
+    """train.compile=true hands the training and evaluation steps to a package
+    (sweep.packages.Packaged) and runs what it returns.
 
-    torch.compile is replaced by a recorder (a real compile costs ~20 s here; the slow test
-    below does it for real), so this checks the wiring, not the compiler.
+    The package is replaced by a recorder (a real build costs ~10 s here; the slow test below
+    and tests/test_packages.py build for real), so this checks the wiring, not the compiler.
     """
     calls = []
 
-    def recording_compile(fn, **kwargs):
-        def run(*args):
-            calls.append(fn.__name__)
-            return fn(*args)
-        return run
+    class Recording:
+        def __init__(self, fn, kind, record, cache):
+            self.fn = fn
 
-    monkeypatch.setattr(torch, "compile", recording_compile)
+        def __call__(self, *args):
+            calls.append(self.fn.__name__)
+            return self.fn(*args)
+
+    monkeypatch.setattr(fused, "Packaged", Recording)
     cfg = tcfg("constant", 0, "fused", compile=True)
     trainer = make_trainer("relu", np.array([0, 1]), np.full((2, 2), 0.3), np.ones((2, 2)), 1,
                            cfg)
@@ -133,15 +136,17 @@ def test_compile_failure_falls_back_with_a_warning(monkeypatch):
     """A compiler that fails is reported (a warning) and training goes on uncompiled, with the
     same numbers as the uncompiled path."""
 
-    def broken_compile(fn, **kwargs):
-        def run(*args):
-            raise RuntimeError("no compiler here")
-        return run
+    class Broken:
+        def __init__(self, *args):
+            pass
 
-    monkeypatch.setattr(torch, "compile", broken_compile)
+        def __call__(self, *args):
+            raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(fused, "Packaged", Broken)
     args = ("relu", np.array([0, 1]), np.full((2, 2), 0.3), np.ones((2, 2)), 1)
     trainer = make_trainer(*args, tcfg("constant", 0, "fused", compile=True))
-    with pytest.warns(UserWarning, match="torch.compile failed.*training uncompiled"):
+    with pytest.warns(UserWarning, match="compiling the step failed.*training uncompiled"):
         trainer.step(0)
     assert not trainer.compiled
     eager = make_trainer(*args, tcfg("constant", 0, "fused", compile=False))
@@ -150,21 +155,20 @@ def test_compile_failure_falls_back_with_a_warning(monkeypatch):
 
 
 @pytest.mark.slow
-def test_compiled_path_really_compiles():
-    """A real torch.compile: dynamo reports a compiled graph and the numbers match eager."""
-    from torch._dynamo.utils import counters
-
+def test_compiled_path_really_compiles(tmp_path):
+    """A real compile: the step's package is built into train.compile_cache, and the numbers
+    match eager."""
     if not _compiler():
         pytest.skip("no C++ compiler for torch.compile on this machine")
-    counters.clear()
     args = ("relu", np.array([0, 1]), np.full((2, 2), 0.3), np.ones((2, 2)), 1)
-    compiled = make_trainer(*args, tcfg("constant", 0, "fused", compile=True))
+    compiled = make_trainer(*args, tcfg("constant", 0, "fused", compile=True,
+                                        compile_cache=tmp_path))
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         for step in range(3):
             compiled.step(step)
     assert compiled.compiled
-    assert counters["stats"]["unique_graphs"] >= 1, dict(counters["stats"])
+    assert list(tmp_path.glob("aoti/train_chunk-*.pt2"))
     eager = make_trainer(*args, tcfg("constant", 0, "fused", compile=False))
     for step in range(3):
         eager.step(step)

@@ -125,16 +125,12 @@ class DriverWatch:
         return self.task(*args, **kwargs)
 
 
-def warm(compiles: bool) -> None:
-    """What a worker's first job would import (the engine, torch, and Dynamo and Inductor if a
-    job compiles), imported while the driver writes the store's template instead of after it.
-    A sweep that trains eager never imports Dynamo: 6.4 s against 4.2 s for a two-job sweep of
-    40 steps on the 2-core machine, whose cores the warm-up shares with the driver."""
+def warm() -> None:
+    """What a worker's first job would import (the engine, torch), imported while the driver
+    writes the store's template instead of after it. Not Dynamo nor Inductor: compiled steps
+    load from their packages without them (sweep.packages), and a job that must build one
+    imports them then (2-3 s of CPU per process on the 2-core machine, paid only cold)."""
     import torch  # noqa: F401
-
-    if compiles:
-        import torch._dynamo  # noqa: F401
-        import torch._inductor.compile_fx  # noqa: F401
 
     import sweep.__main__  # noqa: F401 - the task function's module: Hydra, the schema
     import sweep.driver  # noqa: F401
@@ -144,10 +140,9 @@ def warm(compiles: bool) -> None:
 class LocalWorkersLauncher(JoblibLauncher):
     _warming: threading.Thread | None = None
 
-    def prewarm(self, jobs: int, compiles: bool = True) -> None:
+    def prewarm(self, jobs: int) -> None:
         """Start the worker processes a launch of `jobs` jobs will use (none for one job: it
-        runs in this process), each importing what its jobs need (`warm`; `compiles`: whether
-        any job may compile, `sweep.compiling.plan_compiles`), in the background.
+        runs in this process), each importing what its jobs need (`warm`), in the background.
         joblib keeps loky's processes for its next call of the same size: the launch's."""
         from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
         from joblib import Parallel, delayed
@@ -166,7 +161,7 @@ class LocalWorkersLauncher(JoblibLauncher):
 
         def start() -> None:
             try:
-                Parallel(**settings)(delayed(task)(compiles) for _ in range(n))
+                Parallel(**settings)(delayed(task)() for _ in range(n))
             except Exception as e:  # noqa: BLE001 - only a head start: the launch starts them
                 logging.getLogger(__name__).debug(f"worker warm-up failed: {e}")
 

@@ -173,12 +173,11 @@ class ToySweeper(Sweeper):
     def _starting(self, plan: Any) -> None:
         """The store is about to be written: a launcher that can start its workers ahead
         (the local one) starts as many as this run's jobs can use, in the background."""
-        from sweep.compiling import plan_compiles
         from sweep.jobs import group
 
         prewarm = getattr(self.launcher, "prewarm", None)
         if prewarm is not None:
-            prewarm(len(group(plan, plan.block_keys)), plan_compiles(plan))
+            prewarm(len(group(plan, plan.block_keys)))
 
     def _launch(
         self, keys: list[str], batch: list[list[str]], job_idx: int, folder: str | None

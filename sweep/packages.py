@@ -1,0 +1,213 @@
+"""Compiled chunk steps as AOTInductor packages: built once per shape, loaded without Dynamo.
+
+`torch.compile` traces the step with Dynamo in every process, warm cache or not: a worker
+imported Dynamo and Inductor (~2.5 s of CPU) and traced and looked up its kernels (~1 s) before
+its first step, most of a small sweep's fixed cost (issue 25). Here the step is exported and
+compiled ahead of time by AOTInductor (`torch._inductor.aoti_compile_and_package`) into a
+`.pt2` package in `train.compile_cache`, and later processes load it with torch's C++ loader
+(`torch._C._aoti.AOTIModelPackageLoader`, milliseconds; Dynamo and Inductor are not imported)
+and call it with the chunk's tensors. The package updates parameters and moments in place, as
+the traced step does, and equals it bit for bit (`tests/test_packages.py`).
+
+Nothing traces the code on a warm load, so the package's name must name everything its
+binary depends on: the source of the `sweep` package (the step and every kind's record), torch's
+version, the CPU's vector ISA (a package built for AVX-512 would crash an AVX2 node sharing the
+file system), the thread count (Inductor writes it into its OpenMP loops) and every input's
+shape, stride, dtype and device. A package of other code or another shape is never loaded: it
+has another name. One that does not load (cut short, damaged) is built again.
+
+Every process of a shape runs the same binary, so a chunk retrained in a job of its own, on
+another worker or a SLURM node, equals its first training bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import hashlib
+import inspect
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sweep.compiling import use_compile_cache
+
+# Where packages live inside train.compile_cache (Inductor's own caches are beside it).
+FOLDER = "aoti"
+
+
+def tree_digest(root: Path, extra: tuple[str, ...] = ()) -> str:
+    """sha256 of the modules under `root` and the files `extra`, by name and content (not by
+    where they are: a clone elsewhere, or a SLURM node's mount, names packages alike)."""
+    h = hashlib.sha256()
+    for path in [*sorted(root.rglob("*.py")), *map(Path, sorted(extra))]:
+        name = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
+        h.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+@functools.cache
+def source_digest(extra: tuple[str, ...] = ()) -> str:
+    """`tree_digest` of the `sweep` package and of the files `extra` (a kind defined
+    elsewhere): a package of other code has another name.
+
+    All of sweep/, not only sweep/fused.py: the step reaches the kinds' records and the
+    samplers' conventions, and a few ms of hashing costs less than naming those by hand."""
+    return tree_digest(Path(__file__).resolve().parent, extra)
+
+
+def kind_files(fused: Any) -> tuple[str, ...]:
+    """The source files of a kind's fused record's functions (outside `sweep` or not)."""
+    funcs = [getattr(fused, f) for f in ("output", "hidden", "grads")]
+    return tuple(sorted({inspect.getfile(f) for f in funcs if f is not None}))
+
+
+def package_name(function: str, statics: tuple, digest: str, tensors: list[torch.Tensor]) -> str:
+    """The file name of a step's package: `<function>-<sha256 of all it depends on>.pt2`.
+    statics: the Python arguments (by value, e.g. the kind's name); digest: `source_digest`."""
+    parts = [
+        function,
+        repr(statics),
+        torch.__version__,
+        digest,
+        torch.backends.cpu.get_cpu_capability(),
+        str(torch.get_num_threads()),
+        *(f"{tuple(t.shape)}/{t.stride()}/{t.dtype}/{t.device}" for t in tensors),
+    ]
+    return f"{function}-{hashlib.sha256(chr(0).join(parts).encode()).hexdigest()[:40]}.pt2"
+
+
+class _Step(torch.nn.Module):
+    """The chunk function with its Python arguments fixed, over a flat list of tensors (what
+    torch.export and the package take): rebuilt into the function's own arguments."""
+
+    def __init__(self, fn: Callable[..., torch.Tensor], statics: tuple, layout: tuple):
+        super().__init__()
+        self.fn, self.statics, self.layout = fn, statics, layout
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        return self.fn(*self.statics, *unflatten(list(tensors), self.layout))
+
+
+def flatten(args: tuple) -> tuple[list[torch.Tensor], tuple]:
+    """(tensors, layout) of a chunk function's tensor arguments: a tensor, None or a list of
+    tensors each; layout records which, so that `unflatten` gives the arguments back."""
+    tensors: list[torch.Tensor] = []
+    layout: list[int | None] = []
+    for a in args:
+        if a is None:
+            layout.append(None)
+        elif isinstance(a, list):
+            layout.append(len(a))
+            tensors += a
+        else:
+            layout.append(-1)
+            tensors.append(a)
+    return tensors, tuple(layout)
+
+
+def unflatten(tensors: list[torch.Tensor], layout: tuple) -> list[Any]:
+    args: list[Any] = []
+    for n in layout:
+        if n is None:
+            args.append(None)
+        elif n == -1:
+            args.append(tensors.pop(0))
+        else:
+            args.append([tensors.pop(0) for _ in range(n)])
+    return args
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """One builder of a package at a time (the others wait, then load what it built): two
+    workers of a shape would otherwise both compile it. Where the file system has no flock,
+    each builds its own; the rename keeps the file whole either way."""
+    with open(path.with_suffix(".lock"), "a") as f:
+        with contextlib.suppress(OSError):
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def _build(path: Path, module: _Step, tensors: list[torch.Tensor], cache: str | None) -> None:
+    """Export and compile the step into `path` (whole or not at all: written beside, renamed)."""
+    use_compile_cache(cache)  # Inductor's settings and caches for the compile itself
+    import torch._inductor
+
+    # export traces with fake tensors; the clones keep the caller's tensors out of it anyway
+    program = torch.export.export(module, tuple(t.clone() for t in tensors), strict=False)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".pt2")
+    os.close(fd)
+    try:
+        with warnings.catch_warnings():  # torch's own deprecation notices of its internals
+            warnings.simplefilter("ignore", FutureWarning)
+            torch._inductor.aoti_compile_and_package(program, package_path=tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _load(path: Path, device: torch.device) -> Any:
+    index = -1 if device.type == "cpu" else (device.index or 0)
+    return torch._C._aoti.AOTIModelPackageLoader(str(path), "model", True, 1, index)
+
+
+class Packaged:
+    """A chunk function (`train_chunk`, `eval_chunk`) compiled into packages in `cache`, one per
+    argument shape, called like the function itself: `step(fused, gram, data, *tensor_args)`.
+
+    kind: the name of the kind whose `fused` record is passed (the package's name takes the
+    name and the record's source, not the record itself); cache: train.compile_cache (None:
+    a folder of this process only).
+    """
+
+    STATICS = 3  # (fused, gram, data): the Python arguments before the tensors
+
+    def __init__(self, fn: Callable[..., torch.Tensor], kind: str, fused: Any, cache: str | None):
+        self.fn, self.kind, self.cache = fn, kind, cache
+        self.digest = source_digest(kind_files(fused))
+        self._loaded: dict[tuple, Any] = {}
+
+    def folder(self) -> Path:
+        if self.cache:
+            path = Path(os.path.expanduser(self.cache)) / FOLDER
+        else:
+            path = Path(tempfile.gettempdir()) / f"toysweep-aoti-{os.getpid()}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def __call__(self, *args: Any) -> torch.Tensor:
+        tensors, layout = flatten(args[self.STATICS :])
+        # what the package's name depends on that may change between calls, cheaply (a step
+        # calls this once per chunk): the name itself is hashed only the first time
+        seen = (
+            args[1:3],
+            layout,
+            torch.get_num_threads(),
+            *((t.shape, t.stride(), t.dtype, t.device) for t in tensors),
+        )
+        runner = self._loaded.get(seen)
+        if runner is None:
+            statics = (self.kind, *args[1:3], layout)  # the kind by its name, not its record
+            name = package_name(self.fn.__name__, statics, self.digest, tensors)
+            runner = self._runner(name, args[: self.STATICS], layout, tensors)
+            self._loaded[seen] = runner
+        return runner.run(tensors)[0]
+
+    def _runner(self, name: str, statics: tuple, layout: tuple, tensors: list) -> Any:
+        path = self.folder() / name
+        if path.exists():
+            with contextlib.suppress(RuntimeError):  # damaged: built again below
+                return _load(path, tensors[0].device)
+        with _locked(path):
+            if path.exists():  # another process built it while this one waited
+                with contextlib.suppress(RuntimeError):
+                    return _load(path, tensors[0].device)
+            _build(path, _Step(self.fn, statics, layout), tensors, self.cache)
+        return _load(path, tensors[0].device)

@@ -1,0 +1,155 @@
+"""Compiled steps as AOTInductor packages (sweep/packages.py): named by all they depend on,
+equal to the step's maths, loaded bit for bit in a fresh process without Dynamo, and built
+again when damaged."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sweep import fused, packages
+from sweep.compiling import compiler_available
+from sweep.train import make_trainer
+from tests.conftest import make_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _name(tensors, statics=("relu", True, ("none", False, 1)), digest="d", function="train_chunk"):
+    return packages.package_name(function, statics, digest, tensors)
+
+
+@pytest.mark.unit
+def test_a_package_is_named_by_all_it_depends_on():
+    a = [torch.zeros(4, 1, 2), torch.zeros(4, 2)]
+    same = _name([torch.ones(4, 1, 2), torch.ones(4, 2)])  # values do not matter, shapes do
+    assert _name(a) == same
+    others = [
+        _name([torch.zeros(5, 1, 2), a[1]]),  # a shape
+        _name([a[0].double(), a[1]]),  # a dtype
+        _name([torch.zeros(4, 2, 1).transpose(1, 2), a[1]]),  # a stride
+        _name(a, digest="e"),  # the code
+        _name(a, statics=("silu", True, ("none", False, 1))),  # the kind
+        _name(a, statics=("relu", False, ("none", False, 1))),  # the form
+        _name(a, statics=("relu", True, ("correlated", False, 2))),  # the data
+        _name(a, function="eval_chunk"),
+    ]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads + 1)  # Inductor writes the thread count into its loops
+    try:
+        others.append(_name(a))
+    finally:
+        torch.set_num_threads(threads)
+    assert len({_name(a), *others}) == len(others) + 1
+
+
+@pytest.mark.unit
+def test_the_code_digest_follows_the_content_not_the_place(tmp_path):
+    copy = tmp_path / "elsewhere" / "sweep"
+    shutil.copytree(ROOT / "sweep", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    assert packages.tree_digest(copy) == packages.source_digest()
+    step = copy / "fused.py"
+    step.write_text(step.read_text().replace("EPS = 1e-8", "EPS = 1e-7"))
+    assert packages.tree_digest(copy) != packages.source_digest()
+
+
+def _config(cache: Path, compile: bool):
+    return make_config(
+        [
+            "train.steps=1000",
+            "train.batch_size=64",
+            f"train.compile={str(compile).lower()}",
+            f"train.compile_cache={cache}",
+        ]
+    ).train
+
+
+def _block():
+    """60 2→1 models: 6 densities × 2 importances × 5 seeds (cells of seeds in order)."""
+    cells = [(d, r) for d in np.geomspace(0.02, 1, 6) for r in (0.3, 3.0)]
+    density = np.repeat([[d, d] for d, _ in cells], 5, axis=0)
+    importance = np.repeat([[1.0, r] for _, r in cells], 5, axis=0)
+    return np.tile(np.arange(5), len(cells)), density, importance
+
+
+def _trained(cache: Path, compile: bool, steps: int = 4):
+    torch.set_num_threads(1)
+    t = make_trainer("relu", *_block(), 1, _config(cache, compile))
+    for step in range(steps):
+        t.step(step)
+    return t
+
+
+def _digest(t) -> str:
+    state = [*t.params, *t.moments]
+    return hashlib.sha256(b"".join(q.numpy().tobytes() for q in state)).hexdigest()
+
+
+needs_compiler = pytest.mark.skipif(
+    not compiler_available("cpu"), reason="no C++ compiler on this machine"
+)
+
+# A fresh process: the trainer of _trained over the same cache; prints whether it built a
+# package and whether Dynamo was imported, then the digest of the trained state.
+FRESH = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from sweep import fused, packages
+    from tests.test_packages import _digest, _trained
+    built = []
+    build = packages._build
+    packages._build = lambda *a: (built.append(1), build(*a))
+    fused.CHUNK_ELEMENTS_GRAM = int(sys.argv[2])
+    t = _trained(Path(sys.argv[1]), True)
+    print(bool(built), "torch._dynamo" in sys.modules, _digest(t))
+    """
+)
+
+
+@pytest.mark.slow
+@needs_compiler
+def test_a_package_trains_as_the_step_and_loads_elsewhere_bit_for_bit(tmp_path, monkeypatch):
+    # three chunks of 20 models: the package runs on slices at offsets, updating them in place
+    small = 20 * 64 * 2
+    monkeypatch.setattr(fused, "CHUNK_ELEMENTS_GRAM", small)
+    cache = tmp_path / "cache"
+    compiled = _trained(cache, True)
+    assert compiled.compiled and len(compiled.chunks) == 3
+    assert len(list((cache / packages.FOLDER).glob("train_chunk-*.pt2"))) == 1
+    eager = _trained(cache, False)
+    assert not eager.compiled
+    for got, want in zip([*compiled.params, *compiled.moments],
+                         [*eager.params, *eager.moments], strict=True):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-7)
+    assert not torch.equal(compiled.W, _trained(cache, False, steps=0).W)  # it did train
+
+    out = subprocess.run(
+        [sys.executable, "-c", FRESH, str(cache), str(small)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    built, dynamo, digest = out.stdout.split()
+    assert built == "False", "the fresh process built the package again"
+    assert dynamo == "False", "loading a package imported Dynamo"
+    assert digest == _digest(compiled)
+
+
+@pytest.mark.slow
+@needs_compiler
+def test_a_damaged_package_is_built_again(tmp_path):
+    cache = tmp_path / "cache"
+    first = _trained(cache, True)
+    (package,) = (cache / packages.FOLDER).glob("train_chunk-*.pt2")
+    package.write_bytes(package.read_bytes()[:1000])  # cut short, as by a full disk
+    again = _trained(cache, True)
+    assert _digest(again) == _digest(first)
+    assert package.stat().st_size > 1000
