@@ -214,7 +214,7 @@ def worker(spec: dict) -> dict:
             )
             jobs.append((len(job.seeds), tr.step))
         inst = sum(k for k, _ in jobs)
-    for _, step in jobs:  # warm-up (includes torch.compile when on)
+    for _, step in jobs:  # warm-up (includes building or loading the compiled package when on)
         for i in range(args.warmup):
             step(i)
     sync()
