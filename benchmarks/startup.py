@@ -155,10 +155,10 @@ def main() -> None:
             if case == "analysis":
                 continue
             cache = Path(args.cache) if args.cache else work / f"cache-{case}"
-            for kind in args.runs:
+            for i, kind in enumerate(args.runs):
                 if kind == "cold":
                     shutil.rmtree(cache, ignore_errors=True)
-                store = work / f"{case}-{kind}"
+                store = work / f"{case}-{kind}-{i}"  # a fresh store per run: none resumes
                 cmd = [
                     sys.executable,
                     "-m",
@@ -180,11 +180,10 @@ def main() -> None:
                 )
                 records.append({"case": case, "run": kind, "wall": t1 - t0, "cpu": CPU_S, **ph})
         if "analysis" in args.cases:  # the analysis alone, of the default grid's store
-            store = work / "default-warm"
-            if not store.exists():
-                store = work / "default-cold"
-            if not store.exists():
+            stores = sorted(work.glob("default-*"))
+            if not stores:
                 raise SystemExit("the analysis case needs the default case in the same run")
+            store = stores[-1]
             for kind in ("first", "again"):
                 t0, t1, got = run([sys.executable, "-m", "analysis", str(store)], marks, work)
                 at = {m["phase"]: m["t"] for m in got}
