@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import getpass
 import hashlib
 import inspect
 import os
@@ -164,7 +165,7 @@ class Packaged:
 
     kind: the name of the kind whose `fused` record is passed (the package's name takes the
     name and the record's source, not the record itself); cache: train.compile_cache (None:
-    a folder of this process only).
+    torch's default place, `<tmp>/torchinductor_<user>`).
     """
 
     STATICS = 3  # (fused, gram, data): the Python arguments before the tensors
@@ -175,10 +176,11 @@ class Packaged:
         self._loaded: dict[tuple, Any] = {}
 
     def folder(self) -> Path:
+        """`<cache>/aoti`; without a cache, beside torch's own default Inductor cache."""
         if self.cache:
             path = Path(os.path.expanduser(self.cache)) / FOLDER
         else:
-            path = Path(tempfile.gettempdir()) / f"toysweep-aoti-{os.getpid()}"
+            path = Path(tempfile.gettempdir()) / f"torchinductor_{getpass.getuser()}" / FOLDER
         path.mkdir(parents=True, exist_ok=True)
         return path
 
