@@ -113,7 +113,8 @@ def main() -> None:
         nargs="+",
         default=["cold", "warm"],
         choices=["cold", "warm"],
-        help="warm alone: one cache for every size, filled first by a 10-step compiled sweep",
+        help="warm alone: each size's cache filled first by an unreported run of the same grid "
+        "(a compiled step's package is per chunk shape)",
     )
     ap.add_argument("--device", default="cpu", help="train.device (cuda: skipped without one)")
     args = ap.parse_args()
@@ -138,13 +139,11 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="toysweep-e2e-") as tmp:
         work = Path(tmp)
-        shared = work / "cache-shared"
-        if args.runs == ["warm"]:  # one 2→1 kernel serves every size: compile it once
-            fill = [*grid_args(245, 10, work / "fill", shared), "train.compile=true"]
-            sweep(fill, work)
         for models in args.sizes:
             steps = args.big_steps if models >= args.big_from else args.steps
-            cache = shared if args.runs == ["warm"] else work / f"cache-{models}"
+            cache = work / f"cache-{models}"
+            if args.runs == ["warm"]:  # fill the cache: the same grid, its jobs' chunk shapes
+                sweep(grid_args(models, steps, work / f"fill-{models}", cache), work)
             for run in args.runs:
                 store = work / f"{run}-{models}"
                 wall, out = sweep(grid_args(models, steps, store, cache), work)
