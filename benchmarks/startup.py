@@ -180,7 +180,7 @@ def main() -> None:
                 )
                 records.append({"case": case, "run": kind, "wall": t1 - t0, "cpu": CPU_S, **ph})
         if "analysis" in args.cases:  # the analysis alone, of the default grid's store
-            stores = sorted(work.glob("default-*"))
+            stores = sorted(p for p in work.glob("default-*") if p.suffix != ".zarr")
             if not stores:
                 raise SystemExit("the analysis case needs the default case in the same run")
             store = stores[-1]
