@@ -128,9 +128,15 @@ def unflatten(tensors: list[torch.Tensor], layout: tuple) -> list[Any]:
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """One builder of a package at a time (the others wait, then load what it built): two
-    workers of a shape would otherwise both compile it. Where the file system has no flock,
-    each builds its own; the rename keeps the file whole either way."""
-    with open(path.with_suffix(".lock"), "a") as f:
+    workers of a shape would otherwise both compile it. Where the lock cannot be had (a file
+    system without flock, another user's lock file), each builds its own; the rename keeps
+    the file whole either way."""
+    try:
+        f = open(path.with_suffix(".lock"), "a")  # noqa: SIM115 - closed below
+    except OSError:
+        yield
+        return
+    with f:
         with contextlib.suppress(OSError):
             fcntl.flock(f, fcntl.LOCK_EX)
         yield
@@ -149,6 +155,7 @@ def _build(path: Path, module: _Step, tensors: list[torch.Tensor], cache: str | 
         with warnings.catch_warnings():  # torch's own deprecation notices of its internals
             warnings.simplefilter("ignore", FutureWarning)
             torch._inductor.aoti_compile_and_package(program, package_path=tmp)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide it from the others sharing the cache
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
