@@ -126,20 +126,28 @@ def unflatten(tensors: list[torch.Tensor], layout: tuple) -> list[Any]:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def _locked(path: Path) -> Iterator[bool]:
     """One builder of a package at a time (the others wait, then load what it built): two
-    workers of a shape would otherwise both compile it. Where the lock cannot be had (a file
-    system without flock, another user's lock file), each builds its own; the rename keeps
-    the file whole either way."""
+    workers of a shape would otherwise both compile it. Yields whether the lock is held: where
+    it cannot be had (a file system without flock, another user's lock file), each builds its
+    own, and the rename keeps the file whole either way."""
     try:
         f = open(path.with_suffix(".lock"), "a")  # noqa: SIM115 - closed below
     except OSError:
-        yield
+        yield False
         return
     with f:
-        with contextlib.suppress(OSError):
+        try:
             fcntl.flock(f, fcntl.LOCK_EX)
-        yield
+        except OSError:
+            yield False
+        else:
+            yield True
+
+
+def _partial_builds(path: Path) -> list[Path]:
+    """The half-written files of builds of `path` (`_build`'s temporary names)."""
+    return list(path.parent.glob(f".{path.stem}-*.pt2"))
 
 
 def _build(path: Path, module: _Step, tensors: list[torch.Tensor], cache: str | None) -> None:
@@ -214,9 +222,12 @@ class Packaged:
         if path.exists():
             with contextlib.suppress(RuntimeError):  # damaged: built again below
                 return _load(path, tensors[0].device)
-        with _locked(path):
+        with _locked(path) as alone:
             if path.exists():  # another process built it while this one waited
                 with contextlib.suppress(RuntimeError):
                     return _load(path, tensors[0].device)
+            if alone:  # no build of this package runs: what one left (killed) goes
+                for partial in _partial_builds(path):
+                    partial.unlink(missing_ok=True)
             _build(path, _Step(self.fn, statics, layout), tensors, self.cache)
         return _load(path, tensors[0].device)

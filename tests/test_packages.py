@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from sweep import fused, packages
+from sweep import fused, kinds, packages
 from sweep.compiling import compiler_available
 from sweep.train import make_trainer
 from tests.conftest import make_config
@@ -59,6 +59,20 @@ def test_the_code_digest_follows_the_content_not_the_place(tmp_path):
     step = copy / "fused.py"
     step.write_text(step.read_text().replace("EPS = 1e-8", "EPS = 1e-7"))
     assert packages.tree_digest(copy) != packages.source_digest()
+
+
+@pytest.mark.unit
+def test_a_build_cleans_what_a_killed_build_left(tmp_path, monkeypatch):
+    """A build killed half-way leaves its temporary file; the next build of that package
+    (holding its lock, so no other build of it runs) removes it, and only that package's."""
+    monkeypatch.setattr(packages, "_build", lambda path, *a: path.write_bytes(b"package"))
+    monkeypatch.setattr(packages, "_load", lambda path, device: path.read_bytes())
+    step = packages.Packaged(fused.train_chunk, "relu", kinds.get("relu").fused, str(tmp_path))
+    folder = step.folder()
+    mine, other = folder / ".train_chunk-abc-k1ll3d.pt2", folder / ".train_chunk-def-r4nn1ng.pt2"
+    mine.write_bytes(b"half"), other.write_bytes(b"half")
+    assert step._runner("train_chunk-abc.pt2", (), (), [torch.zeros(1)]) == b"package"
+    assert not mine.exists() and other.exists()
 
 
 def _config(cache: Path, compile: bool):
