@@ -174,6 +174,17 @@ def _load(path: Path, device: torch.device) -> Any:
     return torch._C._aoti.AOTIModelPackageLoader(str(path), "model", True, 1, index)
 
 
+def _loaded(path: Path, device: torch.device) -> Any:
+    """The package at `path`, loaded; None when there is none or it does not load (damaged:
+    the caller builds it again)."""
+    if not path.exists():
+        return None
+    try:
+        return _load(path, device)
+    except RuntimeError:
+        return None
+
+
 class Packaged:
     """A chunk function (`train_chunk`, `eval_chunk`) compiled into packages in `cache`, one per
     argument shape, called like the function itself: `step(fused, gram, data, *tensor_args)`.
@@ -218,16 +229,15 @@ class Packaged:
         return runner.run(tensors)[0]
 
     def _runner(self, name: str, statics: tuple, layout: tuple, tensors: list) -> Any:
-        path = self.folder() / name
-        if path.exists():
-            with contextlib.suppress(RuntimeError):  # damaged: built again below
-                return _load(path, tensors[0].device)
-        with _locked(path) as alone:
-            if path.exists():  # another process built it while this one waited
-                with contextlib.suppress(RuntimeError):
-                    return _load(path, tensors[0].device)
-            if alone:  # no build of this package runs: what one left (killed) goes
-                for partial in _partial_builds(path):
-                    partial.unlink(missing_ok=True)
-            _build(path, _Step(self.fn, statics, layout), tensors, self.cache)
-        return _load(path, tensors[0].device)
+        path, device = self.folder() / name, tensors[0].device
+        runner = _loaded(path, device)
+        if runner is None:
+            with _locked(path) as alone:
+                runner = _loaded(path, device)  # another process built it while this one waited
+                if runner is None:
+                    if alone:  # no build of this package runs: what one left (killed) goes
+                        for partial in _partial_builds(path):
+                            partial.unlink(missing_ok=True)
+                    _build(path, _Step(self.fn, statics, layout), tensors, self.cache)
+                    runner = _load(path, device)
+        return runner
