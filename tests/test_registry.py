@@ -106,6 +106,11 @@ def test_loss_curves_median_over_models_with_a_model_axis():
     rel = [ln for ln in ax_rel.get_lines() if len(ln.get_xdata()) == 3][0]
     ratio = (curve / curve[..., -1:]).reshape(-1, 3)
     np.testing.assert_allclose(rel.get_ydata(), np.median(ratio, 0))
+    # the band: 10th to 90th percentile over models at every step (a closed polygon)
+    band = ax_rel.collections[0].get_paths()[0].vertices
+    for q in (10, 90):
+        for x, y in zip(steps, np.percentile(ratio, q, 0), strict=True):
+            assert np.isclose(band, [x, y]).all(1).any(), (q, x, y)
     assert ax_raw.get_xscale() == "log" and ax_raw.get_yscale() == "log"
 
 
@@ -279,14 +284,24 @@ def test_analysis_imports_no_cycle_and_only_store_and_quadrature_from_the_engine
     engine = {i for i in engine if i.split(".")[:2] != ["sweep", "constants"]}
     # the store's reader, and the exact expected loss (numpy only; the refinement ranks by it);
     # "sweep" itself only as the package of `from sweep import reader`
-    assert engine <= {"sweep", "sweep.reader", "sweep.reader.StoreError", "sweep.reader.config_of",
-                      "sweep.reader.open_store", "sweep.reader.finished",
-                      "sweep.reader.read_cell", "sweep.quadrature",
-                      "sweep.quadrature.MAX_FEATURES", "sweep.quadrature.ArrayLike",
-                      "sweep.quadrature._loss_and_grad",
-                      "sweep.quadrature.expected_loss", "sweep.cli",
-                      "sweep.timing", "sweep.cores", "sweep.cores.available_cores",
-                      }, engine  # fmt: skip  (timing: the phase marks; cores: CPU affinity; stdlib)
+    assert engine <= {
+        "sweep",
+        "sweep.reader",
+        "sweep.reader.StoreError",
+        "sweep.reader.config_of",
+        "sweep.reader.open_store",
+        "sweep.reader.finished",
+        "sweep.reader.read_cell",
+        "sweep.quadrature",
+        "sweep.quadrature.MAX_FEATURES",
+        "sweep.quadrature.ArrayLike",
+        "sweep.quadrature._loss_and_grad",
+        "sweep.quadrature.expected_loss",
+        "sweep.cli",
+        "sweep.timing",
+        "sweep.cores",
+        "sweep.cores.available_cores",
+    }, engine  # fmt: skip  (timing: the phase marks; cores: CPU affinity; stdlib)
     assert not any("torch" in i.split(".") for p in files.values() for i in imports_of(p))
     # no module reaches itself through its imports
     for start in graph:

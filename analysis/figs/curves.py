@@ -6,8 +6,6 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
-import seaborn as sns
 import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -16,7 +14,7 @@ from analysis.context import Context
 from analysis.figs.style import fmt_p
 
 RUN = "_run"  # the stacked (cells..., seed) dim; no grid axis has this name (a `model` axis does)
-BAND = ("pi", 80)  # seaborn's percentile interval: the 10–90 % band
+BAND = 80  # the percentile interval drawn around the median: the 10–90 % band
 
 
 def draw(ctx: Context) -> dict[str, Figure]:
@@ -24,26 +22,24 @@ def draw(ctx: Context) -> dict[str, Figure]:
     return {"loss_curves": loss_curves(ctx.store, ctx.analysis["usable_seed"])}
 
 
-def _long(curves: np.ndarray, steps: np.ndarray, group: np.ndarray | None) -> pd.DataFrame:
-    """(run, step) curves -> one row per (run, step), finite curves only, for seaborn."""
-    keep = np.all(np.isfinite(curves), axis=-1)
-    c = curves[keep]
-    frame = pd.DataFrame(
-        {
-            "run": np.repeat(np.arange(len(c)), len(steps)),
-            "step": np.tile(steps, len(c)),
-            "loss": c.ravel(),
-        }
-    )
-    if group is not None:
-        frame["group"] = np.repeat(group[keep], len(steps))
-    return frame
+def _finite(curves: np.ndarray) -> np.ndarray:
+    """Which runs of (run, step) curves have a finite curve: (run,) bool."""
+    return np.all(np.isfinite(curves), axis=-1)
 
 
-def _band(ax: Axes, frame: pd.DataFrame, **kw: Any) -> None:
-    """seaborn's median line and band; nothing when no model has a finite curve."""
-    if not frame.empty:
-        sns.lineplot(frame, ax=ax, x="step", y="loss", estimator="median", errorbar=BAND, **kw)
+def _band(ax: Axes, steps: np.ndarray, curves: np.ndarray, color: Any, label: str) -> None:
+    """The median line and 10–90 % band over runs of (run, step) curves; nothing without runs.
+
+    Why not seaborn's lineplot(estimator="median", errorbar=("pi", 80)): it aggregates a long
+    table with pandas, one group per step, which took 0.4-0.7 s of the 245-model grid's ~4 s
+    analysis; the same median and the same percentiles (np.percentile, as seaborn's interval
+    uses) over the run axis take milliseconds. The look is seaborn's: its theme and a band of
+    alpha 0.2."""
+    if not len(curves):
+        return
+    low, mid, high = np.percentile(curves, [50 - BAND / 2, 50, 50 + BAND / 2], axis=0)
+    ax.plot(steps, mid, color=color, label=label)
+    ax.fill_between(steps, low, high, color=color, alpha=0.2, linewidth=0)
 
 
 def loss_curves(store: xr.Dataset, usable: xr.DataArray) -> Figure:
@@ -63,17 +59,21 @@ def loss_curves(store: xr.Dataset, usable: xr.DataArray) -> Figure:
         pick = dens[np.unique(np.linspace(0, len(dens) - 1, min(5, len(dens))).round().astype(int))]
         labels = {d: f"p = {fmt_p(d)}" for d in pick}
         group = np.array([labels.get(d, "") for d in flat["density"].values])
-        raw = _long(flat.values, steps, group)
-        raw = raw[raw["group"] != ""]
+        keep = _finite(flat.values)
+        curves, groups = flat.values[keep], group[keep]
         colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(pick)))
-        order = [labels[d] for d in pick]
-        _band(ax_raw, raw, hue="group", hue_order=order, palette=list(colours))
-        if not raw.empty:
+        for d, colour in zip(pick, colours, strict=True):
+            _band(ax_raw, steps, curves[groups == labels[d]], colour, labels[d])
+        if len(ax_raw.get_lines()):
             ax_raw.legend(fontsize=8, title="density", title_fontsize=8)
     else:
-        _band(ax_raw, _long(flat.values, steps, None), color="#0072B2", label="all models")
-    relative = _long(flat.values / final[:, None], steps, None)
-    _band(ax_rel, relative, color="#D55E00", label="all models")
+        _band(ax_raw, steps, flat.values[_finite(flat.values)], "#0072B2", "all models")
+        if len(ax_raw.get_lines()):
+            ax_raw.legend()
+    relative = flat.values / final[:, None]
+    _band(ax_rel, steps, relative[_finite(relative)], "#D55E00", "all models")
+    if len(ax_rel.get_lines()):
+        ax_rel.legend()
     ax_rel.axhline(1.0, color="black", linewidth=0.8, linestyle=":")
     for ax in (ax_raw, ax_rel):
         ax.set_xscale("log")
