@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import xarray as xr
 
 from sweep import integrity
 from sweep.blocks import TrainResult
@@ -60,7 +59,6 @@ def write_chunk(
     (StaleWrite) writes nothing. `done` (the chunk's cells, bool) flags only those cells (a
     migrated chunk of which some cells were finished); default all.
     """
-    dims = plan.cell_dims
     shape = plan.instances(block).block_shape
     nh, nf = plan.max_hidden, plan.max_features
     inst, m, n = res.W.shape
@@ -72,40 +70,41 @@ def write_chunk(
     if res.W_out is not None:
         W_out = np.full((inst, nh, nf), np.nan, np.float32)
         W_out[:, :m, :n] = res.W_out.transpose(0, 2, 1)
-        out["W_out"] = (dims + ["hidden", "feature"], W_out.reshape(*shape, nh, nf))
-    snap = plan.cell_dims + ["snapshot_step"]
+        out["W_out"] = W_out.reshape(*shape, nh, nf)
     # padded like W; W_out transposed to (hidden, feature)
     if res.W_snapshot is not None and res.b_snapshot is not None:
         k = res.W_snapshot.shape[1]
         Ws = np.full((inst, k, nh, nf), np.nan, np.float32)
         Ws[:, :, :m, :n] = res.W_snapshot
-        out["W_snapshot"] = (snap + ["hidden", "feature"], Ws.reshape(*shape, k, nh, nf))
+        out["W_snapshot"] = Ws.reshape(*shape, k, nh, nf)
         bs = np.full((inst, k, nf), np.nan, np.float32)
         bs[:, :, :n] = res.b_snapshot
-        out["b_snapshot"] = (snap + ["feature"], bs.reshape(*shape, k, nf))
+        out["b_snapshot"] = bs.reshape(*shape, k, nf)
         if res.W_out_snapshot is not None:
             Wos = np.full((inst, k, nh, nf), np.nan, np.float32)
             Wos[:, :, :m, :n] = res.W_out_snapshot.transpose(0, 1, 3, 2)
-            out["W_out_snapshot"] = (snap + ["hidden", "feature"], Wos.reshape(*shape, k, nh, nf))
-    ds = xr.Dataset(
-        {
-            **out,
-            "W": (dims + ["hidden", "feature"], W.reshape(*shape, nh, nf)),
-            "b": (dims + ["feature"], b.reshape(*shape, nf)),
-            "loss": (dims, res.loss.astype(np.float32).reshape(shape)),
-            "loss_curve": (dims + ["curve_step"], res.curve.astype(np.float32).reshape(*shape, -1)),
-            "diverged": (dims, res.diverged.reshape(shape)),
-        }
-    )
+            out["W_out_snapshot"] = Wos.reshape(*shape, k, nh, nf)
+    arrays = {  # each in its array's dims: the cell dims, then the array's own
+        **out,
+        "W": W.reshape(*shape, nh, nf),
+        "b": b.reshape(*shape, nf),
+        "loss": res.loss.astype(np.float32).reshape(shape),
+        "loss_curve": res.curve.astype(np.float32).reshape(*shape, -1),
+        "diverged": res.diverged.reshape(shape),
+    }
     flags = np.ones(shape, bool) if done is None else np.asarray(done, bool).reshape(shape)
-    _write_region(path, ds, region(plan, block), flags, expected)
+    _write_region(path, arrays, region(plan, block), flags, expected)
 
 
 def _write_region(
-    path: Path, ds: xr.Dataset, reg: dict[str, slice], flags: np.ndarray, expected: dict | None
+    path: Path,
+    arrays: dict[str, np.ndarray],
+    reg: dict[str, slice],
+    flags: np.ndarray,
+    expected: dict | None,
 ) -> None:
-    """Write ds's variables into their region, then set the `finished` flags there and record
-    the chunks' files (sweep.integrity.writing).
+    """Write each array (name -> its values over the region) into its region, then set the
+    `finished` flags there and record the chunks' files (sweep.integrity.writing).
 
     Written straight to the zarr arrays (xarray's region writer lists the group, which warns
     about the job folders kept inside the store). A region covers whole chunks, or part of one
@@ -120,9 +119,9 @@ def _write_region(
     group: Any = zarr.open_group(str(path), mode="r+", zarr_format=2, use_consolidated=True)
     idx = tuple(reg.values())
     with integrity.writing(path, reg) as commit:
-        for name, var in ds.data_vars.items():
+        for name, values in arrays.items():
             arr = group[name]
-            arr[idx] = var.values.astype(arr.dtype)
+            arr[idx] = values.astype(arr.dtype)
         if expected is not None:  # once more: an overwrite may have come between
             check_identity(path, expected)
         commit(flags)  # each chunk's flags, written whole, then its record

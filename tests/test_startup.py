@@ -3,8 +3,9 @@
 - A sweep's numbers do not depend on whether its jobs ran in worker processes (warmed up while
   the driver writes the template) or in the driver's own process: bit for bit.
 - No process of a sweep imports matplotlib unless it draws (the figure registry is lazy), nor
-  Dynamo unless it builds a compiled step (a warm one loads from its package), so workers and
-  the driver's checks skip seconds of imports.
+  Dynamo unless it builds a compiled step (a warm one loads from its package), nor xarray in a
+  worker (a job writes with zarr alone), so workers and the driver's checks skip seconds of
+  imports.
 - The figures written by parallel processes are the files one process writes.
 - The timing record (sweep/timing.py) writes one JSON line per phase, from every process.
 """
@@ -39,13 +40,13 @@ TWO_JOBS = [
 ]
 
 # Records, in every process of a sweep (sitecustomize runs in the driver and in each worker,
-# which inherit PYTHONPATH), which process imported torch, Dynamo and matplotlib.
+# which inherit PYTHONPATH), which process imported torch, Dynamo, matplotlib and xarray.
 SPY = """
 import os, sys
 
 class Spy:
     def find_spec(self, name, path=None, target=None):
-        if name in ("torch", "torch._dynamo", "matplotlib"):
+        if name in ("torch", "torch._dynamo", "matplotlib", "xarray"):
             with open(os.environ["SPY_FILE"], "a") as f:
                 f.write(f"{os.getpid()} {name}\\n")
         return None
@@ -71,7 +72,11 @@ def _sweep(tmp_path: Path, store: str, *extra: str) -> tuple[subprocess.Complete
     out, err = proc.communicate(timeout=600)
     done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     imports: dict[str, set[int]] = {
-        "torch": set(), "torch._dynamo": set(), "matplotlib": set(), "driver": {proc.pid}
+        "torch": set(),
+        "torch._dynamo": set(),
+        "matplotlib": set(),
+        "xarray": set(),
+        "driver": {proc.pid},
     }
     for line in log.read_text().splitlines() if log.exists() else []:
         pid, name = line.split()
@@ -93,6 +98,9 @@ def test_worker_and_in_process_runs_store_the_same_bits_and_import_no_matplotlib
     assert seen["torch"] - seen["driver"], "no worker process trained"
     assert not seen["matplotlib"], f"processes that imported matplotlib: {seen}"
     assert not seen["torch._dynamo"], f"processes that imported Dynamo: {seen}"
+    # a job writes its chunks with zarr alone: xarray (~0.4 s of every worker's start) is the
+    # driver's, for the template and the summary
+    assert seen["xarray"] == seen["driver"], f"processes that imported xarray: {seen}"
     alone, seen1 = _sweep(tmp_path, "alone", "workers=1")
     assert alone.returncode == 0, alone.stderr[-2000:]
     assert seen1["torch"] == seen1["driver"]  # in-process: no other process imported torch
