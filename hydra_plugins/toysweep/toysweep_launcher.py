@@ -131,6 +131,7 @@ def warm() -> None:
     load from their packages without them (sweep.packages), and a job that must build one
     imports them then (2-3 s of CPU per process on the 2-core machine, paid only cold)."""
     import torch  # noqa: F401
+    import zarr  # noqa: F401 - a job's first look at its chunks (sweep.integrity) reads with it
 
     import sweep.__main__  # noqa: F401 - the task function's module: Hydra, the schema
     import sweep.driver  # noqa: F401
