@@ -5,7 +5,7 @@ the same in-process without Hydra's machinery."""
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import json
 import logging
 import os
@@ -34,6 +34,7 @@ from sweep.identity import (
     hold_store,
     identity,
 )
+from sweep.locks import flocked
 from sweep.reader import SCHEMA_VERSION, StoreError
 from sweep.validate import ConfigError, check_machine
 
@@ -322,16 +323,11 @@ def _replace(path: Path, plan: GridPlan, cfg: DictConfig) -> str:
     return first.key()
 
 
-def swap_lock(path: Path, exclusive: bool) -> Any:
+def swap_lock(path: Path, exclusive: bool) -> contextlib.AbstractContextManager[bool]:
     """Jobs hold this shared while they check the store's identity and write; the driver holds
     it exclusive while it swaps a new store in. So no job writes into a store that replaced the
     one it checked (a job of an older, overwritten run then finds the new identity and stops)."""
-    handle = open(path.parent / f".{path.name}.swap", "a")  # noqa: SIM115 - closed by `with`
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-    except OSError as e:
-        log.warning(f"no swap lock on {handle.name} ({e.strerror}); going on without")
-    return handle
+    return flocked(path.parent / f".{path.name}.swap", shared=not exclusive)
 
 
 def task_config(cfg: DictConfig) -> DictConfig:
@@ -360,8 +356,8 @@ def hydra_quote(value: str) -> str:
     return f"'{inner}'"
 
 
-def block_lock(path: Path, key: str) -> Any:
-    """An open file holding an exclusive lock on one block (released when closed or on exit).
+def block_lock(path: Path, key: str) -> contextlib.AbstractContextManager[bool]:
+    """An exclusive lock on one block, for a `with` block (sweep.locks).
 
     Two jobs can get the same block, e.g. one left running by a driver that was killed and one
     from the rerun: the second waits here, then finds the block finished and skips it, rather
@@ -370,12 +366,7 @@ def block_lock(path: Path, key: str) -> Any:
     """
     locks = path / ".jobs" / "locks"
     locks.mkdir(parents=True, exist_ok=True, mode=0o700)
-    handle = open(locks / f"{key}.lock", "a")  # noqa: SIM115 - closed by the caller's `with`
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-    except OSError as e:
-        log.warning(f"block {key}: no lock on {handle.name} ({e.strerror}); going on without")
-    return handle
+    return flocked(locks / f"{key}.lock")
 
 
 def run_block(cfg: DictConfig) -> dict:

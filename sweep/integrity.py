@@ -34,7 +34,6 @@ it also means decoding every chunk. A record catches all four by hashing files, 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import itertools
 import json
@@ -46,6 +45,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from sweep.locks import flocked
 
 FLAG = "finished"
 RECORDS = ".commits"  # inside the store, so the records travel with it
@@ -346,34 +347,12 @@ def writing(
         yield commit
 
 
-@contextlib.contextmanager
-def _chunk_lock(path: Path, lead: tuple[int, ...]) -> Iterator[None]:
-    """flock (as the driver's locks): released by the kernel if the writer dies.
-
-    The lock file is removed when the lock is released, so none is left in `.commits/`. Why
-    that is safe: it is unlinked while still held, and a waiter that had opened it before
-    finds, once it holds it, that the path is gone or names a newer file, and starts over;
-    so at any time only the file the path names can be held.
-    """
+def _chunk_lock(path: Path, lead: tuple[int, ...]) -> contextlib.AbstractContextManager[bool]:
+    """The lock of one chunk's record (sweep.locks): required, and removed on release, so none
+    is left in `.commits/`."""
     target = _record_path(path, lead).with_suffix(".lock")
     target.parent.mkdir(exist_ok=True)
-    while True:
-        handle = open(target, "a")  # noqa: SIM115 - closed below
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            if os.fstat(handle.fileno()).st_ino == os.stat(target).st_ino:
-                break
-        except FileNotFoundError:
-            pass  # unlinked by the holder we waited for: open the new one
-        except BaseException:
-            handle.close()
-            raise
-        handle.close()
-    try:
-        yield
-    finally:
-        target.unlink(missing_ok=True)
-        handle.close()
+    return flocked(target, transient=True, required=True)
 
 
 @dataclass(frozen=True)

@@ -23,24 +23,34 @@ another worker or a SLURM node, equals its first training bit for bit.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import getpass
 import hashlib
 import inspect
 import os
 import tempfile
+import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from sweep.compiling import use_compile_cache
+from sweep.locks import flocked
 
 # Where packages live inside train.compile_cache (Inductor's own caches are beside it).
 FOLDER = "aoti"
+# The packages of a cache are kept under this many bytes: after each build, those loaded least
+# recently go first. An edit anywhere under sweep/ names every shape's package anew (~1.6 MB
+# each), so a developer's cache would otherwise grow with every edit, and an upgrade would leave
+# the old version's packages behind; a user who changes nothing builds each shape once and stays
+# far below it. A package removed while in use stays loaded where it is; a later process builds
+# it again, to the same bits.
+BUDGET_BYTES = 2**30
+# A build's temporary file this old was left by a killed build (a build takes seconds).
+STALE_SECONDS = 24 * 3600
 
 
 def tree_digest(root: Path, extra: tuple[str, ...] = ()) -> str:
@@ -125,26 +135,6 @@ def unflatten(tensors: list[torch.Tensor], layout: tuple) -> list[Any]:
     return args
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[bool]:
-    """One builder of a package at a time (the others wait, then load what it built): two
-    workers of a shape would otherwise both compile it. Yields whether the lock is held: where
-    it cannot be had (a file system without flock, another user's lock file), each builds its
-    own, and the rename keeps the file whole either way."""
-    try:
-        f = open(path.with_suffix(".lock"), "a")  # noqa: SIM115 - closed below
-    except OSError:
-        yield False
-        return
-    with f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX)
-        except OSError:
-            yield False
-        else:
-            yield True
-
-
 def _partial_builds(path: Path) -> list[Path]:
     """The half-written files of builds of `path` (`_build`'s temporary names)."""
     return list(path.parent.glob(f".{path.stem}-*.pt2"))
@@ -180,9 +170,42 @@ def _loaded(path: Path, device: torch.device) -> Any:
     if not path.exists():
         return None
     try:
-        return _load(path, device)
+        runner = _load(path, device)
     except RuntimeError:
         return None
+    with contextlib.suppress(OSError):  # another user's package: theirs to keep fresh
+        os.utime(path)  # loaded now: the last a pruning removes (`prune`)
+    return runner
+
+
+def prune(folder: Path, keep: Path, budget: int | None = None) -> list[Path]:
+    """Remove the packages of `folder` loaded least recently (by mtime: a load touches it)
+    until the rest fit in `budget` bytes (default BUDGET_BYTES), never `keep` (the one just
+    built), and the temporary files of builds killed more than STALE_SECONDS ago. Returns what
+    went.
+
+    A file that vanishes meanwhile (another process pruning) or cannot be removed (another
+    user's, in a shared cache) is passed over: pruning never fails a build."""
+    budget = BUDGET_BYTES if budget is None else budget
+    gone, packages, total = [], [], 0
+    for path in folder.glob("*.pt2"):
+        with contextlib.suppress(OSError):
+            stat = path.stat()
+            if not path.name.startswith("."):
+                total += stat.st_size
+                if path != keep:
+                    packages.append((stat.st_mtime, stat.st_size, path))
+            elif time.time() - stat.st_mtime > STALE_SECONDS:  # a killed build's temporary file
+                path.unlink()
+                gone.append(path)
+    for _, size, path in sorted(packages, key=lambda p: p[0]):
+        if total <= budget:
+            break
+        with contextlib.suppress(OSError):
+            path.unlink()
+            gone.append(path)
+            total -= size
+    return gone
 
 
 class Packaged:
@@ -232,7 +255,11 @@ class Packaged:
         path, device = self.folder() / name, tensors[0].device
         runner = _loaded(path, device)
         if runner is None:
-            with _locked(path) as alone:
+            # One builder of a package at a time: the others wait, then load what it built
+            # (two workers of a shape would otherwise both compile it). Without the lock
+            # (another user's lock file, no flock) each builds its own; the rename keeps the
+            # file whole either way. Removed on release, so no lock file stays in the cache.
+            with flocked(path.with_suffix(".lock"), transient=True) as alone:
                 runner = _loaded(path, device)  # another process built it while this one waited
                 if runner is None:
                     if alone:  # no build of this package runs: what one left (killed) goes
@@ -240,4 +267,6 @@ class Packaged:
                             partial.unlink(missing_ok=True)
                     _build(path, _Step(self.fn, statics, layout), tensors, self.cache)
                     runner = _load(path, device)
+                    with contextlib.suppress(OSError):  # the folder unreadable: nothing pruned
+                        prune(path.parent, keep=path)
         return runner

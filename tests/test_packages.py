@@ -5,10 +5,12 @@ again when damaged."""
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +75,48 @@ def test_a_build_cleans_what_a_killed_build_left(tmp_path, monkeypatch):
     mine.write_bytes(b"half"), other.write_bytes(b"half")
     assert step._runner("train_chunk-abc.pt2", (), (), [torch.zeros(1)]) == b"package"
     assert not mine.exists() and other.exists()
+
+
+@pytest.mark.unit
+def test_pruning_keeps_the_cache_in_budget_least_recently_loaded_first(tmp_path):
+    """Over budget, the packages loaded longest ago go first, never the one just built; a
+    killed build's temporary file goes once a day old, a running build's stays."""
+    now = time.time()
+    ages = {"a": 5, "b": 1, "c": 3, "new": 10}  # days since last loaded ("new": just built)
+    for name, days in ages.items():
+        path = tmp_path / f"train_chunk-{name}.pt2"
+        path.write_bytes(b"x" * 100)
+        os.utime(path, (now - days * 86400, now - days * 86400))
+    killed, running = tmp_path / ".train_chunk-a-k1ll3d.pt2", tmp_path / ".train_chunk-b-now.pt2"
+    killed.write_bytes(b"half"), running.write_bytes(b"half")
+    os.utime(killed, (now - 2 * 86400, now - 2 * 86400))
+    gone = packages.prune(tmp_path, keep=tmp_path / "train_chunk-new.pt2", budget=250)
+    assert sorted(p.name for p in gone) == sorted([killed.name, "train_chunk-a.pt2",
+                                                   "train_chunk-c.pt2"])
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [running.name, "train_chunk-b.pt2", "train_chunk-new.pt2"]
+    assert packages.prune(tmp_path, keep=tmp_path / "train_chunk-new.pt2", budget=250) == []
+
+
+@pytest.mark.unit
+def test_a_load_marks_its_package_used_and_a_build_prunes(tmp_path, monkeypatch):
+    """Loading a package touches it, so pruning keeps what is in use; a build prunes the
+    folder to the budget (here one package: the older, unused one goes)."""
+    monkeypatch.setattr(packages, "_build", lambda path, *a: path.write_bytes(b"package"))
+    monkeypatch.setattr(packages, "_load", lambda path, device: path.read_bytes())
+    monkeypatch.setattr(packages, "BUDGET_BYTES", 2 * len(b"package"))
+    step = packages.Packaged(fused.train_chunk, "relu", kinds.get("relu").fused, str(tmp_path))
+    folder, old = step.folder(), time.time() - 86400
+    used, unused = folder / "train_chunk-used.pt2", folder / "train_chunk-unused.pt2"
+    for path, at in ((used, old - 60), (unused, old)):
+        path.write_bytes(b"package")
+        os.utime(path, (at, at))
+    assert step._runner(used.name, (), (), [torch.zeros(1)]) == b"package"  # loaded: touched
+    assert used.stat().st_mtime > old
+    assert step._runner("train_chunk-new.pt2", (), (), [torch.zeros(1)]) == b"package"  # built
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "train_chunk-new.pt2", "train_chunk-used.pt2"
+    ]  # no lock file left either: released, it goes
 
 
 def _config(cache: Path, compile: bool):
@@ -166,7 +210,7 @@ def test_a_damaged_package_is_built_again_even_without_its_lock(tmp_path):
     (package,) = (cache / packages.FOLDER).glob("train_chunk-*.pt2")
     package.write_bytes(package.read_bytes()[:1000])  # cut short, as by a full disk
     lock = package.with_suffix(".lock")
-    lock.unlink()
+    assert not lock.exists()  # released after the build, it went
     lock.mkdir()  # a lock that cannot be had (as another user's): built all the same
     again = _trained(cache, True)
     assert _digest(again) == _digest(first)
