@@ -54,6 +54,9 @@ CHUNK_ELEMENTS_GRAM = 2**22
 # 68.4 against 116.0, 100→20 253.5 against 267.1 (500 models, 1 thread, alternating rounds in
 # one process); 2**17 was no faster.
 CHUNK_ELEMENTS_COMPILED = 2**18
+# The tensor arguments of train_chunk and eval_chunk (u, index, p, imp, params, moments, coef)
+# whose first dim is the chunk's instances: their packages take any number (sweep.packages).
+PER_INSTANCE = (1, 2, 3, 4, 5)
 
 
 # The gram form is written out per feature (grads_gram), and Inductor's compile time grows with
@@ -290,7 +293,11 @@ class FusedTrainer:
         self.chunks = [(a, a + size) for a in range(0, k * size, size)]
 
         def padded(t: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
-            return torch.cat([t, t.new_full((pad, *t.shape[1:]), fill)]) if pad else t.clone()
+            # contiguous either way: a package is named by its inputs' strides, and a padded
+            # and an unpadded block of one chunk size must name the same one
+            if pad:
+                return torch.cat([t, t.new_full((pad, *t.shape[1:]), fill)])
+            return t.clone(memory_format=torch.contiguous_format)
 
         self.params = [padded(W0), padded(b0)]  # (inst', m, n), (inst', n)
         if spec.untied:
@@ -310,9 +317,13 @@ class FusedTrainer:
         self._train: Callable[..., torch.Tensor] = train_chunk
         self._eval: Callable[..., torch.Tensor] = eval_chunk
         if self.compiled:
-            self._train = Packaged(train_chunk, spec.name, spec.fused, compile_cache)
+            self._train = Packaged(
+                train_chunk, spec.name, spec.fused, compile_cache, PER_INSTANCE, unit
+            )
         if self.eval_compiled:
-            self._eval = Packaged(eval_chunk, spec.name, spec.fused, compile_cache)
+            self._eval = Packaged(
+                eval_chunk, spec.name, spec.fused, compile_cache, PER_INSTANCE, unit
+            )
 
     def _index(self, a: int, z: int) -> torch.Tensor | None:
         return None if self.index is None else self.index[a:z]

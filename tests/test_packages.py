@@ -25,8 +25,9 @@ from tests.conftest import make_config
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _name(tensors, statics=("relu", True, ("none", False, 1)), digest="d", function="train_chunk"):
-    return packages.package_name(function, statics, digest, tensors)
+def _name(tensors, statics=("relu", True, ("none", False, 1)), digest="d", function="train_chunk",
+          instances=None, unit=1):
+    return packages.package_name(function, statics, digest, tensors, instances, unit)
 
 
 @pytest.mark.unit
@@ -51,6 +52,19 @@ def test_a_package_is_named_by_all_it_depends_on():
     finally:
         torch.set_num_threads(threads)
     assert len({_name(a), *others}) == len(others) + 1
+    # the instances dim of the tensors that hold it is left out: one package for any number
+    # (but 1, which export specializes); the others' sizes still count
+    per = [True, False]
+    assert _name(a, instances=per) == _name([torch.zeros(40, 1, 2), a[1]], instances=per)
+    assert _name(a, instances=per) != _name(a)
+    assert _name(a, instances=per) != _name([torch.zeros(4, 1, 3), a[1]], instances=per)
+    assert _name(a, instances=per) != _name([a[0], torch.zeros(5, 2)], instances=per)
+    assert _name(a, instances=per) != _name([torch.zeros(1, 1, 2), a[1]], instances=per)
+    # in cells of `unit` instances: the unit counts, and one cell is a package of its own
+    assert _name(a, instances=per, unit=2) != _name(a, instances=per)
+    two, five = ([torch.zeros(k * 4, 1, 2), a[1]] for k in (2, 5))
+    assert _name(two, instances=per, unit=4) == _name(five, instances=per, unit=4)
+    assert _name(a, instances=per, unit=4) != _name(two, instances=per, unit=4)
 
 
 @pytest.mark.unit
@@ -215,3 +229,32 @@ def test_a_damaged_package_is_built_again_even_without_its_lock(tmp_path):
     again = _trained(cache, True)
     assert _digest(again) == _digest(first)
     assert package.stat().st_size > 1000
+
+
+@pytest.mark.slow
+@needs_compiler
+def test_grids_of_other_sizes_share_a_package_and_its_models_bits(tmp_path, monkeypatch):
+    """A 60-model block and a 35-model one (its first 35 models; 12 and 7 cells of 5 seeds,
+    chunks of 20 and 35 instances): the second loads the first's packages (the instances dim
+    is dynamic), builds none, and trains each of its models to the same bits as the first."""
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(fused, "CHUNK_ELEMENTS_GRAM", 20 * 64 * 2)  # 60 models: 3 chunks of 20
+    first = _trained(cache, True)
+    made = sorted(p.name for p in (cache / packages.FOLDER).glob("*.pt2"))
+    assert len(first.chunks) == 3 and made
+    built = []
+    build = packages._build
+    monkeypatch.setattr(packages, "_build", lambda *a: (built.append(1), build(*a)))
+    monkeypatch.setattr(fused, "CHUNK_ELEMENTS_GRAM", 2**22)  # 35 models: 1 chunk of 35
+    seeds, density, importance = _block()
+    torch.set_num_threads(1)
+    fewer = make_trainer("relu", seeds[:35], density[:35], importance[:35], 1,
+                         _config(cache, True))
+    for step in range(4):
+        fewer.step(step)
+    assert fewer.compiled and fewer.chunks == [(0, 35)]
+    assert sorted(p.name for p in (cache / packages.FOLDER).glob("*.pt2")) == made
+    assert not built
+    for got, want in zip([*fewer.params, *fewer.moments], [*first.params, *first.moments],
+                         strict=True):
+        assert torch.equal(got, want[:35])

@@ -112,8 +112,10 @@ def test_compiled_path_compiles_its_step(monkeypatch):
     calls = []
 
     class Recording:
-        def __init__(self, fn, kind, record, cache):
+        def __init__(self, fn, kind, record, cache, per_instance, unit):
             self.fn = fn
+            # any number of instances (cells of 2 seeds here), one package
+            assert per_instance == fused.PER_INSTANCE and unit == 2
 
         def __call__(self, *args):
             calls.append(self.fn.__name__)
