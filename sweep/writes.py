@@ -118,10 +118,19 @@ def _write_region(
         check_identity(path, expected)
     group: Any = zarr.open_group(str(path), mode="r+", zarr_format=2, use_consolidated=True)
     idx = tuple(reg.values())
+    targets = {name: group[name] for name in arrays}
+    for name, arr in targets.items():  # all checked before any is written
+        # zarr, as numpy, would broadcast e.g. one curve point over the region's curve_step:
+        # values must fill the region exactly
+        want = tuple(len(range(*s.indices(n))) for s, n in zip(idx, arr.shape, strict=False))
+        want += tuple(arr.shape[len(idx) :])
+        if arrays[name].shape != want:
+            raise ValueError(
+                f"{name}: values of shape {arrays[name].shape} for its region of shape {want}"
+            )
     with integrity.writing(path, reg) as commit:
-        for name, values in arrays.items():
-            arr = group[name]
-            arr[idx] = values.astype(arr.dtype)
+        for name, arr in targets.items():
+            arr[idx] = arrays[name].astype(arr.dtype)
         if expected is not None:  # once more: an overwrite may have come between
             check_identity(path, expected)
         commit(flags)  # each chunk's flags, written whole, then its record

@@ -97,3 +97,24 @@ def test_read_only_store_one_line_untouched(tmpfs, finished, capsys):
     line = refused([*BASE, f"store.path={tmpfs / 's'}"], capsys)
     assert "not writable" in line
     assert tree_hash(tmpfs / "s") == before
+
+
+def test_a_result_that_does_not_fill_its_region_writes_nothing(tmp_path: Path) -> None:
+    """One loss-curve point per model would broadcast over the store's curve_step (zarr, as
+    numpy, broadcasts): write_chunk refuses it before writing any array, the store unchanged."""
+    from sweep import writes
+    from sweep.blocks import TrainResult
+
+    cfg = make_config(GRID, store=tmp_path / "store")
+    sweep = driver.prepare(cfg)
+    sweep.lock.close()
+    block = sweep.plan.blocks[0]
+    n = block.size
+    before = tree_hash(sweep.path)
+    res = TrainResult(np.ones((n, 1, 2), np.float32), np.ones((n, 2), np.float32),
+                      np.ones(n, np.float32), np.ones((n, 1), np.float32), np.zeros(n, bool),
+                      0.0, 0)
+    with pytest.raises(ValueError, match=r"loss_curve: values of shape .* for its region"):
+        writes.write_chunk(sweep.path, sweep.plan, block, res)
+    assert tree_hash(sweep.path) == before
+    assert not bool(open_store(sweep.path)["finished"].any())
