@@ -97,17 +97,16 @@ def package_name(
     statics: tuple,
     digest: str,
     tensors: list[torch.Tensor],
-    instances: list[bool] | None = None,
+    dims: list[bool] | None = None,
     unit: int = 1,
 ) -> str:
     """The file name of a step's package: `<function>-<sha256 of all it depends on>.pt2`.
     statics: the Python arguments (by value, e.g. the kind's name); digest: `source_digest`;
-    instances: which tensors hold the chunk's instances, `unit` × cells, along their first dim
-    (`dynamic`: its size is left out of the name, the unit is in)."""
-    flags = instances or [False] * len(tensors)
+    dims: which tensors' first dim, `unit` × cells, is dynamic (`dynamic`): its size is left
+    out of the name, the unit is in."""
+    star = dims or [False] * len(tensors)
     shapes = [
-        ("*", *t.shape[1:]) if dynamic(t, f, unit) else tuple(t.shape)
-        for t, f in zip(tensors, flags, strict=True)
+        ("*", *t.shape[1:]) if d else tuple(t.shape) for t, d in zip(tensors, star, strict=True)
     ]
     parts = [
         function,
@@ -134,24 +133,31 @@ class _Step(torch.nn.Module):
         return self.fn(*self.statics, *unflatten(list(tensors), self.layout))
 
 
-def flatten(
-    args: tuple, per_instance: tuple[int, ...] = ()
-) -> tuple[list[torch.Tensor], tuple, list[bool]]:
-    """(tensors, layout, instances) of a chunk function's tensor arguments: a tensor, None or a
-    list of tensors each; layout records which, so that `unflatten` gives the arguments back;
-    instances, which tensors come from the arguments at the positions `per_instance`."""
+def flatten(args: tuple) -> tuple[list[torch.Tensor], tuple]:
+    """(tensors, layout) of a chunk function's tensor arguments: a tensor, None or a list of
+    tensors each; layout records which, so that `unflatten` gives the arguments back."""
     tensors: list[torch.Tensor] = []
     layout: list[int | None] = []
-    instances: list[bool] = []
-    for i, a in enumerate(args):
+    for a in args:
         if a is None:
             layout.append(None)
-            continue
-        group = a if isinstance(a, list) else [a]
-        layout.append(len(a) if isinstance(a, list) else -1)
-        tensors += group
-        instances += [i in per_instance] * len(group)
-    return tensors, tuple(layout), instances
+        elif isinstance(a, list):
+            layout.append(len(a))
+            tensors += a
+        else:
+            layout.append(-1)
+            tensors.append(a)
+    return tensors, tuple(layout)
+
+
+def per_tensor(args: tuple, positions: tuple[int, ...]) -> list[bool]:
+    """For each tensor `flatten` gives of args, whether it comes from an argument at one of
+    `positions` (a list counts as one argument)."""
+    out: list[bool] = []
+    for i, a in enumerate(args):
+        if a is not None:
+            out += [i in positions] * (len(a) if isinstance(a, list) else 1)
+    return out
 
 
 def unflatten(tensors: list[torch.Tensor], layout: tuple) -> list[Any]:
@@ -176,16 +182,15 @@ def _build(
     module: _Step,
     tensors: list[torch.Tensor],
     cache: str | None,
-    instances: list[bool] | None = None,
+    dims: list[bool] | None = None,
     unit: int = 1,
 ) -> None:
     """Export and compile the step into `path` (whole or not at all: written beside, renamed),
-    the first dim of the tensors `instances` flags dynamic (`dynamic`): `unit` × cells."""
+    the first dim of the tensors `dims` flags dynamic: `unit` × cells."""
     use_compile_cache(cache)  # Inductor's settings and caches for the compile itself
     import torch._inductor
 
-    flags = instances or [False] * len(tensors)
-    dims = [dynamic(t, f, unit) for t, f in zip(tensors, flags, strict=True)]
+    dims = dims or [False] * len(tensors)
     cells = torch.export.Dim("cells", min=2)
     shared = cells * unit if unit > 1 else cells  # one dim for all: export knows they agree
     shapes = (tuple({0: shared} if d else None for d in dims),)  # the step takes *tensors
@@ -297,7 +302,7 @@ class Packaged:
         return path
 
     def __call__(self, *args: Any) -> torch.Tensor:
-        tensors, layout, instances = flatten(args[self.STATICS :], self.per_instance)
+        tensors, layout = flatten(args[self.STATICS :])
         # what the package's name depends on that may change between calls, cheaply (a step
         # calls this once per chunk): the name itself is hashed only the first time
         seen = (
@@ -309,10 +314,10 @@ class Packaged:
         runner = self._loaded.get(seen)
         if runner is None:
             statics = (self.kind, *args[1:3], layout)  # the kind by its name, not its record
-            name = package_name(
-                self.fn.__name__, statics, self.digest, tensors, instances, self.unit
-            )
-            runner = self._runner(name, args[: self.STATICS], layout, tensors, instances)
+            flags = per_tensor(args[self.STATICS :], self.per_instance)
+            dims = [dynamic(t, f, self.unit) for t, f in zip(tensors, flags, strict=True)]
+            name = package_name(self.fn.__name__, statics, self.digest, tensors, dims, self.unit)
+            runner = self._runner(name, args[: self.STATICS], layout, tensors, dims)
             self._loaded[seen] = runner
         return runner.run(tensors)[0]
 
@@ -322,7 +327,7 @@ class Packaged:
         statics: tuple,
         layout: tuple,
         tensors: list,
-        instances: list[bool] | None = None,
+        dims: list[bool] | None = None,
     ) -> Any:
         path, device = self.folder() / name, tensors[0].device
         runner = _loaded(path, device)
@@ -338,7 +343,7 @@ class Packaged:
                         for partial in _partial_builds(path):
                             partial.unlink(missing_ok=True)
                     step = _Step(self.fn, statics, layout)
-                    _build(path, step, tensors, self.cache, instances, self.unit)
+                    _build(path, step, tensors, self.cache, dims, self.unit)
                     runner = _load(path, device)
                     with contextlib.suppress(OSError):  # the folder unreadable: nothing pruned
                         prune(path.parent, keep=path)

@@ -27,7 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _name(tensors, statics=("relu", True, ("none", False, 1)), digest="d", function="train_chunk",
           instances=None, unit=1):
-    return packages.package_name(function, statics, digest, tensors, instances, unit)
+    dims = instances and [
+        packages.dynamic(t, f, unit) for t, f in zip(tensors, instances, strict=True)
+    ]
+    return packages.package_name(function, statics, digest, tensors, dims, unit)
 
 
 @pytest.mark.unit
